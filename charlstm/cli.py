@@ -1,0 +1,51 @@
+"""Command-line entry point: parse, then hand over to a command module.
+
+Each command lives in charlstm/commands/<name>.py and provides
+`register(subparsers)` (its flags, grouped, each with help) and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+COMMANDS = ["gradcheck"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charlstm",
+        description="Character-level LSTM language models with hand-derived backprop in NumPy.")
+    parser.add_argument("--version", action="version", version=f"charlstm {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"charlstm.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # --debug is also accepted after the command name
+    debug = args.debug or "--debug" in argv
+    try:
+        return int(args.run(args) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"charlstm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("charlstm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

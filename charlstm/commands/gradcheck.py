@@ -1,0 +1,63 @@
+"""`charlstm gradcheck`: prove the backward pass right on a random model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..config import ModelConfig
+from ..errors import UserError
+from ..gradcheck import check_gradients, format_table, random_problem
+
+TOLERANCE = 1e-6
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gradcheck", help="check every gradient against finite differences",
+                       description="Compare the hand-written backward pass with 6th-order "
+                       "central differences in float64, for every parameter and the initial "
+                       f"state. Exits 1 if any max relative error exceeds {TOLERANCE:g}.")
+    m = p.add_argument_group("model")
+    m.add_argument("--vocab-size", type=positive_int, default=7, help="characters (default 7)")
+    m.add_argument("--hidden-size", type=positive_int, default=5, help="H (default 5)")
+    m.add_argument("--num-layers", type=positive_int, default=2, help="L (default 2)")
+    m.add_argument("--cell", default="lstm", help="recurrent cell (default lstm)")
+    m.add_argument("--dropout", type=float, default=0.0,
+                   help="check with a fixed dropout mask of this rate (default 0)")
+    d = p.add_argument_group("data")
+    d.add_argument("--seq-len", type=positive_int, default=4, help="T (default 4)")
+    d.add_argument("--batch-size", type=positive_int, default=3, help="B (default 3)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    try:
+        config = ModelConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                             num_layers=args.num_layers, dropout=args.dropout, cell=args.cell)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    problem = random_problem(config, args.seq_len, args.batch_size, args.seed,
+                             dropout_mask=args.dropout > 0)
+    start = time.perf_counter()
+    rows = check_gradients(*problem[:1], config, *problem[1:])
+    print(f"gradient check: {config.cell.upper()} V={config.vocab_size} H={config.hidden_size} "
+          f"L={config.num_layers} T={args.seq_len} B={args.batch_size} dropout={config.dropout} "
+          f"seed={args.seed}, float64, 6th-order central differences")
+    print(format_table(rows, TOLERANCE))
+    worst = max(r.max_rel_error for r in rows)
+    verdict = "PASS" if worst < TOLERANCE else "FAIL"
+    print(f"{verdict}: worst relative error {worst:.2e} (tolerance {TOLERANCE:g}), "
+          f"{time.perf_counter() - start:.1f}s")
+    return 0 if worst < TOLERANCE else 1

@@ -1,0 +1,110 @@
+"""Stateless building blocks around the recurrence: input projection,
+dropout, linear decoder, softmax cross-entropy. Each is a forward/backward pair.
+
+Shape legend: T time, B batch, V vocabulary, H hidden, D input width, G gate rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_ids(x: np.ndarray) -> bool:
+    """True when x holds character ids (one-hot input) rather than dense features."""
+    return x.dtype.kind in "iu"
+
+
+def input_projection_forward(x, W_ih, b_ih):
+    """xw = x W_ih^T + b_ih for every step of the window at once.
+
+    Args:
+        x: (T, B) int character ids, or (T, B, D) float features.
+        W_ih: (G, V) or (G, D).  b_ih: (G,).
+    Returns:
+        xw: (T, B, G).
+    For ids, a one-hot x times W_ih^T just selects columns of W_ih, so it is
+    done as a gather (no one-hot matrix is ever built).
+    """
+    # ids: (T, B, G) column gather; features: one GEMM for the whole window
+    xw = np.ascontiguousarray(W_ih.T)[x] if is_ids(x) else x @ W_ih.T
+    xw += b_ih
+    return xw
+
+
+def input_projection_backward(dxw, x, W_ih):
+    """Gradients of input_projection_forward.
+
+    Args:
+        dxw: (T, B, G).  x and W_ih as in the forward.
+    Returns:
+        dx (T, B, D) or None for ids, dW_ih like W_ih, db_ih (G,).
+    """
+    T, B, G = dxw.shape
+    dxw_flat = dxw.reshape(T * B, G)
+    db_ih = dxw_flat.sum(axis=0)
+    if is_ids(x):
+        # Scatter-add rows of dxw into the columns they were gathered from:
+        # sort positions by id, then sum each run of equal ids in one reduceat.
+        ids = x.reshape(-1)
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        dW_ih = np.zeros_like(W_ih)
+        dW_ih[:, sorted_ids[starts]] = np.add.reduceat(dxw_flat[order], starts, axis=0).T
+        return None, dW_ih, db_ih
+    D = x.shape[-1]
+    dW_ih = dxw_flat.T @ x.reshape(T * B, D)
+    dx = dxw @ W_ih
+    return dx, dW_ih, db_ih
+
+
+def dropout_mask(shape, p: float, rng: np.random.Generator, dtype) -> np.ndarray:
+    """Inverted-dropout mask: 0 with probability p, else 1/(1-p), so E[mask] = 1."""
+    keep = rng.random(shape) >= p
+    return keep.astype(dtype) / np.asarray(1.0 - p, dtype=dtype)
+
+
+def linear_forward(h, W, b):
+    """y = h W^T + b.  h: (T, B, H), W: (V, H), b: (V,) -> y: (T, B, V)."""
+    return h @ W.T + b
+
+
+def linear_backward(dy, h, W):
+    """dy: (T, B, V) -> dh (T, B, H), dW (V, H), db (V,)."""
+    T, B, V = dy.shape
+    dy_flat = dy.reshape(T * B, V)
+    dW = dy_flat.T @ h.reshape(T * B, -1)
+    db = dy_flat.sum(axis=0)
+    dh = dy @ W
+    return dh, dW, db
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax over the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, y):
+    """Mean cross-entropy (nats) over all T*B positions, and its gradient.
+
+    Args:
+        logits: (T, B, V).  y: (T, B) int targets.
+    Returns:
+        loss (float), dlogits (T, B, V) = (softmax - onehot(y)) / (T*B).
+    """
+    T, B, V = logits.shape
+    N = T * B
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    sums = probs.sum(axis=-1, keepdims=True)
+    rows = np.arange(N)
+    target = y.reshape(N)
+    # -log softmax(logits)[y] = log(sum(exp(shifted))) - shifted[y], never log(0)
+    nll = np.log(sums.reshape(N)) - shifted.reshape(N, V)[rows, target]
+    loss = nll.mean(dtype=np.float64)
+    # d(-log p_y)/dlogits = p - onehot(y), averaged over the N positions
+    probs /= sums
+    probs.reshape(N, V)[rows, target] -= 1.0
+    probs /= N
+    return float(loss), probs

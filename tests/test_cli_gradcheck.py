@@ -1,0 +1,49 @@
+"""`charlstm gradcheck` as users run it: a table, a verdict and an exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from charlstm import cli
+from charlstm.cells import lstm
+
+
+def test_gradcheck_passes_and_prints_every_parameter(capsys):
+    rc = cli.main(["gradcheck", "--hidden-size", "3", "--num-layers", "2", "--seq-len", "3",
+                   "--batch-size", "2", "--vocab-size", "4", "--seed", "5"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for name in ["lstm.weight_ih_l0", "lstm.weight_hh_l1", "lstm.bias_hh_l1", "decoder.weight",
+                 "decoder.bias", "state.h0", "state.c0"]:
+        assert name in out
+    assert "PASS" in out
+    errors = [float(line.split()[-3]) for line in out.splitlines()
+              if line.startswith(("lstm.", "decoder.", "state."))]
+    assert len(errors) == 12 and max(errors) < 1e-7
+
+
+def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch, capsys):
+    original = lstm.backward
+
+    def broken(dhs, dstateT, cache):
+        dxw, dstate0, dW_hh, db_hh = original(dhs, dstateT, cache)
+        return dxw, dstate0, dW_hh, db_hh * 0.9
+
+    monkeypatch.setattr(lstm, "backward", broken)
+    rc = cli.main(["gradcheck", "--hidden-size", "3", "--num-layers", "1", "--seq-len", "2"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAIL" in out and " NO" in out
+
+
+@pytest.mark.parametrize("args", [["--hidden-size", "0"], ["--seq-len", "x"],
+                                  ["--dropout", "1.5"], ["--cell", "bogus"]])
+def test_gradcheck_bad_flags_give_one_line_errors(args):
+    proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "gradcheck", *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr.strip().splitlines()[-1]
