@@ -217,3 +217,15 @@ class CharLSTM:
         if x.size and (x.min() < 0 or x.max() >= self.config.vocab_size):
             raise ValueError(f"character ids must lie in [0, {self.config.vocab_size})")
         return x
+
+
+def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
+    """Inference for one character per stream (sampling).
+
+    Args:
+        ids: (B,) int ids.  state: tuple of (L, B, H), or None for zeros.
+    Returns:
+        logits (B, V) and the new state.
+    """
+    logits, state, _ = forward(params, config, ids[None, :], state)
+    return logits[0], state

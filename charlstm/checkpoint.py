@@ -1,0 +1,138 @@
+"""Checkpoints: one .safetensors file, written atomically, validated on load.
+
+Layout of a file:
+    tensors   model parameters under their PyTorch names ("lstm.weight_ih_l0", ...),
+              plus any further arrays under a prefix ("optim.exp_avg.<name>",
+              "train.h", ...): optimizer slots, carried hidden state.
+    metadata  (strings) format, format_version, package_version, config (JSON
+              ModelConfig), vocab (JSON list of characters), meta (JSON: step,
+              val loss, RNG states, training config, data cursor ...).
+
+No pickle anywhere: safetensors stores raw little-endian arrays and a JSON header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from . import __version__
+from .config import ModelConfig
+from .errors import UserError
+from .model import param_shapes
+
+FORMAT = "charlstm-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not describe a valid model."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=1)
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    vocab: list[str]  # vocab[i] is the character with id i
+    params: dict[str, np.ndarray]  # model parameters, PyTorch names
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # optimizer, carried state...
+    meta: dict = field(default_factory=dict)  # JSON-serialisable training state
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`:
+    a reader sees the old file or the new one, never half of either."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path, ckpt: Checkpoint) -> None:
+    clash = set(ckpt.params) & set(ckpt.arrays)
+    if clash:
+        raise ValueError(f"array names clash with parameter names: {sorted(clash)}")
+    tensors = {k: np.ascontiguousarray(v) for k, v in {**ckpt.params, **ckpt.arrays}.items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "package_version": __version__,
+        "config": json.dumps(ckpt.config.to_dict()),
+        "vocab": json.dumps(ckpt.vocab, ensure_ascii=False),
+        "meta": json.dumps(ckpt.meta),
+    }
+    atomic_write_bytes(Path(path), st_save(tensors, metadata=metadata))
+
+
+def _read_metadata(data: bytes) -> dict:
+    """The JSON header of a safetensors byte string (8-byte length, then JSON)."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__") or {}
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read and validate a checkpoint; any problem is a one-line CheckpointError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    try:
+        tensors = st_load(data)
+        metadata = _read_metadata(data)
+    except Exception as e:  # safetensors raises several types for truncated/corrupt files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
+                              f"{first})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a charlstm checkpoint")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(f"{path} has checkpoint format version "
+                              f"{metadata.get('format_version')}; this charlstm reads "
+                              f"version {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        vocab = json.loads(metadata["vocab"])
+        meta = json.loads(metadata.get("meta", "{}"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} has invalid metadata: {e}") from None
+    if not isinstance(vocab, list) or len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary does not match vocab_size "
+                              f"{config.vocab_size}")
+    shapes = param_shapes(config)
+    missing = [k for k in shapes if k not in tensors]
+    if missing:
+        raise CheckpointError(f"{path} lacks parameters: {', '.join(missing)}")
+    params = {}
+    for name, shape in shapes.items():
+        value = tensors[name]
+        if value.shape != shape:
+            raise CheckpointError(f"{path}: {name} has shape {value.shape}, config says {shape}")
+        if value.dtype not in (np.float32, np.float64):
+            raise CheckpointError(f"{path}: {name} has dtype {value.dtype}, not float32/64")
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
+        params[name] = value
+    arrays = {k: v for k, v in tensors.items() if k not in shapes}
+    return Checkpoint(config=config, vocab=vocab, params=params, arrays=arrays, meta=meta)

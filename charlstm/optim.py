@@ -1,0 +1,161 @@
+"""Optimizers and gradient clipping over the params/grads dicts.
+
+params, grads and every optimizer slot are dicts with the same keys, so one
+loop over names serves the update, clipping and checkpointing. Updates are in
+place with one preallocated scratch array per parameter (no per-step temporaries).
+
+Weight decay is decoupled (as in AdamW): p <- p - lr * weight_decay * p, applied
+to weight matrices only, never to biases.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad")
+
+
+def global_norm(grads: dict) -> float:
+    """sqrt(sum of squares of every gradient element), accumulated in float64."""
+    return float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+
+
+def clip_grad_norm(grads: dict, max_norm: float) -> float:
+    """Scale all grads in place so their global norm is at most max_norm (<= 0: no clip).
+
+    Returns the norm before clipping, as torch.nn.utils.clip_grad_norm_ does.
+    """
+    norm = global_norm(grads)
+    if max_norm > 0 and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm
+
+
+class Optimizer:
+    """Base class: per-parameter slots (state arrays) plus a step counter."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, params: dict, lr: float, weight_decay: float = 0.0, **hyper):
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.hyper = hyper
+        self.t = 0  # number of updates applied
+        self.state = {s: {k: np.zeros_like(p) for k, p in params.items()} for s in self.slots}
+        self._scratch = {k: np.empty_like(p) for k, p in params.items()}
+
+    def step(self, params: dict, grads: dict, lr: float | None = None) -> None:
+        """Apply one update in place; `lr` overrides the base rate (schedules)."""
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        for name, p in params.items():
+            if self.weight_decay and p.ndim > 1:
+                p *= p.dtype.type(1.0 - lr * self.weight_decay)
+            self._update(name, p, grads[name], lr, self._scratch[name])
+
+    def _update(self, name, p, g, lr, tmp) -> None:
+        raise NotImplementedError
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Slots flattened to "<slot>.<param name>" for a checkpoint."""
+        return {f"{s}.{k}": v for s in self.slots for k, v in self.state[s].items()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], t: int) -> None:
+        expected = self.state_arrays()
+        if set(arrays) != set(expected):
+            raise ValueError("optimizer state does not match the optimizer and model")
+        for key, value in arrays.items():
+            if value.shape != expected[key].shape:
+                raise ValueError(f"optimizer state {key} has shape {value.shape}")
+            expected[key][...] = value
+        self.t = int(t)
+
+
+class SGD(Optimizer):
+    """p <- p - lr * v,  v = momentum * v + g  (plain SGD when momentum = 0)."""
+
+    slots = ("velocity",)
+
+    def _update(self, name, p, g, lr, tmp):
+        v = self.state["velocity"][name]
+        v *= self.hyper.get("momentum", 0.0)
+        v += g
+        np.multiply(v, lr, out=tmp)
+        p -= tmp
+
+
+class RMSprop(Optimizer):
+    """char-rnn's default: s = a*s + (1-a)*g^2;  p <- p - lr * g / (sqrt(s) + eps)."""
+
+    slots = ("square_avg",)
+
+    def _update(self, name, p, g, lr, tmp):
+        alpha, eps = self.hyper.get("alpha", 0.95), self.hyper.get("eps", 1e-8)
+        s = self.state["square_avg"][name]
+        s *= alpha
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - alpha
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp += eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class Adagrad(Optimizer):
+    """s = s + g^2;  p <- p - lr * g / (sqrt(s) + eps)."""
+
+    slots = ("sum_sq",)
+
+    def _update(self, name, p, g, lr, tmp):
+        s = self.state["sum_sq"][name]
+        np.multiply(g, g, out=tmp)
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp += self.hyper.get("eps", 1e-10)
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
+    p <- p - lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (torch.optim.Adam's formula)."""
+
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def _update(self, name, p, g, lr, tmp):
+        b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
+        eps = self.hyper.get("eps", 1e-8)
+        m, v = self.state["exp_avg"][name], self.state["exp_avg_sq"][name]
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        bias1, bias2 = 1.0 - b1**self.t, 1.0 - b2**self.t
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / np.sqrt(bias2)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / bias1
+        p -= tmp
+
+
+def make_optimizer(name: str, params: dict, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0) -> Optimizer:
+    """Build an optimizer by name ("adam", "rmsprop", "sgd", "adagrad")."""
+    if name == "adam":
+        return Adam(params, lr, weight_decay)
+    if name == "rmsprop":
+        return RMSprop(params, lr, weight_decay)
+    if name == "sgd":
+        return SGD(params, lr, weight_decay, momentum=momentum)
+    if name == "adagrad":
+        return Adagrad(params, lr, weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,83 @@
+"""Checkpoints round-trip exactly, load into torch, and fail with one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from charlstm import CharLSTM, ModelConfig
+from charlstm.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+
+
+def _ckpt():
+    config = ModelConfig(vocab_size=4, hidden_size=3, num_layers=2)
+    model = CharLSTM(config, seed=0)
+    arrays = {"optim.exp_avg.decoder.bias": np.ones(4, np.float32)}
+    return Checkpoint(config, ["a", "b", "é", "\n"], model.params, arrays, {"step": 7})
+
+
+def test_round_trip_is_exact(tmp_path):
+    ck = _ckpt()
+    save_checkpoint(tmp_path / "c.safetensors", ck)
+    back = load_checkpoint(tmp_path / "c.safetensors")
+    assert back.config == ck.config and back.vocab == ck.vocab and back.meta == ck.meta
+    for k in ck.params:
+        assert back.params[k].dtype == ck.params[k].dtype
+        np.testing.assert_array_equal(back.params[k], ck.params[k])
+    np.testing.assert_array_equal(back.arrays["optim.exp_avg.decoder.bias"], np.ones(4))
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+
+
+def test_params_load_into_torch_lstm(tmp_path):
+    from safetensors.torch import load_file
+    save_checkpoint(tmp_path / "c.safetensors", _ckpt())
+    sd = load_file(tmp_path / "c.safetensors")
+    lstm = torch.nn.LSTM(4, 3, 2)
+    lstm.load_state_dict({k.removeprefix("lstm."): v for k, v in sd.items()
+                          if k.startswith("lstm.")})
+
+
+def test_truncated_and_garbage_files_give_one_line_errors(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _ckpt())
+    data = path.read_bytes()
+    for bad in [data[: len(data) // 2], b"garbage", b""]:
+        path.write_bytes(bad)
+        with pytest.raises(CheckpointError, match="c.safetensors") as e:
+            load_checkpoint(path)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_wrong_shape_nan_and_foreign_files_are_refused(tmp_path):
+    ck = _ckpt()
+    ck.params["decoder.bias"] = np.full(4, np.nan, np.float32)
+    save_checkpoint(tmp_path / "nan.safetensors", ck)
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(tmp_path / "nan.safetensors")
+    ck = _ckpt()
+    ck.params["decoder.bias"] = np.zeros(5, np.float32)
+    save_checkpoint(tmp_path / "shape.safetensors", ck)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(tmp_path / "shape.safetensors")
+    save_file({"x": np.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not a charlstm checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _ckpt())
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(path, _ckpt())
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp"))
