@@ -23,7 +23,7 @@ gradcheck: $(VENV)/.base
 	$(VENV)/bin/charlstm gradcheck
 
 test: $(VENV)/.test
-	$(PY) -m ruff check charlstm tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:
