@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import lstm
+from . import gru, lstm, rnn
 
-CELLS: dict[str, ModuleType] = {"lstm": lstm}
+CELLS: dict[str, ModuleType] = {"lstm": lstm, "gru": gru, "rnn": rnn}
 
 
 def get_cell(name: str) -> ModuleType:
