@@ -1,0 +1,69 @@
+"""`charlstm export`: a checkpoint out to PyTorch (state dict) or ONNX, with its vocabulary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..interop.state_dict import save_state_dict, vocab_bytes, write_vocab
+
+FORMATS = {".onnx": "onnx", ".safetensors": "torch", ".pt": "torch"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint to PyTorch or ONNX",
+        description="Write a checkpoint's model as a state dict of charlstm.interop.torch."
+        "CharRNN (.safetensors, or torch.save if OUT ends in .pt) or as an ONNX graph, and "
+        "its vocabulary as VOCAB.json (a JSON list of characters in id order).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a charlstm checkpoint file")
+    p.add_argument("out", metavar="OUT", help="output file (.safetensors, .pt or .onnx)")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=["torch", "onnx"],
+                   help="torch or onnx (default: from OUT's suffix)")
+    o.add_argument("--vocab-out", metavar="VOCAB.json",
+                   help="where to write the vocabulary (default: OUT with suffix .vocab.json)")
+    o.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse to overwrite a file unless forced, or to write into a missing directory."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise UserError(f"directory {path.parent} does not exist")
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    fmt = args.format or FORMATS.get(out.suffix)
+    if fmt is None:
+        raise UserError(f"cannot tell the format from {out.name!r}; pass --format torch|onnx "
+                        "or name OUT .safetensors, .pt or .onnx")
+    vocab_out = Path(args.vocab_out) if args.vocab_out else out.with_suffix(".vocab.json")
+    if vocab_out.resolve() == out.resolve():
+        raise UserError(f"the vocabulary and the model would both be written to {out}")
+    check_writable(out, args.force)
+    ckpt = load_checkpoint(args.checkpoint)
+    # Exports of one model in several formats share one vocabulary file: no clash.
+    same_vocab = vocab_out.is_file() and vocab_out.read_bytes() == vocab_bytes(ckpt.vocab)
+    if not same_vocab:
+        check_writable(vocab_out, args.force)
+    if fmt == "onnx":
+        from ..interop.onnx import export_onnx  # optional extra, imported only when asked
+
+        export_onnx(out, ckpt)
+    else:
+        save_state_dict(out, ckpt)
+    write_vocab(vocab_out, ckpt.vocab)
+    c = ckpt.config
+    what = "ONNX graph" if fmt == "onnx" else "CharRNN state dict"
+    print(f"wrote {out} ({what}: {c.cell.upper()} V={c.vocab_size} H={c.hidden_size} "
+          f"L={c.num_layers}) and vocabulary {vocab_out}")
+    return 0
