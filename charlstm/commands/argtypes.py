@@ -1,0 +1,42 @@
+"""argparse `type=` checkers: a bad value is a usage error (exit 2) naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _parse(text: str, convert, what: str):
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def integer(low: int):
+    """An int >= low."""
+    def parse(text: str) -> int:
+        value = _parse(text, int, "an integer")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def number(low: float, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False):
+    """A finite float in the interval from low to high; *_open excludes that end."""
+    def parse(text: str) -> float:
+        value = _parse(text, float, "a number")
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            interval = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                        if high < math.inf else f"{'>' if low_open else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"must be {'in ' if high < math.inf else ''}"
+                                             f"{interval}, got {text}")
+        return value
+    return parse

@@ -1,0 +1,100 @@
+"""`charlstm info CHECKPOINT`: what a checkpoint holds, without running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from safetensors import safe_open
+
+from ..checkpoint import load_checkpoint
+from ..runs import resolve_checkpoint
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint",
+                       description="Print a checkpoint's model config, vocabulary, parameter "
+                       "count, training step, validation loss and other metadata. A run "
+                       "directory means its best.safetensors, else its last.safetensors.")
+    p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
+                   help="a run directory or a .safetensors checkpoint")
+    p.add_argument("--json", action="store_true",
+                   help="print everything as one JSON object instead of a table")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def describe(path) -> dict:
+    """Everything `info` shows, as plain JSON-serialisable values."""
+    ckpt = load_checkpoint(path)  # validates: a corrupt file is a one-line error
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata() or {}
+    dtypes = sorted({str(v.dtype) for v in ckpt.params.values()})
+    return {
+        "checkpoint": str(path),
+        "file_bytes": path.stat().st_size,
+        "format": f"{header.get('format')} v{header.get('format_version')}",
+        "package_version": header.get("package_version"),
+        "config": ckpt.config.to_dict(),
+        "parameters": sum(int(v.size) for v in ckpt.params.values()),
+        "dtype": "/".join(dtypes),
+        "vocab_size": len(ckpt.vocab),
+        "vocab": "".join(ckpt.vocab),
+        "other_tensors": sorted(ckpt.arrays),
+        "meta": ckpt.meta,
+    }
+
+
+def _loss_text(value) -> str:
+    """Losses in nats also in bits per character and perplexity."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.4f} nats/char ({value / math.log(2):.4f} bits/char, " \
+               f"perplexity {math.exp(value):.3f})"
+    return str(value)
+
+
+def _shorten(chars: str, limit: int = 100) -> str:
+    """The vocabulary as a JSON string (escapes visible), cut to about `limit` characters."""
+    text = json.dumps(chars[:limit], ensure_ascii=False)
+    return text if len(chars) <= limit else text[:-1] + f'..." (+{len(chars) - limit} more)'
+
+
+def _meta_lines(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten scalars and small dicts; long lists (RNG states, cursors) are summarised."""
+    rows = []
+    for key in sorted(meta):
+        value, name = meta[key], prefix + key
+        if isinstance(value, dict):
+            rows += _meta_lines(value, name + ".")
+        elif isinstance(value, list) and len(json.dumps(value)) > 60:
+            rows.append((name, f"[{len(value)} items]"))
+        elif "loss" in key:
+            rows.append((name, _loss_text(value)))
+        else:
+            rows.append((name, json.dumps(value) if not isinstance(value, str) else value))
+    return rows
+
+
+def run(args) -> int:
+    info = describe(resolve_checkpoint(args.checkpoint))
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    c = info["config"]
+    rows = [
+        ("checkpoint", f"{info['checkpoint']} ({info['file_bytes'] / 1e6:.2f} MB)"),
+        ("format", f"{info['format']}, written by charlstm {info['package_version']}"),
+        ("model", f"{c['cell'].upper()}, {c['num_layers']} layers x {c['hidden_size']} hidden, "
+                  f"dropout {c['dropout']}, forget bias {c['forget_bias']}"),
+        ("parameters", f"{info['parameters']:,} ({info['dtype']})"),
+        ("vocab", f"{info['vocab_size']} characters: {_shorten(info['vocab'])}"),
+    ]
+    if info["other_tensors"]:
+        rows.append(("other tensors", f"{len(info['other_tensors'])} (optimizer state, "
+                     "carried hidden state, ...)"))
+    rows += _meta_lines(info["meta"])
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0

@@ -1,0 +1,106 @@
+"""`charlstm sample RUN_DIR|CHECKPOINT`: generate text, streamed to stdout as it is drawn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..model import zero_state
+from ..runs import resolve_checkpoint
+from ..sample import encode_prime, generate, numpy_step_fn, stream_rng
+from ..text import Vocab
+from .argtypes import integer, number
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sample", help="generate text from a trained model",
+        description="Generate text from a checkpoint (a run directory means its "
+        "best.safetensors, else its last.safetensors), streaming characters to stdout.")
+    p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
+                   help="a run directory or a .safetensors checkpoint")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--length", type=integer(0), default=500,
+                   help="characters to generate per sample, after the prime (default 500)")
+    s.add_argument("--temperature", type=number(0), default=1.0,
+                   help="divide logits by this; <1 is safer, >1 wilder, 0 greedy (default 1)")
+    s.add_argument("--top-k", type=integer(1), default=None,
+                   help="draw only from the K most likely characters (default: all)")
+    s.add_argument("--top-p", type=number(0, 1, low_open=True), default=1.0,
+                   help="then only from the smallest set holding this much probability "
+                   "(nucleus sampling; default 1 = off)")
+    s.add_argument("--num-samples", type=integer(1), default=1,
+                   help="independent samples, printed one after another (default 1)")
+    s.add_argument("--seed", type=integer(0), default=None,
+                   help="random seed; the same seed gives the same text (default: random, "
+                   "printed to stderr)")
+    r = p.add_argument_group("prime")
+    r.add_argument("--prime", default=None, metavar="TEXT",
+                   help="text to condition on, echoed before the sample (default: start "
+                   "as at the beginning of a line)")
+    r.add_argument("--unknown", choices=("error", "skip"), default="error",
+                   help="prime characters the model has never seen: error (default) or skip")
+    b = p.add_argument_group("backend")
+    b.add_argument("--backend", choices=("numpy", "onnxruntime"), default="numpy",
+                   help="run the model with NumPy (default) or onnxruntime (needs the "
+                   "onnx extra)")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def make_step_fn(ckpt, backend: str):
+    """(step_fn, state dtype) for the chosen backend."""
+    if backend == "numpy":
+        return numpy_step_fn(ckpt.params, ckpt.config), ckpt.params["decoder.weight"].dtype
+    try:
+        from ..interop.onnx import ort_step_fn
+    except ImportError as e:
+        raise UserError(f"the onnxruntime backend is not available ({e}); install it with "
+                        "pip install 'charlstm[onnx]' or use --backend numpy",
+                        exit_code=1) from None
+    return ort_step_fn(ckpt), np.float32
+
+
+def run(args) -> int:
+    path = resolve_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(path)
+    vocab = Vocab(ckpt.vocab)
+    seed = args.seed
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**31)
+        print(f"charlstm: seed {seed} (pass --seed {seed} to repeat this sample)",
+              file=sys.stderr)
+    prime_ids, echo = encode_prime(vocab, args.prime, args.unknown == "skip", seed)
+    if args.prime and len(echo) < len(args.prime):
+        print(f"charlstm: skipped {len(args.prime) - len(echo)} prime characters not in "
+              "the vocabulary", file=sys.stderr)
+    step_fn, dtype = make_step_fn(ckpt, args.backend)
+    out = sys.stdout
+    try:
+        for k in range(args.num_samples):
+            if args.num_samples > 1:
+                gap = "\n" if k else ""
+                out.write(f"{gap}=== sample {k + 1}/{args.num_samples} ===\n")
+            out.write(echo)
+            out.flush()
+            last = echo
+            # One stream per sample, each with its own generator: the same texts as a
+            # batch of num_samples streams would give, but each printed as it is drawn.
+            for (c,) in generate(step_fn, zero_state(ckpt.config, 1, dtype), vocab.chars,
+                                 prime_ids, args.length, args.temperature, args.top_k,
+                                 args.top_p, [stream_rng(seed, k)]):
+                out.write(c)
+                out.flush()
+                last = c
+            if last and not last.endswith("\n"):
+                out.write("\n")
+        out.flush()
+    except BrokenPipeError:
+        # `charlstm sample ... | head`: the reader left; stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

@@ -1,0 +1,45 @@
+"""The run directory that `charlstm train --out RUN_DIR` writes, and finding things in it.
+
+    RUN_DIR/last.safetensors   latest checkpoint (every --checkpoint-every steps, and at the end)
+    RUN_DIR/best.safetensors   checkpoint with the lowest validation loss so far
+    RUN_DIR/log.jsonl          one JSON object per logged step
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+LOG = "log.jsonl"
+
+
+def resolve_checkpoint(spec) -> Path:
+    """A checkpoint file as given, or for a run directory its best checkpoint
+    (lowest validation loss), else its last one."""
+    path = Path(spec)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); is it a run "
+                        "directory written by charlstm train?")
+    if not path.exists():
+        raise UserError(f"no such checkpoint or run directory: {path}")
+    return path
+
+
+def resolve_log(run_dir) -> Path:
+    """RUN_DIR/log.jsonl, which must exist."""
+    path = Path(run_dir)
+    if path.is_file() and path.name.endswith(".jsonl"):
+        return path
+    if not path.is_dir():
+        raise UserError(f"no such run directory: {path}")
+    log = path / LOG
+    if not log.is_file():
+        raise UserError(f"{path} has no training log ({LOG}); is it a run directory "
+                        "written by charlstm train?")
+    return log

@@ -1,0 +1,161 @@
+"""Sampling text from a model, one character per step, any backend.
+
+Shape legend: B streams (samples generated side by side), V vocab, L layers, H hidden.
+
+A backend is a step function, step_fn(ids (B,) int, state) -> (logits (B, V), state),
+where state is a tuple of (L, B, H) arrays ((h, c) for an LSTM, (h,) for GRU/RNN).
+`numpy_step_fn` wraps charlstm.model.step; charlstm.interop.onnx.ort_step_fn gives
+the same thing over onnxruntime. `generate` runs the prime through the step function,
+then draws characters with `sample_ids`:
+
+    p ∝ exp((logits - max) / temperature)     in float64, so it cannot overflow
+    keep the top_k most likely, then the smallest set whose mass reaches top_p
+    renormalise and draw by inverse CDF; temperature 0 takes the argmax instead
+
+Each stream has its own numpy Generator, so stream b's text depends only on its
+generator: a batch of N streams and N single-stream runs give the same N texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from . import model
+from .config import ModelConfig
+from .errors import UserError
+from .text import Vocab
+
+
+def numpy_step_fn(params: dict, config: ModelConfig):
+    """The NumPy model as a step function (see the module docstring)."""
+    def step_fn(ids, state):
+        return model.step(params, config, ids, state)
+    return step_fn
+
+
+def stream_rng(seed: int, b: int) -> np.random.Generator:
+    """Stream b's generator: depends only on (seed, b), independent of the others."""
+    return np.random.default_rng([seed, b])
+
+
+def stream_rngs(seed: int, n: int) -> list[np.random.Generator]:
+    """Generators for streams 0..n-1."""
+    return [stream_rng(seed, b) for b in range(n)]
+
+
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float) -> None:
+    """ValueError for out-of-range sampling settings (the CLI turns it into a usage error)."""
+    if not temperature >= 0.0 or not np.isfinite(temperature):  # also rejects NaN
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top-k must be a positive integer, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
+
+
+def probabilities(logits: np.ndarray, temperature: float, top_k: int | None = None,
+                  top_p: float = 1.0) -> np.ndarray:
+    """The distribution sampling draws from, in float64, each row summing to 1.
+
+    Args:
+        logits: (B, V), finite.  temperature > 0.
+        top_k: keep only the k most likely characters (None: all).
+        top_p: then keep the smallest most-likely set whose mass is >= top_p.
+    Returns:
+        p (B, V) float64; removed characters have exactly 0.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z_max = z.max(axis=1, keepdims=True)
+    if not np.all(np.isfinite(z_max)):
+        raise FloatingPointError("the model produced non-finite logits")
+    # Subtract the max before dividing: (z - max) <= 0, so even a tiny
+    # temperature gives exp(-inf) = 0 for the rest and exp(0) = 1 for the max.
+    with np.errstate(over="ignore"):  # overflow to -inf is intended: exp(-inf) = 0
+        p = np.exp((z - z_max) / temperature)
+    V = p.shape[1]
+    if top_k is not None and top_k < V:
+        # Zero all but the k largest; argpartition is O(V), no full sort needed.
+        drop = np.argpartition(p, V - top_k, axis=1)[:, :V - top_k]
+        np.put_along_axis(p, drop, 0.0, axis=1)
+    if top_p < 1.0:
+        order = np.argsort(-p, axis=1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=1)
+        cum = np.cumsum(sorted_p, axis=1)
+        # Keep a character if the mass strictly before it is below top_p of the
+        # total: the most likely is always kept, and the set just reaches top_p.
+        keep_sorted = (cum - sorted_p) < top_p * cum[:, -1:]
+        keep = np.empty_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        p[~keep] = 0.0
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def sample_ids(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float,
+               rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Draw one id per stream. logits: (B, V); rngs: B generators -> (B,) int64."""
+    if temperature == 0.0:
+        return np.asarray(logits).argmax(axis=1)
+    p = probabilities(logits, temperature, top_k, top_p)
+    cdf = np.cumsum(p, axis=1)
+    # u in (0, 1], so u * total is > 0 and <= the last cdf entry: the first index
+    # whose cdf reaches it exists and has p > 0, whatever the rounding.
+    u = np.array([1.0 - r.random() for r in rngs])
+    return (cdf < (u * cdf[:, -1])[:, None]).sum(axis=1)
+
+
+def generate(step_fn, state: tuple, vocab: Sequence[str], prime_ids, length: int,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+             rngs: Sequence[np.random.Generator] | None = None) -> Iterator[list[str]]:
+    """Yield `length` steps of new characters, a list of B (one per stream) per step.
+
+    Args:
+        step_fn: (B,) ids, state -> (B, V) logits, state.
+        state: initial state, tuple of (L, B, H) (e.g. model.zero_state(config, B)).
+        vocab: vocab[i] is the character with id i.
+        prime_ids: (P,) ids, P >= 1, fed to every stream before sampling; the
+            logits after the last one give the first new character. Not yielded.
+        rngs: B generators (default: stream_rngs(0, B)); unused when temperature is 0.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    prime_ids = np.asarray(prime_ids, dtype=np.int64)
+    if prime_ids.ndim != 1 or prime_ids.size == 0:
+        raise ValueError("prime_ids must be a non-empty (P,) array of ids")
+    B = state[0].shape[1]
+    if rngs is None:
+        rngs = stream_rngs(0, B)
+    if len(rngs) != B:
+        raise ValueError(f"need one generator per stream: {B} streams, {len(rngs)} generators")
+    for i in prime_ids:
+        logits, state = step_fn(np.full(B, i, dtype=np.int64), state)
+    for n in range(length):
+        ids = sample_ids(logits, temperature, top_k, top_p, rngs)
+        yield [vocab[i] for i in ids]
+        if n + 1 < length:  # the logits after the last character would go unused
+            logits, state = step_fn(ids, state)
+
+
+def encode_prime(vocab: Vocab, prime: str | None, skip_unknown: bool = False,
+                 seed: int = 0) -> tuple[np.ndarray, str]:
+    """The ids to run before sampling, and the text to echo in front of the sample.
+
+    No prime (None, or nothing left after skipping unknown characters): a newline,
+    not echoed, so the sample starts as if at the beginning of a line; if the
+    vocabulary has no newline, one character drawn uniformly (from `seed`) and echoed.
+    Unknown characters raise UserError listing them, or are dropped with skip_unknown.
+    """
+    if prime:
+        missing = vocab.unknown(prime)
+        if missing and not skip_unknown:
+            shown = " ".join(repr(c) for c in missing[:20])
+            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise UserError(f"the prime has characters not in the model's vocabulary: "
+                            f"{shown}{more}; change the prime or pass --unknown skip")
+        ids = vocab.encode(prime, skip_unknown=True)
+        if ids.size:
+            return ids, vocab.decode(ids)
+    if "\n" in vocab.index:
+        return np.array([vocab.index["\n"]]), ""
+    i = int(np.random.default_rng(seed).integers(len(vocab)))
+    return np.array([i]), vocab.chars[i]
