@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import UserError
 
-COMMANDS = ["gradcheck", "export", "import_", "sample", "info"]
+COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

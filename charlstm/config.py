@@ -6,7 +6,15 @@ from its file alone. CLI defaults are read from these dataclasses.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 CELL_TYPES = ("lstm", "gru", "rnn")
 
@@ -41,8 +49,188 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return _from_dict(cls, d, "model config")
+
+
+OPTIMIZER_NAMES = ("adam", "rmsprop", "sgd", "adagrad")
+LR_SCHEDULES = ("constant", "step", "cosine")
+ENCODING_ERRORS = ("strict", "replace")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `charlstm train` needs, resolved: defaults <- --config file <- flags.
+
+    Stored whole in every checkpoint's meta and as config.toml in the run dir, so a
+    run can be resumed exactly or repeated with `--config RUN_DIR/config.toml`.
+    The defaults are the demo: a model that reaches < 1.8 nats/char on Tiny
+    Shakespeare in about 5 minutes on 2 laptop cores.
+    """
+
+    # --- model ---
+    # One wide layer: on a CPU, wider beats deeper per second of training (one big GEMM).
+    hidden_size: int = 512
+    # Stacked recurrent layers; more layers model more structure but halve the speed.
+    num_layers: int = 1
+    # Dropout between layers: only matters for long runs of deep models (overfitting).
+    dropout: float = 0.0
+    # Forget-gate bias at init: 1.0 makes the LSTM remember by default (Jozefowicz et al.).
+    forget_bias: float = 1.0
+    # Recurrent cell: lstm, gru or rnn (tanh), with torch's parameter layouts.
+    cell: str = "lstm"
+
+    # --- optimisation ---
+    # Adam needs no tuning per corpus; rmsprop is char-rnn's choice.
+    optimizer: str = "adam"
+    # Peak learning rate, reached after the warmup.
+    lr: float = 2e-3
+    # Only for sgd: heavy-ball momentum.
+    momentum: float = 0.9
+    # Decoupled weight decay on weight matrices (not biases); 0 = off.
+    weight_decay: float = 0.0
+    # Global-norm gradient clipping threshold; stops the rare exploding BPTT step. 0 = off.
+    clip: float = 5.0
+    # constant, step (multiply by lr_decay every lr_decay_every steps) or cosine.
+    lr_schedule: str = "cosine"
+    # Linear ramp from 0 to lr: keeps Adam's first noisy steps from wrecking the init.
+    warmup_steps: int = 50
+    # Step schedule: factor applied every lr_decay_every steps.
+    lr_decay: float = 0.5
+    # Step schedule: steps between decays.
+    lr_decay_every: int = 1000
+    # Cosine schedule: the final lr as a fraction of lr (nanoGPT uses 0.1).
+    min_lr_ratio: float = 0.1
+
+    # --- data ---
+    # A text file, or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
+    data: str = "tinyshakespeare"
+    # T: characters per truncated-BPTT window; gradients flow back this far.
+    seq_len: int = 64
+    # B: parallel contiguous streams; larger = smoother gradients, more chars/s.
+    batch_size: int = 32
+    # Last fraction of the text held out for validation (nanoGPT's split at 0.1).
+    val_frac: float = 0.1
+    # strict: invalid UTF-8 is an error; replace: substitute U+FFFD and go on.
+    encoding_errors: str = "strict"
+
+    # --- stopping (the first one reached stops; if none is set, time_budget = 5) ---
+    # Optimizer steps in total (across resumes).
+    max_steps: int | None = None
+    # Passes over the training split (fractions allowed).
+    epochs: float | None = None
+    # Minutes of training (across resumes); with no step limit the schedule follows time.
+    time_budget: float | None = None
+
+    # --- output ---
+    # Run directory: config.toml, log.jsonl, last.safetensors, best.safetensors.
+    # Empty: the CLI picks runs/<data name>-<date>-<time>, so runs never collide.
+    out: str = ""
+    # Steps between validation passes (and `best` checkpoints); 0 = only at the end.
+    eval_every: int = 200
+    # Steps between progress lines and log.jsonl records.
+    log_every: int = 20
+    # Steps between `last` checkpoints (one is always written at the end).
+    checkpoint_every: int = 200
+    # Seeds the initialisation and the dropout stream.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "log_every",
+                     "checkpoint_every", "lr_decay_every"):
+            _check_int(self, name, low=1)
+        for name in ("warmup_steps", "eval_every"):
+            _check_int(self, name, low=0)
+        _check_int(self, "seed", low=0)
+        if self.max_steps is not None:
+            _check_int(self, "max_steps", low=1)
+        for name in ("lr", "epochs", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in ("momentum", "weight_decay", "clip"):
+            if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name, low, high in (("dropout", 0.0, 1.0), ("val_frac", 0.0, 1.0),
+                                ("min_lr_ratio", 0.0, 1.0 + 1e-12)):
+            value = getattr(self, name)
+            if not (_is_number(value) and low <= value < high):
+                raise ValueError(f"{name} must be in [{low:g}, {high:g}), got {value!r}")
+        if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
+        if not _is_number(self.forget_bias):
+            raise ValueError(f"forget_bias must be a number, got {self.forget_bias!r}")
+        for name, choices in (("cell", CELL_TYPES), ("optimizer", OPTIMIZER_NAMES),
+                              ("lr_schedule", LR_SCHEDULES),
+                              ("encoding_errors", ENCODING_ERRORS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, "
+                                 f"got {getattr(self, name)!r}")
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError("data must be a non-empty string")
+        if not isinstance(self.out, str):
+            raise ValueError("out must be a string")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
+                           num_layers=self.num_layers, dropout=self.dropout,
+                           forget_bias=self.forget_bias, cell=self.cell)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a dict (a checkpoint, a TOML file); unknown keys are an error."""
+        return _from_dict(cls, d, "train config")
+
+
+def _from_dict(cls, d: dict, what: str):
+    """cls(**d), but a key that is not a field is a ValueError naming it."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(known))})")
+    return cls(**d)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(config, name: str, low: int) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def load_toml(path) -> dict:
+    """The flat key = value table of a --config file; a bad file is a ValueError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"no such config file: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from None
+    nested = [k for k, v in table.items() if isinstance(v, dict)]
+    if nested:
+        raise ValueError(f"{path}: unexpected table(s) [{'], ['.join(nested)}]; write the "
+                         "settings as top-level key = value lines")
+    return table
+
+
+def dump_toml(config: TrainConfig) -> str:
+    """config as a TOML file that load_toml reads back (unset limits are left out)."""
+    lines = ["# charlstm train configuration (resolved); reuse with --config FILE",
+             "# flags given on the command line override these values"]
+    for key, value in config.to_dict().items():
+        if value is None:
+            continue
+        # JSON string escapes are valid TOML basic-string escapes; repr(float) is valid TOML
+        lines.append(f"{key} = {json.dumps(value) if isinstance(value, str) else repr(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""`charlstm train`: train a model on a text file, or resume a run exactly.
+
+Settings resolve as TrainConfig defaults <- --config FILE.toml <- flags given on
+the command line. Every flag defaults to "not given" (argparse.SUPPRESS), so the
+namespace holds exactly what the user typed and nothing shadows the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..cells import CELLS
+from ..config import ENCODING_ERRORS, LR_SCHEDULES, OPTIMIZER_NAMES, TrainConfig, load_toml
+from ..errors import UserError
+from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
+
+DEFAULTS = TrainConfig()
+KEYS = [f.name for f in fields(TrainConfig)]
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _add(group, key: str, help: str, **kwargs) -> None:
+    default = getattr(DEFAULTS, key)
+    shown = f" (default {default})" if default not in (None, "") else ""
+    group.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS,
+                       help=help + shown, **kwargs)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model on a text file (or resume a run)",
+        description="Train a character-level model with truncated BPTT. Writes RUN_DIR/"
+        "config.toml, log.jsonl (one JSON record per logged step), last.safetensors and "
+        "best.safetensors. Ctrl-C or SIGTERM saves a checkpoint and prints the command "
+        "that resumes; --resume continues bit-identically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = p.add_argument_group("run")
+    r.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="read settings from a TOML file (key = value, names as the flags "
+                   "with _ for -); flags override it")
+    r.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR exactly where it stopped; only stopping "
+                   "and logging flags (and --data, for a moved file) may be given")
+    r.add_argument("--force", action="store_true",
+                   help="replace the run files in an --out that already holds a run "
+                   "(other files there are left alone)")
+    m = p.add_argument_group("model")
+    _add(m, "hidden_size", "H: width of each layer's state", type=_number(int), metavar="H")
+    _add(m, "num_layers", "L: stacked recurrent layers", type=_number(int), metavar="L")
+    _add(m, "dropout", "dropout between layers, in [0, 1)", type=_number(float), metavar="P")
+    _add(m, "forget_bias", "LSTM forget-gate bias at init", type=_number(float), metavar="B")
+    _add(m, "cell", "recurrent cell", choices=sorted(CELLS))
+    o = p.add_argument_group("optimisation")
+    _add(o, "optimizer", "update rule", choices=OPTIMIZER_NAMES)
+    _add(o, "lr", "peak learning rate", type=_number(float), metavar="LR")
+    _add(o, "momentum", "momentum (sgd only)", type=_number(float), metavar="M")
+    _add(o, "weight_decay", "decoupled weight decay on matrices", type=_number(float),
+         metavar="WD")
+    _add(o, "clip", "clip the global gradient norm to this (0 = off)", type=_number(float),
+         metavar="NORM")
+    _add(o, "lr_schedule", "learning-rate schedule after the warmup", choices=LR_SCHEDULES)
+    _add(o, "warmup_steps", "steps of linear warmup from 0", type=_number(int), metavar="N")
+    _add(o, "lr_decay", "step schedule: multiply lr by this", type=_number(float),
+         metavar="F")
+    _add(o, "lr_decay_every", "step schedule: steps between decays", type=_number(int),
+         metavar="N")
+    _add(o, "min_lr_ratio", "cosine schedule: final lr as a fraction of --lr",
+         type=_number(float), metavar="R")
+    d = p.add_argument_group("data")
+    _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
+         "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
+    _add(d, "seq_len", "T: characters per BPTT window", type=_number(int), metavar="T")
+    _add(d, "batch_size", "B: parallel streams per step", type=_number(int), metavar="B")
+    _add(d, "val_frac", "last fraction of the text held out for validation",
+         type=_number(float), metavar="F")
+    _add(d, "encoding_errors", "invalid UTF-8: strict = error, replace = U+FFFD",
+         choices=ENCODING_ERRORS)
+    s = p.add_argument_group(
+        "stopping", f"the first limit reached stops; with none, --time-budget "
+        f"{DEFAULT_TIME_BUDGET:g}")
+    _add(s, "max_steps", "total optimizer steps", type=_number(int), metavar="N")
+    _add(s, "epochs", "passes over the training text", type=_number(float), metavar="E")
+    _add(s, "time_budget", "minutes of training", type=_number(float), metavar="MIN")
+    w = p.add_argument_group("output")
+    _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
+    _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
+         type=_number(int), metavar="N")
+    _add(w, "log_every", "steps between progress lines / log records", type=_number(int),
+         metavar="N")
+    _add(w, "checkpoint_every", "steps between last.safetensors saves", type=_number(int),
+         metavar="N")
+    _add(w, "seed", "seed of the initialisation and dropout", type=_number(int),
+         metavar="S")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
+    if args.resume is not None:
+        if args.config is not None or args.force:
+            raise UserError("--resume takes the run's own settings: drop --config/--force")
+        if "out" in given:
+            raise UserError("--resume RUN_DIR names the run; drop --out")
+        outcome = resume_training(args.resume, given)
+    else:
+        settings = {}
+        if args.config is not None:
+            try:
+                settings = load_toml(args.config)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+        settings.update(given)
+        try:
+            config = TrainConfig.from_dict(settings)
+        except (ValueError, TypeError) as e:
+            where = f" (in {args.config} or the flags)" if args.config else ""
+            raise UserError(f"{e}{where}") from None
+        outcome = start_training(config, force=args.force)
+    if outcome.interrupted:
+        return 130
+    summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
+    if outcome.val_loss is not None:
+        summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
+                    f"({outcome.val_loss / 0.6931471805599453:.3f} bpc)")
+    if outcome.best_val is not None:
+        summary += f", best {outcome.best_val:.4f}"
+    print(f"{summary}\n  checkpoints in {outcome.out_dir}/ (last.safetensors, "
+          "best.safetensors)", flush=True)
+    return 0

@@ -1,0 +1,599 @@
+"""The training loop: truncated BPTT, clipping, schedules, logging, exact resume.
+
+Shape legend: T window length, B streams, V vocab, L layers, H hidden.
+
+One step reads the (T, B) window at the data cursor, runs the model's pure
+forward/backward with the hidden state carried from the previous window (zeros
+at the start of an epoch), clips the global gradient norm, and applies one
+optimizer update at the scheduled learning rate. Everything that step depends
+on is in a `Run`: parameters, optimizer slots and step count, data cursor,
+carried state, the dropout generator, best validation loss, elapsed time. A
+checkpoint stores all of it (arrays as tensors, the rest as JSON meta), so
+`charlstm train --resume RUN_DIR` continues bit for bit as if never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, layers, model
+from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig, dump_toml
+from .data import Batches, Corpus, Cursor, eval_windows, make_corpus
+from .errors import UserError
+from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .runs import BEST, LAST, LOG
+from .text import Vocab, read_text
+
+CONFIG = "config.toml"
+RUN_FILES = (CONFIG, LOG, LAST, BEST)  # what --force may replace; nothing else is touched
+LN2 = math.log(2.0)
+DTYPE = np.float32
+DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
+# Settings a resumed run may change: they decide when to stop and what to write, not what
+# any step computes (a new stopping point does move a cosine schedule's horizon).
+RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
+                      "checkpoint_every", "data", "out")
+
+
+class TrainingError(UserError):
+    """Training cannot go on (diverged, data changed): exit 1, one line."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=1)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def horizon_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
+    """Total steps the run will take, if a step or epoch limit fixes it."""
+    limits = []
+    if config.max_steps is not None:
+        limits.append(config.max_steps)
+    if config.epochs is not None:
+        limits.append(max(1, math.ceil(config.epochs * windows_per_epoch)))
+    return min(limits) if limits else None
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """The lr of update number step + 1.
+
+    progress: fraction of the run done, in [0, 1] (steps of the horizon, or
+    minutes of the time budget when no step limit is set); only cosine uses it.
+    """
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "step":
+        return config.lr * config.lr_decay ** (step // config.lr_decay_every)
+    if config.lr_schedule == "cosine":
+        p = min(max(progress, 0.0), 1.0)
+        r = config.min_lr_ratio
+        return config.lr * (r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p)))
+    return config.lr
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int,
+             seq_len: int, abort=None) -> float | None:
+    """Mean cross-entropy (nats/char) over every next-character target of ids.
+
+    Forward only, no dropout, state carried across windows (see data.eval_windows).
+    abort: optional callable checked between windows; if it returns True, None is returned.
+    """
+    total, count, state = 0.0, 0, None
+    for x, y, mask in eval_windows(ids, batch_size, seq_len):
+        if abort is not None and abort():
+            return None
+        logits, state, _ = model.forward(params, config, x, state)
+        logp = layers.log_softmax(logits)  # (t, B, V)
+        nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+        total += float(nll[mask].sum(dtype=np.float64))
+        count += int(mask.sum())
+    return total / count if count else None
+
+
+# ----------------------------------------------------------------------------- run state
+
+@dataclass
+class Run:
+    """Everything a training step reads or changes; a checkpoint holds all of it."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    vocab: Vocab
+    params: dict  # name -> float32 array, PyTorch names
+    optimizer: Optimizer
+    state: tuple  # carried hidden state, each (L, B, H)
+    cursor: Cursor
+    rng: np.random.Generator  # dropout masks
+    data_sha256: str  # of the decoded text: resuming on different data is refused
+    step: int = 0  # updates applied
+    best_val: float | None = None
+    best_step: int | None = None
+    elapsed: float = 0.0  # seconds of training, summed over resumes
+
+    def checkpoint(self, val_loss: float | None = None) -> Checkpoint:
+        arrays = {f"optim.{k}": v for k, v in self.optimizer.state_arrays().items()}
+        arrays.update({f"train.state.{j}": s for j, s in enumerate(self.state)})
+        meta = {
+            "train_config": self.config.to_dict(),
+            "step": self.step,
+            "epoch": self.cursor.epoch,
+            "cursor": self.cursor.to_dict(),
+            "optimizer_step": self.optimizer.t,
+            "rng": {"dropout": self.rng.bit_generator.state},
+            "val_loss": val_loss,
+            "best_val_loss": self.best_val,
+            "best_step": self.best_step,
+            "elapsed_s": self.elapsed,
+            "data_sha256": self.data_sha256,
+            "package_version": __version__,
+        }
+        return Checkpoint(self.model_config, list(self.vocab.chars), self.params, arrays, meta)
+
+
+def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str) -> Run:
+    model_config = config.model_config(len(corpus.vocab))
+    net = model.CharLSTM(model_config, seed=config.seed, dtype=DTYPE)
+    optimizer = make_optimizer(config.optimizer, net.params, config.lr, config.momentum,
+                               config.weight_decay)
+    # Dropout has its own stream, so changing the dropout rate never changes the init.
+    rng = np.random.default_rng([config.seed, 1])
+    state = model.zero_state(model_config, config.batch_size, DTYPE)
+    return Run(config, model_config, corpus.vocab, net.params, optimizer, state, Cursor(),
+               rng, data_sha256)
+
+
+def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
+    """Rebuild a Run from a checkpoint written by Run.checkpoint (config may differ from
+    the stored one only in RESUME_OVERRIDABLE settings; the caller checks)."""
+    meta = ckpt.meta
+    try:
+        params = {k: np.ascontiguousarray(v, dtype=DTYPE) for k, v in ckpt.params.items()}
+        optimizer = make_optimizer(config.optimizer, params, config.lr, config.momentum,
+                                   config.weight_decay)
+        optimizer.load_state_arrays({k[len("optim."):]: v for k, v in ckpt.arrays.items()
+                                     if k.startswith("optim.")}, meta["optimizer_step"])
+        n_state = sum(k.startswith("train.state.") for k in ckpt.arrays)
+        state = tuple(np.array(ckpt.arrays[f"train.state.{j}"], dtype=DTYPE)
+                      for j in range(n_state))
+        expected = model.zero_state(ckpt.config, config.batch_size, DTYPE)
+        if [s.shape for s in state] != [s.shape for s in expected]:
+            raise ValueError("carried state does not match the model")
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = meta["rng"]["dropout"]
+        return Run(config, ckpt.config, Vocab(ckpt.vocab), params, optimizer, state,
+                   Cursor.from_dict(meta["cursor"]), rng, meta["data_sha256"],
+                   step=int(meta["step"]), best_val=meta["best_val_loss"],
+                   best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise TrainingError(f"{path} cannot be resumed (not a training checkpoint, or "
+                            f"incomplete: {e})") from None
+
+
+# ----------------------------------------------------------------------------- one step
+
+def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
+    """One truncated-BPTT update in place. Returns (loss in nats/char, grad norm).
+
+    Raises TrainingError, before anything is changed, if the loss or the gradient
+    is not finite.
+    """
+    cfg = run.model_config
+    if run.cursor.window == 0:  # a new epoch starts from a fresh state
+        run.state = model.zero_state(cfg, batches.batch_size, DTYPE)
+    x, y = batches.get(run.cursor)
+    T, B = x.shape
+    masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
+    logits, final_state, cache = model.forward(run.params, cfg, x, run.state, masks)
+    loss, dlogits = layers.softmax_cross_entropy(logits, y)
+    if not math.isfinite(loss):
+        raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
+    grads, _ = model.backward(dlogits, None, cache)
+    norm = clip_grad_norm(grads, run.config.clip)
+    if not math.isfinite(norm):
+        raise TrainingError(f"the gradient norm became {norm} at step {run.step + 1} "
+                            f"(lr {lr:.3g})")
+    run.optimizer.step(run.params, grads, lr)
+    run.state = final_state
+    run.cursor = batches.advance(run.cursor)
+    run.step += 1
+    return loss, norm
+
+
+# ----------------------------------------------------------------------------- progress
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal, else one plain line per logged step."""
+
+    def __init__(self, total: int | None, initial: int):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+        self.total = total
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def record(self, rec: dict) -> None:
+        if self.bar is not None:
+            post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
+                    "chars/s": f"{rec['chars_per_s']:,.0f}"}
+            if rec["val_loss"] is not None:
+                post["val"] = f"{rec['val_loss']:.4f}"
+            self.bar.set_postfix(post, refresh=False)
+            return
+        of = f"/{self.total}" if self.total else ""
+        val = "" if rec["val_loss"] is None else (
+            f" | val {rec['val_loss']:.4f} ({rec['val_bpc']:.3f} bpc)")
+        self.line(f"step {rec['step']}{of} | epoch {rec['epoch']:.2f} | loss "
+                  f"{rec['train_loss']:.4f} nats ({rec['train_bpc']:.3f} bpc){val} | lr "
+                  f"{rec['lr']:.2e} | grad norm {rec['grad_norm']:.2f} | "
+                  f"{rec['chars_per_s']:,.0f} chars/s | {format_duration(rec['elapsed_s'])}")
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step and
+    save; a second signal stops at once (KeyboardInterrupt; the atomic writes still
+    leave every file whole)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, progress: Progress):
+        self.received: int | None = None
+        self.progress = progress
+        self.previous = {}
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.progress.line(f"charlstm: {signal.Signals(signum).name} received: saving a "
+                           "checkpoint after this step (send it again to quit at once)")
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass
+class Outcome:
+    out_dir: Path
+    reason: str  # why training stopped
+    step: int
+    val_loss: float | None  # at the end (None when interrupted or no validation split)
+    best_val: float | None
+    interrupted: bool = False
+
+
+def _stop_reason(run: Run, horizon: int | None, budget_s: float | None) -> str | None:
+    cfg = run.config
+    if cfg.max_steps is not None and run.step >= cfg.max_steps:
+        return f"reached --max-steps {cfg.max_steps}"
+    if horizon is not None and run.step >= horizon:
+        return f"reached --epochs {cfg.epochs:g}"
+    if budget_s is not None and run.elapsed >= budget_s:
+        return f"reached --time-budget {cfg.time_budget:g} min"
+    return None
+
+
+def _progress_fraction(run: Run, horizon: int | None, budget_s: float | None) -> float:
+    warm = run.config.warmup_steps
+    if horizon is not None:
+        return (run.step - warm) / max(1, horizon - warm)
+    return run.elapsed / budget_s if budget_s else 0.0
+
+
+class _Window:
+    """Sums over the steps since the last log record."""
+
+    def __init__(self):
+        self.loss = self.norm = self.seconds = 0.0
+        self.steps = self.chars = 0
+
+    def add(self, loss, norm, chars, seconds):
+        self.loss += loss
+        self.norm += norm
+        self.chars += chars
+        self.seconds += seconds
+        self.steps += 1
+
+
+def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
+    """Train until a stopping criterion or a signal; write log, checkpoints, best."""
+    cfg = run.config
+    horizon = horizon_steps(cfg, batches.windows_per_epoch)
+    budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
+    progress = Progress(horizon or cfg.max_steps, run.step)
+    start, elapsed0 = time.perf_counter(), run.elapsed
+    window, val_loss, reason = _Window(), None, None
+    with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
+        while True:
+            reason = _stop_reason(run, horizon, budget_s)
+            if reason or stop():
+                break
+            lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
+            t0 = time.perf_counter()
+            try:
+                loss, norm = train_step(run, batches, lr)
+            except TrainingError as e:
+                progress.close()
+                raise TrainingError(f"{e}; training stopped. The last good checkpoint "
+                                    f"{_last_saved(out_dir)} is intact; try a lower --lr "
+                                    "or --clip") from None
+            now = time.perf_counter()
+            run.elapsed = elapsed0 + (now - start)
+            window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0)
+            progress.update()
+            val_loss = None
+            if cfg.eval_every and run.step % cfg.eval_every == 0 and len(val_ids):
+                val_loss = _validate(run, val_ids, out_dir, progress, abort=stop)
+            if run.step % cfg.log_every == 0 or val_loss is not None:
+                _log(run, batches, window, lr, val_loss, log, progress)
+                window = _Window()
+            if run.step % cfg.checkpoint_every == 0:
+                save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
+        interrupted = reason is None
+        if interrupted:
+            save_checkpoint(out_dir / LAST, run.checkpoint())
+            progress.close()
+            name = signal.Signals(stop.received).name if stop.received else "a signal"
+            progress.line(f"charlstm: stopped by {name} at step {run.step}; saved "
+                          f"{out_dir / LAST}. Resume with:\n"
+                          f"  charlstm train --resume {_shell_quote(str(out_dir))}")
+            return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True)
+        if len(val_ids) and val_loss is None:
+            val_loss = _validate(run, val_ids, out_dir, progress)
+        if window.steps or val_loss is not None:
+            _log(run, batches, window, lr if window.steps else None, val_loss, log, progress)
+        save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
+    progress.close()
+    return Outcome(out_dir, reason, run.step, val_loss, run.best_val)
+
+
+def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
+    cfg = run.config
+    loss = evaluate(run.params, run.model_config, val_ids, cfg.batch_size, cfg.seq_len, abort)
+    if loss is None:
+        return None
+    if run.best_val is None or loss < run.best_val:
+        run.best_val, run.best_step = loss, run.step
+        save_checkpoint(out_dir / BEST, run.checkpoint(loss))
+    return loss
+
+
+def _log(run, batches, window, lr, val_loss, log, progress) -> None:
+    n = max(window.steps, 1)
+    train_loss = window.loss / n if window.steps else None
+    rec = {
+        "step": run.step,
+        "epoch": round(batches.epoch_progress(run.cursor), 6),
+        "train_loss": train_loss,
+        "train_bpc": train_loss / LN2 if train_loss is not None else None,
+        "val_loss": val_loss,
+        "val_bpc": val_loss / LN2 if val_loss is not None else None,
+        "lr": lr,
+        "grad_norm": window.norm / n if window.steps else None,
+        "chars_per_s": window.chars / window.seconds if window.seconds else None,
+        "elapsed_s": round(run.elapsed, 3),
+    }
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    if train_loss is not None:
+        progress.record(rec)
+    elif val_loss is not None:
+        progress.line(f"step {run.step} | val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc)")
+
+
+def _last_saved(out_dir: Path) -> str:
+    path = out_dir / LAST
+    if not path.exists():
+        return f"(none yet: {path} is written every --checkpoint-every steps)"
+    try:
+        step = load_checkpoint(path).meta.get("step")
+    except UserError:
+        return str(path)
+    return f"{path} (step {step})"
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+    return shlex.quote(text)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def load_data(config: TrainConfig) -> tuple[Corpus, str, str]:
+    """(corpus, sha256 of the decoded text, path) for config.data."""
+    from .datasets import resolve_data
+    path = resolve_data(config.data)
+    text = read_text(path, config.encoding_errors)
+    corpus = make_corpus(text, config.val_frac, source=str(path))
+    return corpus, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
+
+
+def resolve_paths(config: TrainConfig) -> TrainConfig:
+    """Make the stored config independent of the working directory: a data path becomes
+    absolute (a dataset name stays a name), an empty --out becomes runs/<data>-<time>."""
+    from .datasets import DATASETS
+    data = config.data
+    if data not in DATASETS or Path(data).expanduser().is_file():
+        data = str(Path(data).expanduser().resolve())
+    out = config.out or str(Path("runs") / (
+        f"{Path(config.data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    return replace(config, data=data, out=out)
+
+
+def with_default_stop(config: TrainConfig) -> TrainConfig:
+    """No --max-steps, --epochs or --time-budget: train for DEFAULT_TIME_BUDGET minutes."""
+    if config.max_steps is None and config.epochs is None and config.time_budget is None:
+        return replace(config, time_budget=DEFAULT_TIME_BUDGET)
+    return config
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create out, refusing one that already holds a run unless force; force replaces
+    only run files (RUN_FILES), never anything else in the directory."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not force:
+        raise UserError(f"{out} already holds a run ({', '.join(present)}); resume it with "
+                        f"--resume {out}, pass --force to replace it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in present:
+            (out / name).unlink()
+    except OSError as e:
+        raise UserError(f"cannot prepare --out {out}: {e.strerror or e}") from None
+
+
+def _describe(run: Run, corpus: Corpus, batches: Batches, path: str, resumed: bool) -> str:
+    cfg, mc = run.config, run.model_config
+    n_params = sum(int(p.size) for p in run.params.values())
+    how = f"resuming {cfg.out} at step {run.step}" if resumed else f"training into {cfg.out}"
+    return (f"charlstm: {how}\n"
+            f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
+            f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
+            f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
+            f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, dropout "
+            f"{mc.dropout:g}, {n_params:,} parameters, float32\n"
+            f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
+            f"{cfg.warmup_steps}), clip {cfg.clip:g}\n"
+            f"  stop   {_describe_stop(cfg)}")
+
+
+def _describe_stop(cfg: TrainConfig) -> str:
+    parts = []
+    if cfg.max_steps is not None:
+        parts.append(f"{cfg.max_steps} steps")
+    if cfg.epochs is not None:
+        parts.append(f"{cfg.epochs:g} epochs")
+    if cfg.time_budget is not None:
+        parts.append(f"{cfg.time_budget:g} min")
+    return " or ".join(parts) + ", whichever comes first; Ctrl-C saves and stops"
+
+
+def start_training(config: TrainConfig, force: bool = False) -> Outcome:
+    """A new run in config.out (see resolve_paths, with_default_stop)."""
+    config = with_default_stop(resolve_paths(config))
+    corpus, sha, path = load_data(config)
+    batches = Batches(corpus.train, config.batch_size, config.seq_len,
+                      source=f"{path} (after holding out --val-frac {config.val_frac:g})")
+    out = Path(config.out)
+    prepare_run_dir(out, force)
+    run = new_run(config, corpus, sha)
+    atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
+    print(_describe(run, corpus, batches, path, resumed=False), flush=True)
+    return fit(run, batches, corpus.val, out)
+
+
+def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
+    """Continue the run in run_dir from its last checkpoint, exactly.
+
+    overrides: settings to change, only those in RESUME_OVERRIDABLE (stopping,
+    logging, a moved data file); the data must be the same text.
+    """
+    out = Path(run_dir)
+    if not out.is_dir():
+        raise UserError(f"--resume {out}: no such run directory")
+    if not (out / LAST).is_file():
+        raise UserError(f"--resume {out}: no {LAST} in it; is it a run directory written "
+                        "by charlstm train?")
+    ckpt = load_checkpoint(out / LAST)
+    try:
+        stored = TrainConfig.from_dict(ckpt.meta["train_config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
+    config = resume_config(stored, overrides or {}, out)
+    corpus, sha, path = load_data(config)
+    if sha != ckpt.meta.get("data_sha256") or corpus.vocab.chars != ckpt.vocab:
+        raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
+                            "differs); resume with the original --data")
+    batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
+    run = run_from_checkpoint(ckpt, config, out / LAST)
+    reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
+                          config.time_budget * 60.0 if config.time_budget else None)
+    if reason:
+        print(f"charlstm: {out} is already finished ({reason} at step {run.step}); raise "
+              "--max-steps, --epochs or --time-budget to train further", flush=True)
+        return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
+    _truncate_log(out / LOG, run.step)
+    atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
+    print(_describe(run, corpus, batches, path, resumed=True), flush=True)
+    return fit(run, batches, corpus.val, out)
+
+
+def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfig:
+    """The stored config with allowed overrides; changing anything else is refused,
+    because the continued run would no longer be the same run."""
+    changed = sorted(k for k, v in overrides.items()
+                     if k not in RESUME_OVERRIDABLE and getattr(stored, k) != v)
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise UserError(f"cannot change {flags} when resuming (only stopping, logging and "
+                        f"--data location can change); start a new run with --config "
+                        f"{out / CONFIG} and your changes instead")
+    try:
+        config = replace(stored, **{k: v for k, v in overrides.items() if k != "out"})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return replace(resolve_paths(replace(config, out=str(out))), out=str(out))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records past the checkpoint's step (written after it, before a crash),
+    so the log of a resumed run reads as one run."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a crash
+    if len(keep) != len(lines):
+        atomic_write_bytes(path, "".join(keep).encode("utf-8"))
