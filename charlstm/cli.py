@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import UserError
 
-COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info"]
+COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "gradflow"]
 
 
 def build_parser() -> argparse.ArgumentParser:
