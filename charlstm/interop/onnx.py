@@ -149,7 +149,10 @@ def ort_session(ckpt: Checkpoint):
     except ImportError:
         raise UserError("the onnxruntime backend needs onnxruntime; install it with: "
                         "pip install 'charlstm[onnx]'", exit_code=1) from None
-    return ort.InferenceSession(build_model(ckpt).SerializeToString(),
+    options = ort.SessionOptions()
+    # Sampling runs one tiny step at a time: idle worker threads should sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(build_model(ckpt).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
 

@@ -1,0 +1,296 @@
+"""charlstm <-> PyTorch: exported state dicts run in CharRNN (nn.LSTM/GRU/RNN + nn.Linear)
+exactly as charlstm does, come back bit for bit, and bad files get one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from charlstm import CharLSTM, ModelConfig, cli
+from charlstm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from charlstm.interop.state_dict import (
+    checkpoint_from_state_dict,
+    load_state_dict,
+    save_state_dict,
+)
+from charlstm.interop.torch import CharRNN, state_from_torch, state_to_torch
+from charlstm.model import forward, param_shapes, step
+
+CELLS = ["lstm", "gru", "rnn"]
+N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: a second thread only spins (badly, on a loaded 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_ckpt(cell, L, V=11, H=6, dtype=np.float64, seed=0):
+    config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, cell=cell)
+    model = CharLSTM(config, seed=seed, dtype=dtype)
+    vocab = [chr(ord("a") + i) for i in range(V - 2)] + ["\n", "é"]
+    return Checkpoint(config, vocab, model.params, meta={"step": 3})
+
+
+def random_inputs(config, T, B, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, config.vocab_size, size=(T, B))
+    shape = (config.num_layers, B, config.hidden_size)
+    return x, tuple(rng.standard_normal(shape) * 0.7 for _ in range(N_STATES[config.cell]))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_round_trip_through_torch_is_exact(tmp_path, cell, L, suffix):
+    ckpt = make_ckpt(cell, L, seed=L)
+    path = tmp_path / f"model{suffix}"
+    save_state_dict(path, ckpt)
+    # what a user does: load the file with torch's own readers into CharRNN
+    sd = (safetensors.torch.load_file(path) if suffix == ".safetensors"
+          else torch.load(path, weights_only=True))
+    module = CharRNN.from_state_dict(sd)
+    assert module.decoder.weight.dtype == torch.float64
+    assert isinstance(module.recurrent, {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU,
+                                         "rnn": torch.nn.RNN}[cell])
+
+    x, state = random_inputs(ckpt.config, T=7, B=3, seed=L)
+    logits, final, _ = forward(ckpt.params, ckpt.config, x, state)
+    with torch.no_grad():
+        t_logits, t_final = module(torch.from_numpy(x), state_to_torch(state, cell))
+    np.testing.assert_allclose(t_logits.numpy(), logits, rtol=0, atol=1e-10)
+    for a, b in zip(state_from_torch(t_final, cell), final, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+
+    back = checkpoint_from_state_dict(load_state_dict(path), ckpt.vocab, source=str(path))
+    assert back.config == ModelConfig(ckpt.config.vocab_size, ckpt.config.hidden_size, L,
+                                      cell=cell)
+    assert list(back.params) == list(ckpt.params)
+    for k, v in ckpt.params.items():
+        assert back.params[k].dtype == v.dtype
+        np.testing.assert_array_equal(back.params[k], v)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_module_keys_are_charlstm_names(cell):
+    config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=3, cell=cell)
+    sd = CharRNN(5, 4, 3, cell).state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
+
+
+def test_cli_export_import_round_trip(tmp_path, capsys):
+    ckpt = make_ckpt("lstm", 2, dtype=np.float32)
+    save_checkpoint(tmp_path / "c.safetensors", ckpt)
+    for name in ["m.safetensors", "m.pt"]:
+        assert cli.main(["export", str(tmp_path / "c.safetensors"), "--format", "torch",
+                         str(tmp_path / name)]) == 0
+        assert "m.vocab.json" in capsys.readouterr().out
+        assert json.loads((tmp_path / "m.vocab.json").read_text("utf-8")) == ckpt.vocab
+        out = tmp_path / f"back_{name}.safetensors"
+        assert cli.main(["import", str(tmp_path / name), "--format", "torch", "--vocab",
+                         str(tmp_path / "m.vocab.json"), str(out)]) == 0
+        back = load_checkpoint(out)
+        assert back.config == ckpt.config and back.vocab == ckpt.vocab
+        for k, v in ckpt.params.items():
+            np.testing.assert_array_equal(back.params[k], v)
+
+
+def greedy_torch(module, prime, n):
+    ids, state, out = torch.tensor(prime).reshape(-1, 1), None, []
+    with torch.no_grad():
+        for _ in range(n):
+            logits, state = module(ids, state)
+            ids = logits[-1].argmax(-1).reshape(1, 1)
+            out.append(int(ids))
+    return out
+
+
+def greedy_charlstm(ckpt, prime, n):
+    state, out = None, []
+    for i in prime:
+        logits, state = step(ckpt.params, ckpt.config, np.array([i]), state)
+    for _ in range(n):
+        out.append(int(np.argmax(logits[0])))
+        logits, state = step(ckpt.params, ckpt.config, np.array([out[-1]]), state)
+    return out
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_model_trained_in_torch_imports_and_samples_the_same(tmp_path, cell):
+    text = "the cat sat on the mat. the dog sat on the log. " * 4
+    vocab = sorted(set(text))
+    ids = torch.tensor([vocab.index(c) for c in text])
+    torch.manual_seed(0)
+    module = CharRNN(len(vocab), 24, 2, cell)
+    opt = torch.optim.Adam(module.parameters(), lr=0.02)
+    n = (len(ids) - 1) // 8 * 8  # 8 contiguous streams, so few sequential steps
+    x, y = ids[:n].reshape(8, -1).T, ids[1:n + 1].reshape(8, -1).T
+    for _ in range(40):
+        opt.zero_grad()
+        logits, _ = module(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), y.reshape(-1))
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.0  # it learnt something, so greedy text is not one repeated char
+    safetensors.torch.save_file(module.state_dict(), tmp_path / "torch.safetensors")
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), "utf-8")
+    assert cli.main(["import", str(tmp_path / "torch.safetensors"), "--vocab",
+                     str(tmp_path / "vocab.json"), str(tmp_path / "c.safetensors")]) == 0
+    ckpt = load_checkpoint(tmp_path / "c.safetensors")
+    assert ckpt.config.cell == cell and ckpt.params["decoder.weight"].dtype == np.float32
+    prime = [vocab.index(c) for c in "the "]
+    ours, theirs = greedy_charlstm(ckpt, prime, 60), greedy_torch(module, prime, 60)
+    assert "".join(vocab[i] for i in ours) == "".join(vocab[i] for i in theirs)
+    assert len(set(ours)) > 3
+
+
+# ---- bad input: one line, non-zero exit, nothing written ----
+
+
+def import_error(tmp_path, capsys, sd_path, vocab=None):
+    vocab_path = tmp_path / "vocab.json"
+    if vocab is not None:
+        vocab_path.write_text(json.dumps(vocab), "utf-8")
+    out = tmp_path / "out.safetensors"
+    rc = cli.main(["import", str(sd_path), "--vocab", str(vocab_path), str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and not out.exists()
+    assert err.startswith("charlstm: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def good_state_dict(cell="lstm", L=2):
+    return {k: torch.from_numpy(v) for k, v in make_ckpt(cell, L, dtype=np.float32)
+            .params.items()}
+
+
+def test_import_refuses_wrong_names(tmp_path, capsys):
+    sd = good_state_dict()
+    sd["lstm.weight_hh_l9"] = sd.pop("lstm.weight_hh_l1")
+    safetensors.torch.save_file(sd, tmp_path / "sd.safetensors")
+    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abcdefghijk"))
+    assert "missing lstm.weight_hh_l1" in err and "unexpected lstm.weight_hh_l9" in err
+    assert "lstm.weight_ih_l{k}" in err  # says what was expected
+
+
+def test_import_refuses_bidirectional_and_bare_lstm(tmp_path, capsys):
+    sd = good_state_dict()
+    sd["lstm.weight_ih_l0_reverse"] = sd["lstm.weight_ih_l0"].clone()
+    safetensors.torch.save_file(sd, tmp_path / "bi.safetensors")
+    assert "unexpected lstm.weight_ih_l0_reverse" in import_error(
+        tmp_path, capsys, tmp_path / "bi.safetensors", list("abcdefghijk"))
+    bare = torch.nn.LSTM(11, 6, 1).state_dict()
+    safetensors.torch.save_file(bare, tmp_path / "bare.safetensors")
+    assert "bare nn.LSTM" in import_error(tmp_path, capsys, tmp_path / "bare.safetensors")
+
+
+def test_import_refuses_wrong_shapes(tmp_path, capsys):
+    sd = good_state_dict("gru")
+    sd["gru.weight_hh_l1"] = torch.zeros(18, 5)
+    safetensors.torch.save_file(sd, tmp_path / "sd.safetensors")
+    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abcdefghijk"))
+    assert "gru.weight_hh_l1 has shape (18, 5), expected (18, 6)" in err
+
+
+def test_import_refuses_vocab_size_mismatch_and_bad_vocab(tmp_path, capsys):
+    safetensors.torch.save_file(good_state_dict(), tmp_path / "sd.safetensors")
+    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abc"))
+    assert "11 characters" in err and "has 3" in err
+    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", ["ab", "c"])
+    assert "JSON list of distinct single characters" in err
+    (tmp_path / "vocab.json").write_text("[not json", "utf-8")
+    assert "not valid JSON" in import_error(tmp_path, capsys, tmp_path / "sd.safetensors")
+
+
+def test_import_refuses_nan_and_non_float(tmp_path, capsys):
+    sd = good_state_dict()
+    sd["decoder.bias"][3] = float("nan")
+    safetensors.torch.save_file(sd, tmp_path / "nan.safetensors")
+    assert "NaN" in import_error(tmp_path, capsys, tmp_path / "nan.safetensors",
+                                 list("abcdefghijk"))
+    sd = good_state_dict()
+    sd["decoder.bias"] = torch.arange(11)
+    safetensors.torch.save_file(sd, tmp_path / "int.safetensors")
+    assert "dtype int64" in import_error(tmp_path, capsys, tmp_path / "int.safetensors",
+                                         list("abcdefghijk"))
+
+
+def touch(path):
+    """What a malicious pickle would run on load; weights_only must never call it."""
+    open(path, "w").close()
+
+
+class Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return touch, (self.path,)
+
+
+def test_import_refuses_pickled_objects_without_running_them(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    sd = dict(good_state_dict(), extra=Payload(str(marker)))
+    torch.save(sd, tmp_path / "evil.pt")
+    err = import_error(tmp_path, capsys, tmp_path / "evil.pt", list("abcdefghijk"))
+    assert "weights_only=True" in err
+    assert not marker.exists()
+    torch.save(CharRNN(11, 6, 2), tmp_path / "module.pt")  # a whole pickled module
+    assert "weights_only=True" in import_error(tmp_path, capsys, tmp_path / "module.pt")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")  # allowed by torch, not a state dict
+    assert "flat state dict" in import_error(tmp_path, capsys, tmp_path / "list.pt")
+
+
+def test_import_refuses_unreadable_files(tmp_path, capsys):
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    assert "not a readable .safetensors" in import_error(
+        tmp_path, capsys, tmp_path / "junk.safetensors", ["a"])
+    assert "cannot read" in import_error(tmp_path, capsys, tmp_path / "nope.safetensors")
+    ckpt = make_ckpt("lstm", 1)
+    save_checkpoint(tmp_path / "c.safetensors", ckpt)
+    assert "already a charlstm checkpoint" in import_error(
+        tmp_path, capsys, tmp_path / "c.safetensors", ckpt.vocab)
+
+
+def test_export_and_import_never_overwrite_without_force(tmp_path, capsys):
+    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("rnn", 1))
+    (tmp_path / "m.safetensors").write_bytes(b"precious")
+    rc = cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.safetensors")])
+    assert rc == 2 and "--force" in capsys.readouterr().err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"precious"
+    assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.safetensors"),
+                     "--force"]) == 0
+    assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.bin")]) == 2
+    assert "--format" in capsys.readouterr().err
+    rc = cli.main(["import", str(tmp_path / "m.safetensors"), "--vocab",
+                   str(tmp_path / "m.vocab.json"), str(tmp_path / "c.safetensors")])
+    assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_safetensors_export_and_import_work_without_torch(tmp_path):
+    """torch is an optional extra: the core path must not import it; .pt says what to install."""
+    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("gru", 2))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from charlstm import cli\n"
+        f"d = {str(tmp_path)!r}\n"
+        "assert cli.main(['export', d + '/c.safetensors', d + '/m.safetensors']) == 0\n"
+        "assert cli.main(['import', d + '/m.safetensors', '--vocab', d + '/m.vocab.json',"
+        " d + '/back.safetensors']) == 0\n"
+        "sys.exit(cli.main(['export', d + '/c.safetensors', d + '/m.pt']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "charlstm: error: PyTorch is not installed; install it with: "
+        "pip install 'charlstm[torch]'")
+    assert (tmp_path / "back.safetensors").exists() and not (tmp_path / "m.pt").exists()
