@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shlex
 import signal
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_ch
 from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, eval_windows, make_corpus
 from .errors import UserError
-from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .optim import Optimizer, clip_grad_norm, global_norm, make_optimizer
 from .runs import BEST, LAST, LOG
 from .text import Vocab, read_text
 
@@ -105,6 +106,25 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
 # ----------------------------------------------------------------------------- run state
 
 @dataclass
+class LogWindow:
+    """Sums over the steps since the last log record (saved too, so a resumed run
+    writes the same records as one that never stopped)."""
+
+    loss: float = 0.0
+    norm: float = 0.0
+    seconds: float = 0.0
+    steps: int = 0
+    chars: int = 0
+
+    def add(self, loss: float, norm: float, chars: int, seconds: float) -> None:
+        self.loss += loss
+        self.norm += norm
+        self.chars += chars
+        self.seconds += seconds
+        self.steps += 1
+
+
+@dataclass
 class Run:
     """Everything a training step reads or changes; a checkpoint holds all of it."""
 
@@ -121,6 +141,7 @@ class Run:
     best_val: float | None = None
     best_step: int | None = None
     elapsed: float = 0.0  # seconds of training, summed over resumes
+    window: LogWindow = field(default_factory=LogWindow)  # steps not logged yet
 
     def checkpoint(self, val_loss: float | None = None) -> Checkpoint:
         arrays = {f"optim.{k}": v for k, v in self.optimizer.state_arrays().items()}
@@ -136,6 +157,7 @@ class Run:
             "best_val_loss": self.best_val,
             "best_step": self.best_step,
             "elapsed_s": self.elapsed,
+            "log_window": asdict(self.window),
             "data_sha256": self.data_sha256,
             "package_version": __version__,
         }
@@ -175,7 +197,8 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
         return Run(config, ckpt.config, Vocab(ckpt.vocab), params, optimizer, state,
                    Cursor.from_dict(meta["cursor"]), rng, meta["data_sha256"],
                    step=int(meta["step"]), best_val=meta["best_val_loss"],
-                   best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]))
+                   best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]),
+                   window=LogWindow(**meta.get("log_window", {})))
     except (KeyError, ValueError, TypeError) as e:
         raise TrainingError(f"{path} cannot be resumed (not a training checkpoint, or "
                             f"incomplete: {e})") from None
@@ -200,10 +223,11 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     grads, _ = model.backward(dlogits, None, cache)
-    norm = clip_grad_norm(grads, run.config.clip)
+    norm = global_norm(grads)
     if not math.isfinite(norm):
         raise TrainingError(f"the gradient norm became {norm} at step {run.step + 1} "
                             f"(lr {lr:.3g})")
+    clip_grad_norm(grads, run.config.clip)
     run.optimizer.step(run.params, grads, lr)
     run.state = final_state
     run.cursor = batches.advance(run.cursor)
@@ -325,21 +349,6 @@ def _progress_fraction(run: Run, horizon: int | None, budget_s: float | None) ->
     return run.elapsed / budget_s if budget_s else 0.0
 
 
-class _Window:
-    """Sums over the steps since the last log record."""
-
-    def __init__(self):
-        self.loss = self.norm = self.seconds = 0.0
-        self.steps = self.chars = 0
-
-    def add(self, loss, norm, chars, seconds):
-        self.loss += loss
-        self.norm += norm
-        self.chars += chars
-        self.seconds += seconds
-        self.steps += 1
-
-
 def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
     """Train until a stopping criterion or a signal; write log, checkpoints, best."""
     cfg = run.config
@@ -347,12 +356,9 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
     budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
     progress = Progress(horizon or cfg.max_steps, run.step)
     start, elapsed0 = time.perf_counter(), run.elapsed
-    window, val_loss, reason = _Window(), None, None
+    val_loss, reason = None, None
     with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
-        while True:
-            reason = _stop_reason(run, horizon, budget_s)
-            if reason or stop():
-                break
+        while not (reason := _stop_reason(run, horizon, budget_s)) and not stop():
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
             t0 = time.perf_counter()
             try:
@@ -364,32 +370,25 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
                                     "or --clip") from None
             now = time.perf_counter()
             run.elapsed = elapsed0 + (now - start)
-            window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0)
+            run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0)
             progress.update()
+            # the last step always gets a validation pass and a log record
+            last = _stop_reason(run, horizon, budget_s) is not None
             val_loss = None
-            if cfg.eval_every and run.step % cfg.eval_every == 0 and len(val_ids):
+            if len(val_ids) and (last or cfg.eval_every and run.step % cfg.eval_every == 0):
                 val_loss = _validate(run, val_ids, out_dir, progress, abort=stop)
-            if run.step % cfg.log_every == 0 or val_loss is not None:
-                _log(run, batches, window, lr, val_loss, log, progress)
-                window = _Window()
-            if run.step % cfg.checkpoint_every == 0:
+            if last or run.step % cfg.log_every == 0 or val_loss is not None:
+                _log(run, batches, lr, val_loss, log, progress)
+            if not last and run.step % cfg.checkpoint_every == 0:
                 save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
-        interrupted = reason is None
-        if interrupted:
-            save_checkpoint(out_dir / LAST, run.checkpoint())
-            progress.close()
-            name = signal.Signals(stop.received).name if stop.received else "a signal"
-            progress.line(f"charlstm: stopped by {name} at step {run.step}; saved "
-                          f"{out_dir / LAST}. Resume with:\n"
-                          f"  charlstm train --resume {_shell_quote(str(out_dir))}")
-            return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True)
-        if len(val_ids) and val_loss is None:
-            val_loss = _validate(run, val_ids, out_dir, progress)
-        if window.steps or val_loss is not None:
-            _log(run, batches, window, lr if window.steps else None, val_loss, log, progress)
         save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
     progress.close()
-    return Outcome(out_dir, reason, run.step, val_loss, run.best_val)
+    if reason is not None:
+        return Outcome(out_dir, reason, run.step, val_loss, run.best_val)
+    name = signal.Signals(stop.received).name
+    progress.line(f"charlstm: stopped by {name} at step {run.step}; saved {out_dir / LAST}. "
+                  f"Resume with:\n  charlstm train --resume {shlex.quote(str(out_dir))}")
+    return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True)
 
 
 def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
@@ -403,7 +402,8 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
     return loss
 
 
-def _log(run, batches, window, lr, val_loss, log, progress) -> None:
+def _log(run, batches, lr, val_loss, log, progress) -> None:
+    window, run.window = run.window, LogWindow()
     n = max(window.steps, 1)
     train_loss = window.loss / n if window.steps else None
     rec = {
@@ -435,11 +435,6 @@ def _last_saved(out_dir: Path) -> str:
     except UserError:
         return str(path)
     return f"{path} (step {step})"
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)
 
 
 # ----------------------------------------------------------------------------- set-up

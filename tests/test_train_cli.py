@@ -1,0 +1,227 @@
+"""`charlstm train` from the command line: flags, config files, bad input, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charlstm.checkpoint import load_checkpoint
+from charlstm.cli import main
+from charlstm.config import TrainConfig, load_toml
+from charlstm.errors import UserError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(40))
+TINY = ["--hidden-size", "8", "--num-layers", "1", "--seq-len", "8", "--batch-size", "2",
+        "--log-every", "2", "--eval-every", "4"]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def train(capsys, *args) -> tuple[int, str, str]:
+    rc = main(["train", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(capsys, *args, code=2) -> str:
+    rc, out, err = train(capsys, *args)
+    assert rc == code, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlstm: error: "), err
+    assert "Traceback" not in out + err
+    return lines[0]
+
+
+def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
+    rc, out, _ = train(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps", 6,
+                       *TINY)
+    assert rc == 0 and "done at step 6" in out and "val loss" in out
+    run = tmp_path / "r"
+    assert {p.name for p in run.iterdir()} == {"config.toml", "log.jsonl", "last.safetensors",
+                                               "best.safetensors"}
+    config = TrainConfig.from_dict(load_toml(run / "config.toml"))
+    assert config.hidden_size == 8 and config.max_steps == 6 and config.data == str(corpus)
+    ck = load_checkpoint(run / "last.safetensors")
+    assert TrainConfig.from_dict(ck.meta["train_config"]) == config
+    assert ck.meta["step"] == 6 and ck.meta["package_version"]
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").open()] == [2, 4, 6]
+
+
+def test_config_file_then_flags_override(tmp_path, corpus, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'data = "{corpus}"\nhidden_size = 6\nmax_steps = 3\nseq_len = 4\n'
+                   'batch_size = 2\nlr = 0.01\n', encoding="utf-8")
+    rc, _, _ = train(capsys, "--config", cfg, "--out", tmp_path / "r", "--max-steps", 5)
+    assert rc == 0
+    saved = load_toml(tmp_path / "r/config.toml")
+    assert (saved["hidden_size"], saved["max_steps"], saved["lr"]) == (6, 5, 0.01)
+    # the saved file reproduces the run's settings
+    rc, _, _ = train(capsys, "--config", tmp_path / "r/config.toml", "--out", tmp_path / "r2")
+    assert rc == 0 and load_toml(tmp_path / "r2/config.toml") == {
+        **saved, "out": str(tmp_path / "r2")}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("hidden_size = 8\nhiden_layers = 2\n", "unknown train config keys: hiden_layers"),
+    ("hidden_size = \n", "is not valid TOML"),
+    ("[model]\nhidden_size = 8\n", "unexpected table"),
+    ('hidden_size = "big"\n', "hidden_size must be a positive integer"),
+])
+def test_bad_config_files(tmp_path, capsys, content, message):
+    (tmp_path / "c.toml").write_text(content, encoding="utf-8")
+    assert message in one_line_error(capsys, "--config", tmp_path / "c.toml")
+    with pytest.raises(UserError, match=message.split(":")[0]):  # --debug: the traceback
+        main(["--debug", "train", "--config", str(tmp_path / "c.toml")])
+    assert "no such config file" in one_line_error(capsys, "--config", tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hidden-size", "0"], "hidden_size must be a positive integer"),
+    (["--num-layers", "-1"], "num_layers must be a positive integer"),
+    (["--dropout", "1"], "dropout must be in [0, 1)"),
+    (["--dropout", "-0.1"], "dropout must be in [0, 1)"),
+    (["--val-frac", "1"], "val_frac must be in [0, 1)"),
+    (["--lr", "0"], "lr must be a positive number"),
+    (["--clip", "-1"], "clip must be >= 0"),
+    (["--seq-len", "0"], "seq_len must be a positive integer"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--max-steps", "0"], "max_steps must be a positive integer"),
+    (["--time-budget", "-5"], "time_budget must be a positive number"),
+    (["--epochs", "0"], "epochs must be a positive number"),
+])
+def test_out_of_range_values_are_usage_errors(tmp_path, corpus, capsys, flags, message):
+    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *flags)
+    assert message in line
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_unparsable_and_unknown_choices_exit_2(capsys):
+    for flags in (["--seq-len", "abc"], ["--cell", "transformer"], ["--optimizer", "lion"]):
+        with pytest.raises(SystemExit) as e:
+            main(["train", *flags])
+        assert e.value.code == 2
+    assert "invalid" in capsys.readouterr().err
+
+
+def test_bad_data_files(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert "is empty" in one_line_error(capsys, "--data", tmp_path / "empty.txt")
+    assert "no such file" in one_line_error(capsys, "--data", tmp_path / "missing.txt")
+    assert "not a regular file" in one_line_error(capsys, "--data", tmp_path)
+    (tmp_path / "short.txt").write_text("hello world, far too short\n", encoding="utf-8")
+    line = one_line_error(capsys, "--data", tmp_path / "short.txt")
+    assert "one batch needs --batch-size x --seq-len + 1 = 32 x 64 + 1 = 2,049" in line
+    assert "lower --batch-size or --seq-len" in line
+    (tmp_path / "bad.txt").write_bytes(TEXT.encode()[:100] + b"\xff\xfe" + TEXT.encode())
+    assert "not valid UTF-8: byte offset 100" in one_line_error(
+        capsys, "--data", tmp_path / "bad.txt", "--out", tmp_path / "r", *TINY)
+    assert not (tmp_path / "r").exists()
+    rc, out, _ = train(capsys, "--data", tmp_path / "bad.txt", "--out", tmp_path / "r",
+                       "--encoding-errors", "replace", "--max-steps", 2, *TINY)
+    assert rc == 0 and "\ufffd" in load_checkpoint(tmp_path / "r/last.safetensors").vocab
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_data_file(tmp_path, corpus, capsys):
+    corpus.chmod(0)
+    assert "cannot read" in one_line_error(capsys, "--data", corpus)
+
+
+def test_an_existing_run_is_never_overwritten_without_force(tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    base = ["--data", corpus, "--out", run, "--max-steps", 2, *TINY]
+    assert train(capsys, *base)[0] == 0
+    (run / "notes.md").write_text("mine", encoding="utf-8")
+    before = (run / "last.safetensors").read_bytes()
+    line = one_line_error(capsys, *base)
+    assert "already holds a run" in line and "--resume" in line and "--force" in line
+    assert (run / "last.safetensors").read_bytes() == before
+    rc, _, _ = train(capsys, *base[:-len(TINY)], "--seed", 3, *TINY, "--force")
+    assert rc == 0 and (run / "last.safetensors").read_bytes() != before
+    assert (run / "notes.md").read_text(encoding="utf-8") == "mine"  # not a run file: kept
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    assert "not a directory" in one_line_error(capsys, "--data", corpus, "--out",
+                                               tmp_path / "file", *TINY)
+
+
+def test_resume_flags(tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    assert train(capsys, "--data", corpus, "--out", run, "--max-steps", 2, *TINY)[0] == 0
+    rc, out, _ = train(capsys, "--resume", run, "--max-steps", 4)
+    assert rc == 0 and "resuming" in out and "done at step 4" in out
+    assert "cannot change --hidden-size" in one_line_error(
+        capsys, "--resume", run, "--hidden-size", 9, "--max-steps", 6)
+    assert "drop --out" in one_line_error(capsys, "--resume", run, "--out", tmp_path / "x")
+    assert "no such run directory" in one_line_error(capsys, "--resume", tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    assert "no last.safetensors" in one_line_error(capsys, "--resume", tmp_path / "empty")
+
+
+def test_non_finite_loss_is_one_line_and_exit_1(tmp_path, corpus, capsys, monkeypatch):
+    import charlstm.train as tr
+    real = tr.layers.softmax_cross_entropy
+    calls = []
+
+    def inf_at_step_3(logits, y):
+        calls.append(1)
+        loss, d = real(logits, y)
+        return (float("inf") if len(calls) == 3 else loss), d
+    monkeypatch.setattr(tr.layers, "softmax_cross_entropy", inf_at_step_3)
+    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps",
+                          "20", "--checkpoint-every", "2", *TINY, code=1)
+    assert "the loss became inf at step 3" in line and "(step 2) is intact" in line
+    assert "try a lower --lr" in line
+
+
+def _wait_for(path: Path, proc, timeout=60.0) -> None:
+    deadline = time.time() + timeout
+    while not (path.exists() and path.stat().st_size > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "training never logged a step"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, signum):
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "charlstm.cli", "train", "--data", str(corpus), "--out",
+           str(run), "--max-steps", "1000000", "--checkpoint-every", "1000000", *TINY]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    _wait_for(run / "log.jsonl", proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert f"charlstm train --resume {run}" in out
+    assert "Traceback" not in out + err
+    ck = load_checkpoint(run / "last.safetensors")
+    assert ck.meta["step"] >= 2
+    assert not list(run.glob(".*.tmp"))  # no temp file left behind
+    done = subprocess.run([sys.executable, "-m", "charlstm.cli", "train", "--resume", str(run),
+                           "--max-steps", str(ck.meta["step"] + 2)], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run / "last.safetensors").meta["step"] == ck.meta["step"] + 2
+
+
+def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(SHARED_DATA))
+    rc, out, _ = train(capsys, "--data", "tinyshakespeare", "--out", tmp_path / "r",
+                       "--hidden-size", 8, "--max-steps", 1, "--seq-len", 8, "--eval-every", 0,
+                       "--val-frac", 0.001)
+    assert rc == 0 and "1,114,278 train / 1,116 val chars, vocab 65" in out
+    assert load_toml(tmp_path / "r/config.toml")["data"] == "tinyshakespeare"
