@@ -8,6 +8,7 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..interop.state_dict import save_state_dict, vocab_bytes, write_vocab
+from ..runs import resolve_checkpoint
 
 FORMATS = {".onnx": "onnx", ".safetensors": "torch", ".pt": "torch"}
 
@@ -18,7 +19,8 @@ def register(sub) -> None:
         description="Write a checkpoint's model as a state dict of charlstm.interop.torch."
         "CharRNN (.safetensors, or torch.save if OUT ends in .pt) or as an ONNX graph, and "
         "its vocabulary as VOCAB.json (a JSON list of characters in id order).")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a charlstm checkpoint file")
+    p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
+                   help="a checkpoint, or a run directory (its best, else last, checkpoint)")
     p.add_argument("out", metavar="OUT", help="output file (.safetensors, .pt or .onnx)")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=["torch", "onnx"],
@@ -50,7 +52,7 @@ def run(args) -> int:
     if vocab_out.resolve() == out.resolve():
         raise UserError(f"the vocabulary and the model would both be written to {out}")
     check_writable(out, args.force)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     # Exports of one model in several formats share one vocabulary file: no clash.
     same_vocab = vocab_out.is_file() and vocab_out.read_bytes() == vocab_bytes(ckpt.vocab)
     if not same_vocab:
