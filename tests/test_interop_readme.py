@@ -1,0 +1,38 @@
+"""The README's "Move models in and out" snippets run as written, and agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from charlstm import CharLSTM, ModelConfig, cli
+from charlstm.checkpoint import Checkpoint, save_checkpoint
+from charlstm.model import forward
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks():
+    text = README.read_text("utf-8")
+    section = text.split("## Move models in and out\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_snippets_load_the_exported_model(tmp_path, monkeypatch):
+    vocab = sorted(set("ROMEO:\n abcdefghijklmnopqrstuvwxyz"))
+    config = ModelConfig(vocab_size=len(vocab), hidden_size=16, num_layers=2)
+    ckpt = Checkpoint(config, vocab, CharLSTM(config, seed=3).params)
+    save_checkpoint(tmp_path / "c.safetensors", ckpt)
+    for out in ("shakespeare.safetensors", "shakespeare.onnx"):
+        assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / out)]) == 0
+    monkeypatch.chdir(tmp_path)
+    load, use, onnx_session = python_blocks()
+    assert len(load.strip().splitlines()) == 3  # the promised three lines
+    torch_ns, ort_ns = {}, {}
+    exec(load + use, torch_ns)
+    exec(onnx_session, ort_ns)
+    expected, _, _ = forward(ckpt.params, config, np.array([[vocab.index(c)] for c in "ROMEO:"]))
+    np.testing.assert_allclose(torch_ns["logits"].detach().numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(ort_ns["logits"], expected, atol=1e-5)
