@@ -4,6 +4,8 @@ and onnxruntime computing what charlstm computes, to float32 precision."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -138,3 +140,16 @@ def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, capsys):
     x, state = random_inputs(ckpt.config, T=5, B=2, seed=3)
     logits, _, _ = forward(ckpt.params, ckpt.config, x, state)
     np.testing.assert_allclose(run_ort(session, x, state)[0], logits, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("gru", 1))
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from charlstm import cli\n"
+            f"sys.exit(cli.main(['export', {str(tmp_path / 'c.safetensors')!r}, "
+            f"{str(tmp_path / 'm.onnx')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ("charlstm: error: ONNX export needs the onnx package; install it "
+                           "with: pip install 'charlstm[onnx]'\n")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.vocab.json").exists()
