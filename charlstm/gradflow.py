@@ -41,7 +41,7 @@ class FlowRow(NamedTuple):
     state: str  # "h" or "c"
     distance: int  # steps between the state and the loss, 1..T
     norm: float  # geometric mean over the B windows of ||dL/dstate||_2
-    keep_gate: float  # geometric-mean keep gate (LSTM f, GRU z) on the windows; nan for RNN
+    keep_gate: float  # mean keep gate (LSTM f, GRU z) on the windows; nan for the RNN
 
 
 def default_variants(vocab_size: int, hidden_size: int) -> list[Variant]:
@@ -82,11 +82,11 @@ def state_gradients(params: dict, config: ModelConfig, x: np.ndarray, y_last: np
 
 
 def keep_gate(params: dict, config: ModelConfig, x: np.ndarray) -> float | None:
-    """Geometric mean over steps, windows and units of layer 0's keep gate along x.
+    """Mean over steps, windows and units of layer 0's keep gate along x.
 
     The keep gate is the factor the state is carried with: f for the LSTM (c = f*c_prev
     + ...), z for the GRU (h = z*h_prev + ...). Both are the second H-block of the
-    stacked gates. Its mean is the carousel's per-step factor. None for the tanh RNN.
+    stacked gates. None for the tanh RNN, which has no such gate.
     """
     if config.cell not in ("lstm", "gru"):
         return None
@@ -94,14 +94,14 @@ def keep_gate(params: dict, config: ModelConfig, x: np.ndarray) -> float | None:
     rows = slice(H, 2 * H)
     W_ih, W_hh = params[p + "weight_ih_l0"][rows], params[p + "weight_hh_l0"][rows]
     b = params[p + "bias_ih_l0"][rows] + params[p + "bias_hh_l0"][rows]
-    state, log_sum = None, 0.0
+    state, total = None, 0.0
     for t in range(x.shape[0]):
         pre = W_ih.T[x[t]] + b
         if state is not None:
             pre += state[0][0] @ W_hh.T  # layer 0's h before step t
-        log_sum += float(-np.logaddexp(0.0, -pre).sum())  # log sigmoid, stable
+        total += float((0.5 + 0.5 * np.tanh(0.5 * pre)).sum())  # sigmoid
         _, state, _ = forward(params, config, x[t:t + 1], state)
-    return float(np.exp(log_sum / (x.size * H)))
+    return total / (x.size * H)
 
 
 def flow_norms(params, config, x, y_last) -> dict[str, np.ndarray]:
