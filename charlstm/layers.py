@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+try:  # optional: one-pass scatter-add for the one-hot input gradient
+    from .numba_kernels import scatter_add_rows
+except ImportError:
+    scatter_add_rows = None
+
 
 def is_ids(x: np.ndarray) -> bool:
     """True when x holds character ids (one-hot input) rather than dense features."""
@@ -42,6 +47,10 @@ def input_projection_backward(dxw, x, W_ih):
     T, B, G = dxw.shape
     dxw_flat = dxw.reshape(T * B, G)
     db_ih = dxw_flat.sum(axis=0)
+    if is_ids(x) and scatter_add_rows is not None:
+        dW_ih_T = np.zeros((W_ih.shape[1], G), dtype=dxw.dtype)  # (V, G): rows are ids
+        scatter_add_rows(dW_ih_T, x.reshape(-1), dxw_flat)
+        return None, np.ascontiguousarray(dW_ih_T.T), db_ih
     if is_ids(x):
         # Scatter-add rows of dxw into the columns they were gathered from:
         # sort positions by id, then sum each run of equal ids in one reduceat.

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import layers
-from .cells import get_cell
+from .cells import get_cell, lstm
 from .config import ModelConfig
 
 
@@ -85,7 +85,8 @@ class ModelCache(NamedTuple):
     top: np.ndarray  # (T, B, H) output of the last layer, fed to the decoder
 
 
-def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=None):
+def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=None,
+            need_cache: bool = True):
     """Logits for every position of a window.
 
     Args:
@@ -93,30 +94,39 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
         x: (T, B) int character ids.
         state: tuple of (L, B, H) arrays (h, c for LSTM), or None for zeros.
         masks: list of L-1 dropout masks (T, B, H), or None for no dropout.
+        need_cache: False for evaluation: cells that offer infer() then keep no
+            per-step cache (less memory, less work) and the cache returned is None.
     Returns:
-        logits (T, B, V), final state (tuple of (L, B, H)), ModelCache.
+        logits (T, B, V), final state (tuple of (L, B, H)), ModelCache (or None).
     """
     T, B = x.shape
     dtype = params["decoder.weight"].dtype
     cell = get_cell(config.cell)
     if state is None:
         state = zero_state(config, B, dtype)
+    run = cell.forward if need_cache or not hasattr(cell, "infer") else cell.infer
+    # xw is ours alone, so a cell that can may use its memory for the gates.
+    extra = {"overwrite_xw": True} if getattr(cell, "ACCEPTS_OVERWRITE_XW", False) else {}
     p = config.cell + "."
-    inputs, caches, finals = [], [], []
+    inputs, caches = [], []
+    final_state = tuple(np.empty((config.num_layers, B, config.hidden_size), dtype=dtype)
+                        for _ in state)
     h = x
     for k in range(config.num_layers):
         inputs.append(h)
         xw = layers.input_projection_forward(h, params[f"{p}weight_ih_l{k}"],
                                              params[f"{p}bias_ih_l{k}"])
         state0 = tuple(s[k] for s in state)
-        h, stateT, cache = cell.forward(xw, state0, params[f"{p}weight_hh_l{k}"],
-                                        params[f"{p}bias_hh_l{k}"])
+        h, stateT, *cache = run(xw, state0, params[f"{p}weight_hh_l{k}"],
+                                params[f"{p}bias_hh_l{k}"], **extra)
         if masks is not None and k < config.num_layers - 1:
             h = h * masks[k]
-        caches.append(cache)
-        finals.append(stateT)
+        caches += cache
+        for whole, part in zip(final_state, stateT):
+            whole[k] = part
     logits = layers.linear_forward(h, params["decoder.weight"], params["decoder.bias"])
-    final_state = tuple(np.stack([f[j] for f in finals]) for j in range(len(finals[0])))
+    if not need_cache:
+        return logits, final_state, None
     return logits, final_state, ModelCache(config, params, inputs, caches, masks, h)
 
 
@@ -183,7 +193,7 @@ class CharLSTM:
     def forward(self, x, state=None):
         """Evaluation-mode forward (no dropout). x: (T, B) ids -> logits (T, B, V), state."""
         x = self._check_ids(x)
-        logits, state, _ = forward(self.params, self.config, x, state)
+        logits, state, _ = forward(self.params, self.config, x, state, need_cache=False)
         return logits, state
 
     def loss_and_grads(self, x, y, state=None, train=True, rng=None):
@@ -225,7 +235,35 @@ def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
     Args:
         ids: (B,) int ids.  state: tuple of (L, B, H), or None for zeros.
     Returns:
-        logits (B, V) and the new state.
+        logits (B, V) and the new state (new arrays; `state` is not modified).
+    For the LSTM this is a dedicated path with no window machinery (no (T, B, .)
+    arrays, no cache, no weight copies): per layer one gather or GEMV for the
+    input, one GEMV for the recurrence and one fused gate update.
     """
-    logits, state, _ = forward(params, config, ids[None, :], state)
-    return logits[0], state
+    ids = np.asarray(ids)
+    if config.cell != "lstm":
+        logits, state, _ = forward(params, config, ids[None, :], state, need_cache=False)
+        return logits[0], state
+    B = ids.shape[0]
+    dtype = params["decoder.weight"].dtype
+    if state is None:
+        state = zero_state(config, B, dtype)
+    H = config.hidden_size
+    scale, offset = lstm.gate_constants(H, dtype)
+    h_new, c_new = (np.empty((config.num_layers, B, H), dtype=dtype) for _ in range(2))
+    tanh_c, ig = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+    x = ids
+    for k in range(config.num_layers):
+        W_ih, W_hh = params[f"lstm.weight_ih_l{k}"], params[f"lstm.weight_hh_l{k}"]
+        # z = x W_ih^T + b_ih + b_hh (a column gather for ids), zh = h_prev W_hh^T
+        z = W_ih.T[x] if k == 0 else x @ W_ih.T
+        z += params[f"lstm.bias_ih_l{k}"]
+        z += params[f"lstm.bias_hh_l{k}"]
+        z *= scale  # the cell wants pre-scaled pre-activations (see cells.lstm)
+        zh = state[0][k] @ W_hh.T
+        zh *= scale
+        lstm.cell_step(z, zh, state[1][k], c_new[k], tanh_c, h_new[k], ig, scale, offset)
+        x = h_new[k]
+    logits = x @ params["decoder.weight"].T
+    logits += params["decoder.bias"]
+    return logits, (h_new, c_new)
