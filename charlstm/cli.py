@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import UserError
 
-COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "gradflow"]
+COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -104,8 +104,9 @@ def resolve_data(spec: str) -> Path:
 
 def download(url: str, ds: Dataset, looked: list[str]) -> bytes:
     """The bytes at url, verified against ds.sha256; any failure is one DownloadError."""
-    hint = (f"not found in {' or '.join(looked)}; download it yourself from {ds.url} "
-            "and pass --data FILE, or set CHARLSTM_DATA_DIR to its directory")
+    source = "it" if url == ds.url else ds.url
+    hint = (f"not found in {' or '.join(looked)}; download {source} yourself and pass "
+            "--data FILE, or set CHARLSTM_DATA_DIR to its directory")
     print(f"charlstm: downloading {url} ({ds.size / 1e6:.1f} MB)", file=sys.stderr)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import UserError
@@ -43,3 +44,29 @@ def resolve_log(run_dir) -> Path:
         raise UserError(f"{path} has no training log ({LOG}); is it a run directory "
                         "written by charlstm train?")
     return log
+
+
+def read_log(path) -> tuple[list[dict], int]:
+    """(records in file order, number of lines skipped) of a log.jsonl.
+
+    A line that is not a JSON object with an integer "step" (say, the tail of a
+    run killed mid-write) is skipped and counted, so the caller can say so.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    records, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad

@@ -136,6 +136,12 @@ def generate(step_fn, state: tuple, vocab: Sequence[str], prime_ids, length: int
             logits, state = step_fn(ids, state)
 
 
+def list_chars(chars: list[str], limit: int = 20) -> str:
+    """"'x' 'é' ... and 3 more": characters shown unambiguously, for error messages."""
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return " ".join(repr(c) for c in chars[:limit]) + more
+
+
 def encode_prime(vocab: Vocab, prime: str | None, skip_unknown: bool = False,
                  seed: int = 0) -> tuple[np.ndarray, str]:
     """The ids to run before sampling, and the text to echo in front of the sample.
@@ -148,10 +154,8 @@ def encode_prime(vocab: Vocab, prime: str | None, skip_unknown: bool = False,
     if prime:
         missing = vocab.unknown(prime)
         if missing and not skip_unknown:
-            shown = " ".join(repr(c) for c in missing[:20])
-            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
             raise UserError(f"the prime has characters not in the model's vocabulary: "
-                            f"{shown}{more}; change the prime or pass --unknown skip")
+                            f"{list_chars(missing)}; change the prime or pass --unknown skip")
         ids = vocab.encode(prime, skip_unknown=True)
         if ids.size:
             return ids, vocab.decode(ids)

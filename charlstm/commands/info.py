@@ -65,7 +65,9 @@ def _meta_lines(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
     rows = []
     for key in sorted(meta):
         value, name = meta[key], prefix + key
-        if isinstance(value, dict):
+        if key == "rng":
+            rows.append((name, "saved (random streams, for exact resume)"))
+        elif isinstance(value, dict):
             rows += _meta_lines(value, name + ".")
         elif isinstance(value, list) and len(json.dumps(value)) > 60:
             rows.append((name, f"[{len(value)} items]"))

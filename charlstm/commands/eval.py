@@ -1,0 +1,116 @@
+"""`charlstm eval CHECKPOINT`: a model's loss on a text, in nats, bits and perplexity."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig
+from ..data import split
+from ..datasets import resolve_data
+from ..errors import UserError
+from ..runs import resolve_checkpoint
+from ..sample import list_chars
+from ..text import Vocab, read_text
+from ..train import evaluate
+from .argtypes import integer, number
+
+SPLITS = ("val", "train", "all")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="measure a model's loss on a text",
+        description="Mean next-character cross-entropy of a checkpoint on a text (or one of "
+        "its splits), in nats/char, bits/char and perplexity: forward only, the hidden state "
+        "carried across windows, every character scored once. Defaults come from the "
+        "training run stored in the checkpoint, so `charlstm eval RUN_DIR` reproduces its "
+        "validation loss. A run directory means its best.safetensors, else last.safetensors.")
+    p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
+                   help="a run directory or a .safetensors checkpoint")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None, metavar="FILE|tinyshakespeare",
+                   help="text to evaluate on (default: the text the model was trained on)")
+    d.add_argument("--split", choices=SPLITS, default="val",
+                   help="the held-out end of the text (default), the training part, or all")
+    d.add_argument("--val-frac", type=number(0, 1, high_open=True), default=None,
+                   help="fraction held out at the end, as in training (default: the "
+                   "model's own, else 0.1)")
+    d.add_argument("--unknown", choices=("error", "skip"), default="error",
+                   help="characters not in the model's vocabulary: error (default) or skip "
+                   "(remove them from the text)")
+    d.add_argument("--encoding-errors", choices=("strict", "replace"), default=None,
+                   help="invalid UTF-8: strict = error, replace = U+FFFD (default: as trained)")
+    w = p.add_argument_group("windows (results barely depend on them)")
+    w.add_argument("--batch-size", type=integer(1), default=None,
+                   help="contiguous streams evaluated side by side (default: as trained)")
+    w.add_argument("--seq-len", type=integer(1), default=None,
+                   help="characters per forward call (default: as trained)")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(run=run)
+
+
+def training_config(meta: dict) -> TrainConfig:
+    """The training config stored in a checkpoint, or the defaults for one without."""
+    try:
+        return TrainConfig.from_dict(meta["train_config"])
+    except (KeyError, TypeError, ValueError):
+        return TrainConfig()
+
+
+def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
+              skip_unknown: bool) -> np.ndarray:
+    """(N,) ids of one split of text, cut where training cuts it (charlstm.data.split).
+
+    The cut is made on the text as it is; skipped unknown characters are removed
+    afterwards, so the split boundary does not move when some are skipped.
+    """
+    missing = vocab.unknown(text)
+    if missing and not skip_unknown:
+        raise UserError(f"the text has characters not in the model's vocabulary: "
+                        f"{list_chars(missing)}; pass --unknown skip to leave them out")
+    ids = np.fromiter((vocab.index.get(c, -1) for c in text), dtype=np.int64, count=len(text))
+    train, val = split(ids, val_frac)
+    ids = {"train": train, "val": val, "all": ids}[which]
+    return ids[ids >= 0]
+
+
+def run(args) -> int:
+    path = resolve_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(path)
+    trained = training_config(ckpt.meta)
+    data = resolve_data(args.data or trained.data)
+    text = read_text(data, args.encoding_errors or trained.encoding_errors)
+    val_frac = trained.val_frac if args.val_frac is None else args.val_frac
+    if args.split == "val" and val_frac == 0:
+        raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
+                        "pass --split all or a positive --val-frac")
+    ids = split_ids(text, Vocab(ckpt.vocab), val_frac, args.split, args.unknown == "skip")
+    if len(ids) < 2:
+        raise UserError(f"the {args.split} split of {data} has {len(ids)} character(s); "
+                        "it needs at least 2 to score one prediction")
+    batch_size = args.batch_size or trained.batch_size
+    seq_len = args.seq_len or trained.seq_len
+    start = time.perf_counter()
+    # A bar on a terminal (tqdm disables itself otherwise), ticked by evaluate's
+    # between-windows hook, which never asks to stop here.
+    streams = min(batch_size, len(ids) - 1)
+    windows = math.ceil(math.ceil((len(ids) - 1) / streams) / seq_len)
+    with tqdm(total=windows, unit="window", disable=None, leave=False) as bar:
+        loss = evaluate(ckpt.params, ckpt.config, ids, batch_size, seq_len,
+                        abort=lambda: bar.update() and False)
+    seconds = time.perf_counter() - start
+    what = f"{args.split} split (val-frac {val_frac:g})" if args.split != "all" else "all"
+    print(f"checkpoint  {path}")
+    print(f"data        {data}: {what}, {len(ids) - 1:,} characters scored")
+    print(f"loss        {loss:.4f} nats/char")
+    print(f"            {loss / math.log(2):.4f} bits/char")
+    print(f"perplexity  {math.exp(loss):.4f}")
+    print(f"time        {seconds:.1f}s ({(len(ids) - 1) / max(seconds, 1e-9):,.0f} chars/s, "
+          f"batch {batch_size} x seq-len {seq_len})")
+    return 0

@@ -1,0 +1,313 @@
+"""`charlstm sample`, `eval`, `info` and `plot` as users run them, on tiny checkpoints
+built directly (no training), plus one end-to-end run of `charlstm train`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from charlstm import CharLSTM, ModelConfig, cli, layers
+from charlstm.checkpoint import Checkpoint, save_checkpoint
+from charlstm.model import zero_state
+from charlstm.sample import generate, numpy_step_fn, stream_rng
+from charlstm.text import Vocab
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 3
+VOCAB = Vocab.from_text(TEXT)
+
+
+def make_checkpoint(path, seed=0, dtype=np.float64, meta=None, cell="lstm"):
+    model = CharLSTM(ModelConfig(vocab_size=len(VOCAB), hidden_size=8, num_layers=2,
+                                 cell=cell), seed=seed, dtype=dtype)
+    save_checkpoint(path, Checkpoint(model.config, VOCAB.chars, model.params,
+                                     meta=meta or {"step": 7, "best_val_loss": 2.5}))
+    return model
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    path = tmp_path / "model.safetensors"
+    return path, make_checkpoint(path)
+
+
+def charlstm(capsys, *argv):
+    """(exit code, stdout, stderr) of the CLI run in-process."""
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def charlstm_subprocess(*argv):
+    return subprocess.run([sys.executable, "-m", "charlstm.cli", *map(str, argv)],
+                          capture_output=True, text=True)
+
+
+def assert_one_line_error(rc, err, expected_rc, match):
+    assert rc == expected_rc
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert lines[-1].startswith(("charlstm: error:", "charlstm sample: error:",
+                                 "charlstm eval: error:", "charlstm plot: error:"))
+    assert match in lines[-1]
+
+
+# ----------------------------------------------------------------------------- sample
+
+def test_sample_streams_the_library_text_and_repeats_with_a_seed(ckpt, capsys):
+    path, model = ckpt
+    rc, out, _ = charlstm(capsys, "sample", path, "--prime", "To be", "--length", 40,
+                          "--seed", 3, "--top-k", 10, "--temperature", 0.8)
+    assert rc == 0
+    expected = "".join(c for (c,) in generate(
+        numpy_step_fn(model.params, model.config), zero_state(model.config, 1, np.float64),
+        VOCAB.chars, VOCAB.encode("To be"), 40, 0.8, 10, 1.0, [stream_rng(3, 0)]))
+    assert out == "To be" + expected + "\n"
+    assert charlstm(capsys, "sample", path, "--prime", "To be", "--length", 40, "--seed", 3,
+                    "--top-k", 10, "--temperature", 0.8)[1] == out
+    assert charlstm(capsys, "sample", path, "--prime", "To be", "--length", 40, "--seed", 4,
+                    "--top-k", 10, "--temperature", 0.8)[1] != out
+
+
+def test_sample_without_seed_prints_the_seed_that_repeats_it(ckpt, capsys):
+    path, _ = ckpt
+    rc, out, err = charlstm(capsys, "sample", path, "--length", 30)
+    assert rc == 0 and len(out) >= 30
+    seed = err.split("--seed ")[1].split()[0]
+    assert charlstm(capsys, "sample", path, "--length", 30, "--seed", seed)[1] == out
+
+
+def test_greedy_and_num_samples(ckpt, capsys):
+    path, _ = ckpt
+    rc, out, _ = charlstm(capsys, "sample", path, "--temperature", 0, "--length", 25,
+                          "--num-samples", 3, "--seed", 1)
+    assert rc == 0
+    assert re.findall(r"=== sample (\d/\d) ===", out) == ["1/3", "2/3", "3/3"]
+    _, *bodies = re.split(r"\n?=== sample \d/\d ===\n", out)
+    assert len(bodies[0]) >= 25 and bodies[0] == bodies[1] == bodies[2]  # greedy: no randomness
+    rc, out, _ = charlstm(capsys, "sample", path, "--length", 25, "--num-samples", 2,
+                          "--seed", 1)
+    _, *bodies = re.split(r"\n?=== sample \d/\d ===\n", out)
+    # Sample k depends on (seed, k) only: sample 1 is what --num-samples 1 prints.
+    assert bodies[0] == charlstm(capsys, "sample", path, "--length", 25, "--seed", 1)[1]
+    assert bodies[0] != bodies[1]
+
+
+def test_sample_run_dir_prefers_best_then_last(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    make_checkpoint(run / "last.safetensors", seed=1)
+    args = ["sample", run, "--temperature", 0, "--length", 30, "--prime", "T"]
+    from_last = charlstm(capsys, *args)[1]
+    assert from_last == charlstm(capsys, *args[:1], run / "last.safetensors", *args[2:])[1]
+    make_checkpoint(run / "best.safetensors", seed=2)
+    from_best = charlstm(capsys, *args)[1]
+    assert from_best == charlstm(capsys, *args[:1], run / "best.safetensors", *args[2:])[1]
+    assert from_best != from_last
+
+
+def test_unknown_prime_characters_listed_or_skipped(ckpt, capsys):
+    path, _ = ckpt
+    rc, _, err = charlstm(capsys, "sample", path, "--prime", "Tö bé✓", "--seed", 0)
+    assert_one_line_error(rc, err, 2, "'ö' 'é' '✓'")
+    assert "--unknown skip" in err
+    rc, out, err = charlstm(capsys, "sample", path, "--prime", "Tö bé✓", "--unknown", "skip",
+                            "--length", 5, "--seed", 0)
+    assert rc == 0 and out.startswith("T b") and "skipped 3" in err
+
+
+def test_sample_length_zero_echoes_the_prime_only(ckpt, capsys):
+    assert charlstm(capsys, "sample", ckpt[0], "--prime", "To", "--length", 0,
+                    "--seed", 0)[1] == "To\n"
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--temperature", "-0.5"], "--temperature: must be >= 0"),
+    (["--top-p", "0"], "--top-p: must be in (0, 1]"),
+    (["--top-p", "1.01"], "--top-p: must be in (0, 1]"),
+    (["--top-k", "0"], "--top-k: must be >= 1"),
+    (["--length", "-1"], "--length: must be >= 0"),
+    (["--num-samples", "0"], "--num-samples: must be >= 1"),
+    (["--seed", "-1"], "--seed: must be >= 0"),
+    (["--backend", "tensorflow"], "invalid choice"),
+])
+def test_sample_bad_flags_are_usage_errors(ckpt, args, match):
+    proc = charlstm_subprocess("sample", ckpt[0], *args)
+    assert_one_line_error(proc.returncode, proc.stderr, 2, match)
+
+
+def test_missing_or_corrupt_checkpoints(tmp_path, capsys):
+    for command in (["sample"], ["info"], ["eval"]):
+        rc, _, err = charlstm(capsys, *command, tmp_path / "nope.safetensors")
+        assert_one_line_error(rc, err, 2, "no such checkpoint or run directory")
+        rc, _, err = charlstm(capsys, *command, tmp_path)
+        assert_one_line_error(rc, err, 2, "holds no checkpoint")
+    path = tmp_path / "model.safetensors"
+    make_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    rc, _, err = charlstm(capsys, "sample", path)
+    assert_one_line_error(rc, err, 1, "corrupt or truncated")
+    rc, _, err = charlstm(capsys, "info", path)
+    assert_one_line_error(rc, err, 1, "corrupt or truncated")
+
+
+def test_missing_onnxruntime_backend_is_a_one_line_error(ckpt, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "charlstm.interop.onnx", None)  # import fails
+    rc, _, err = charlstm(capsys, "sample", ckpt[0], "--backend", "onnxruntime")
+    assert_one_line_error(rc, err, 1, "onnxruntime backend is not available")
+
+
+def test_sample_survives_a_closed_pipe(ckpt):
+    proc = subprocess.run(f"{sys.executable} -m charlstm.cli sample {ckpt[0]} --length 20000 "
+                          "--seed 0 | head -c 10", shell=True, capture_output=True, text=True)
+    assert len(proc.stdout) == 10 and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- eval
+
+def one_pass_loss(model, ids):
+    """Mean cross-entropy of every next character, one forward over the whole text."""
+    logits, _ = model.forward(ids[:-1, None])
+    logp = layers.log_softmax(logits)[:, 0]
+    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+
+
+def eval_loss(capsys, *args):
+    rc, out, err = charlstm(capsys, "eval", *args)
+    assert rc == 0, err
+    line = next(s for s in out.splitlines() if s.startswith("loss"))
+    loss = float(line.split()[1])
+    bits = float(out.split("nats/char\n")[1].split()[0])
+    assert abs(bits - loss / math.log(2)) < 1e-3
+    return loss, out
+
+
+def test_eval_with_carried_state_equals_one_pass(tmp_path, ckpt, capsys):
+    path, model = ckpt
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    ids = VOCAB.encode(TEXT)
+    n_train = int(len(ids) * 0.8)
+    for split, part in [("all", ids), ("train", ids[:n_train]), ("val", ids[n_train:])]:
+        loss, out = eval_loss(capsys, path, "--data", data, "--split", split, "--val-frac",
+                              0.2, "--batch-size", 1, "--seq-len", 7)
+        assert loss == pytest.approx(one_pass_loss(model, part), abs=1e-4)  # printed to 4 dp
+        assert f"{len(part) - 1:,} characters scored" in out
+        assert f"perplexity  {math.exp(one_pass_loss(model, part)):.4f}" in out
+    # Several streams: each starts from a zero state, a slightly different number.
+    loss, _ = eval_loss(capsys, path, "--data", data, "--split", "all", "--batch-size", 4)
+    assert abs(loss - one_pass_loss(model, ids)) < 0.1
+
+
+def test_eval_unknown_characters_error_or_skip(tmp_path, ckpt, capsys):
+    path, model = ckpt
+    data = tmp_path / "text.txt"
+    data.write_text("Tö be, or not to bé" * 5)
+    rc, _, err = charlstm(capsys, "eval", path, "--data", data, "--split", "all")
+    assert_one_line_error(rc, err, 2, "'ö' 'é'")
+    loss, out = eval_loss(capsys, path, "--data", data, "--split", "all", "--unknown", "skip",
+                          "--batch-size", 1)
+    clean = VOCAB.encode("T be, or not to b" * 5)
+    assert loss == pytest.approx(one_pass_loss(model, clean), abs=1e-4)
+
+
+def test_eval_bad_inputs(tmp_path, ckpt, capsys):
+    path, _ = ckpt
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    rc, _, err = charlstm(capsys, "eval", path, "--data", tmp_path / "none.txt")
+    assert_one_line_error(rc, err, 2, "no such file")
+    rc, _, err = charlstm(capsys, "eval", path, "--data", data, "--val-frac", 0)
+    assert_one_line_error(rc, err, 2, "leaves nothing to evaluate")
+    (tmp_path / "bad.txt").write_bytes(b"To be\xff")
+    rc, _, err = charlstm(capsys, "eval", path, "--data", tmp_path / "bad.txt")
+    assert_one_line_error(rc, err, 2, "byte offset 5")
+    proc = charlstm_subprocess("eval", path, "--data", data, "--val-frac", "1")
+    assert_one_line_error(proc.returncode, proc.stderr, 2, "--val-frac: must be in [0, 1)")
+
+
+# ----------------------------------------------------------------------------- info
+
+def test_info_table_and_json(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    model = make_checkpoint(path, meta={"step": 1234, "best_val_loss": 1.4697,
+                                        "rng": {"dropout": {"state": 5}}}, cell="gru")
+    rc, out, _ = charlstm(capsys, "info", path)
+    assert rc == 0
+    assert f"{model.num_params():,} (float64)" in out
+    assert "GRU, 2 layers x 8 hidden" in out
+    assert f"{len(VOCAB)} characters" in out
+    assert re.search(r"^step +1234$", out, re.M)
+    assert re.search(r"^best_val_loss +1.4697 nats/char \(2.1203 bits/char", out, re.M)
+    assert "saved (random streams" in out
+    rc, out, _ = charlstm(capsys, "info", path, "--json")
+    info = json.loads(out)
+    assert info["parameters"] == model.num_params() and info["vocab"] == "".join(VOCAB.chars)
+    assert info["config"]["cell"] == "gru" and info["meta"]["step"] == 1234
+
+
+# ----------------------------------------------------------------------------- plot
+
+def write_log(run, records, extra=""):
+    run.mkdir(exist_ok=True)
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + extra)
+
+
+def log_records(n=30):
+    return [{"step": 10 * i, "train_loss": 4 / (1 + 0.1 * i),
+             "val_loss": 4.2 / (1 + 0.1 * i) if i % 5 == 0 else None,
+             "elapsed_s": 3.0 * i} for i in range(1, n + 1)]
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_log(run, log_records(), extra='{"step": 31')  # killed mid-write
+    rc, out, err = charlstm(capsys, "plot", run)
+    assert rc == 0 and "skipped 1" in err
+    png = (run / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    out_path = tmp_path / "curves.png"
+    rc, _, _ = charlstm(capsys, "plot", run, "--out", out_path, "--dpi", 50)
+    assert rc == 0 and out_path.read_bytes()[:4] == b"\x89PNG"
+    assert len(out_path.read_bytes()) < len(png)
+
+
+def test_plot_bad_inputs(tmp_path, capsys):
+    rc, _, err = charlstm(capsys, "plot", tmp_path / "nope")
+    assert_one_line_error(rc, err, 2, "no such run directory")
+    rc, _, err = charlstm(capsys, "plot", tmp_path)
+    assert_one_line_error(rc, err, 2, "has no training log")
+    write_log(tmp_path, [], extra="garbage\n")
+    rc, _, err = charlstm(capsys, "plot", tmp_path)
+    assert_one_line_error(rc, err, 1, "no loss records yet")
+    write_log(tmp_path, log_records())
+    rc, _, err = charlstm(capsys, "plot", tmp_path, "--out", tmp_path / "x.jpg")
+    assert_one_line_error(rc, err, 2, "must name a .png")
+    rc, _, err = charlstm(capsys, "plot", tmp_path, "--out", tmp_path / "no" / "x.png")
+    assert_one_line_error(rc, err, 2, "no such directory")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_train_then_sample_eval_info_plot(tmp_path, capsys):
+    data = tmp_path / "corpus.txt"
+    data.write_text(TEXT * 4)
+    run = tmp_path / "run"
+    rc, _, err = charlstm(capsys, "train", "--data", data, "--out", run, "--hidden-size", 8,
+                          "--num-layers", 1, "--seq-len", 8, "--batch-size", 4,
+                          "--max-steps", 6, "--eval-every", 3, "--log-every", 1)
+    assert rc == 0, err
+    # eval with the run's own settings reproduces the best validation loss it logged
+    rc, out, _ = charlstm(capsys, "info", run, "--json")
+    best = json.loads(out)["meta"]["best_val_loss"]
+    loss, _ = eval_loss(capsys, run)
+    assert loss == pytest.approx(best, abs=1e-4)
+    rc, out, _ = charlstm(capsys, "sample", run, "--prime", "To", "--length", 20, "--seed", 0)
+    assert rc == 0 and out.startswith("To") and len(out) == 23
+    assert charlstm(capsys, "plot", run)[0] == 0
+    assert (run / "loss.png").stat().st_size > 10_000
