@@ -16,8 +16,23 @@ $(VENV)/.test: $(VENV)/.base
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The main job: train the default model on Tiny Shakespeare for DEMO_MINUTES on this
+# machine's CPU, then print its validation loss and a sample. The corpus comes from
+# $CHARLSTM_DATA_DIR, else ../shared/data when it exists (our machines), else the
+# user cache, else it is downloaded and checksummed. Re-running replaces runs/demo.
+DEMO_MINUTES ?= 5
+DEMO_RUN ?= runs/demo
 demo: $(VENV)/.base
-	$(VENV)/bin/charlstm gradcheck
+	@if [ -z "$$CHARLSTM_DATA_DIR" ] && [ -f ../shared/data/tinyshakespeare.txt ]; then \
+	  CHARLSTM_DATA_DIR="$$(cd ../shared/data && pwd)"; export CHARLSTM_DATA_DIR; fi; \
+	$(VENV)/bin/charlstm train --data tinyshakespeare --time-budget $(DEMO_MINUTES) \
+	  --out $(DEMO_RUN) --force
+	@echo; echo "--- validation loss (charlstm eval $(DEMO_RUN): its best checkpoint) ---"
+	@$(VENV)/bin/charlstm eval $(DEMO_RUN)
+	@echo; echo "--- a sample (charlstm sample $(DEMO_RUN) --prime ROMEO: --temperature 0.8) ---"
+	@$(VENV)/bin/charlstm sample $(DEMO_RUN) --prime "ROMEO:" --length 600 --temperature 0.8 \
+	  --seed 1
+	@echo
 
 gradcheck: $(VENV)/.base
 	$(VENV)/bin/charlstm gradcheck
