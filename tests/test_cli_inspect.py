@@ -227,6 +227,13 @@ def test_eval_bad_inputs(tmp_path, ckpt, capsys):
     (tmp_path / "bad.txt").write_bytes(b"To be\xff")
     rc, _, err = charlstm(capsys, "eval", path, "--data", tmp_path / "bad.txt")
     assert_one_line_error(rc, err, 2, "byte offset 5")
+    rc, _, err = charlstm(capsys, "eval", path)  # made here, not trained: no text known
+    assert_one_line_error(rc, err, 2, "does not say what it was trained on; pass --data FILE")
+    moved = tmp_path / "moved.safetensors"
+    make_checkpoint(moved, meta={"train_config": {"data": str(tmp_path / "gone.txt")}})
+    rc, _, err = charlstm(capsys, "eval", moved)
+    assert_one_line_error(rc, err, 2, "training text cannot be found (no such file")
+    assert "pass --data FILE" in err
     proc = charlstm_subprocess("eval", path, "--data", data, "--val-frac", "1")
     assert_one_line_error(proc.returncode, proc.stderr, 2, "--val-frac: must be in [0, 1)")
 

@@ -55,12 +55,25 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def training_config(meta: dict) -> TrainConfig:
-    """The training config stored in a checkpoint, or the defaults for one without."""
+def training_config(meta: dict) -> TrainConfig | None:
+    """The training config stored in a checkpoint; None for one without (say, imported)."""
     try:
         return TrainConfig.from_dict(meta["train_config"])
     except (KeyError, TypeError, ValueError):
-        return TrainConfig()
+        return None
+
+
+def resolve_eval_data(spec: str | None, trained: TrainConfig | None):
+    """--data, else the text the model was trained on, with a hint when that is gone."""
+    if spec is not None:
+        return resolve_data(spec)
+    if trained is None:
+        raise UserError("this checkpoint does not say what it was trained on; pass --data FILE")
+    try:
+        return resolve_data(trained.data)
+    except UserError as e:
+        raise UserError(f"the training text cannot be found ({e}); pass --data FILE",
+                        exit_code=e.exit_code) from None
 
 
 def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
@@ -84,7 +97,8 @@ def run(args) -> int:
     path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(path)
     trained = training_config(ckpt.meta)
-    data = resolve_data(args.data or trained.data)
+    data = resolve_eval_data(args.data, trained)
+    trained = trained or TrainConfig()  # defaults for the settings below
     text = read_text(data, args.encoding_errors or trained.encoding_errors)
     val_frac = trained.val_frac if args.val_frac is None else args.val_frac
     if args.split == "val" and val_frac == 0:
