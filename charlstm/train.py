@@ -261,9 +261,10 @@ class Progress:
         if self.bar is not None:
             post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
                     "chars/s": f"{rec['chars_per_s']:,.0f}"}
-            if rec["val_loss"] is not None:
-                post["val"] = f"{rec['val_loss']:.4f}"
             self.bar.set_postfix(post, refresh=False)
+            if rec["val_loss"] is not None:  # keep the history of val losses on screen
+                self.line(f"step {rec['step']}: val loss {rec['val_loss']:.4f} nats "
+                          f"({rec['val_bpc']:.3f} bpc), train {rec['train_loss']:.4f}")
             return
         of = f"/{self.total}" if self.total else ""
         val = "" if rec["val_loss"] is None else (
@@ -354,7 +355,7 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
     cfg = run.config
     horizon = horizon_steps(cfg, batches.windows_per_epoch)
     budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
-    progress = Progress(horizon or cfg.max_steps, run.step)
+    progress = Progress(horizon, run.step)
     start, elapsed0 = time.perf_counter(), run.elapsed
     val_loss, reason = None, None
     with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
