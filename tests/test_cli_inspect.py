@@ -136,9 +136,10 @@ def test_sample_length_zero_echoes_the_prime_only(ckpt, capsys):
     (["--seed", "-1"], "--seed: must be >= 0"),
     (["--backend", "tensorflow"], "invalid choice"),
 ])
-def test_sample_bad_flags_are_usage_errors(ckpt, args, match):
-    proc = charlstm_subprocess("sample", ckpt[0], *args)
-    assert_one_line_error(proc.returncode, proc.stderr, 2, match)
+def test_sample_bad_flags_are_usage_errors(ckpt, args, match, capsys):
+    with pytest.raises(SystemExit) as e:  # argparse: usage line + one error line, exit 2
+        cli.main(["sample", str(ckpt[0]), *args])
+    assert_one_line_error(e.value.code, capsys.readouterr().err, 2, match)
 
 
 def test_missing_or_corrupt_checkpoints(tmp_path, capsys):
