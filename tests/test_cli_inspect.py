@@ -205,6 +205,21 @@ def test_eval_with_carried_state_equals_one_pass(tmp_path, ckpt, capsys):
     assert abs(loss - one_pass_loss(model, ids)) < 0.1
 
 
+def test_eval_data_name_resolves_offline(tmp_path, ckpt, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CHARLSTM_TINYSHAKESPEARE_URL", "http://127.0.0.1:9/none")
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(tmp_path))
+    (tmp_path / "tinyshakespeare.txt").write_text(TEXT)
+    _, out = eval_loss(capsys, ckpt[0], "--data", "tinyshakespeare", "--split", "all")
+    assert str(tmp_path / "tinyshakespeare.txt") in out
+    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(tmp_path / "elsewhere"))
+    rc, _, err = charlstm(capsys, "eval", ckpt[0], "--data", "tinyshakespeare")
+    assert_one_line_error(rc, err, 1, "cannot download")
+    assert "--data FILE" in err
+
+
 def test_eval_unknown_characters_error_or_skip(tmp_path, ckpt, capsys):
     path, model = ckpt
     data = tmp_path / "text.txt"
