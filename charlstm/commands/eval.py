@@ -38,7 +38,7 @@ def register(sub) -> None:
                    help="text to evaluate on (default: the text the model was trained on)")
     d.add_argument("--split", choices=SPLITS, default="val",
                    help="the held-out end of the text (default), the training part, or all")
-    d.add_argument("--val-frac", type=number(0, 1, high_open=True), default=None,
+    d.add_argument("--val-frac", metavar="F", type=number(0, 1, high_open=True), default=None,
                    help="fraction held out at the end, as in training (default: the "
                    "model's own, else 0.1)")
     d.add_argument("--unknown", choices=("error", "skip"), default="error",
@@ -47,9 +47,9 @@ def register(sub) -> None:
     d.add_argument("--encoding-errors", choices=("strict", "replace"), default=None,
                    help="invalid UTF-8: strict = error, replace = U+FFFD (default: as trained)")
     w = p.add_argument_group("windows (results barely depend on them)")
-    w.add_argument("--batch-size", type=integer(1), default=None,
+    w.add_argument("--batch-size", metavar="B", type=integer(1), default=None,
                    help="contiguous streams evaluated side by side (default: as trained)")
-    w.add_argument("--seq-len", type=integer(1), default=None,
+    w.add_argument("--seq-len", metavar="T", type=integer(1), default=None,
                    help="characters per forward call (default: as trained)")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)

@@ -25,18 +25,18 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory or a .safetensors checkpoint")
     s = p.add_argument_group("sampling")
-    s.add_argument("--length", type=integer(0), default=500,
+    s.add_argument("--length", metavar="N", type=integer(0), default=500,
                    help="characters to generate per sample, after the prime (default 500)")
-    s.add_argument("--temperature", type=number(0), default=1.0,
+    s.add_argument("--temperature", metavar="T", type=number(0), default=1.0,
                    help="divide logits by this; <1 is safer, >1 wilder, 0 greedy (default 1)")
-    s.add_argument("--top-k", type=integer(1), default=None,
+    s.add_argument("--top-k", metavar="K", type=integer(1), default=None,
                    help="draw only from the K most likely characters (default: all)")
-    s.add_argument("--top-p", type=number(0, 1, low_open=True), default=1.0,
+    s.add_argument("--top-p", metavar="P", type=number(0, 1, low_open=True), default=1.0,
                    help="then only from the smallest set holding this much probability "
                    "(nucleus sampling; default 1 = off)")
-    s.add_argument("--num-samples", type=integer(1), default=1,
+    s.add_argument("--num-samples", metavar="N", type=integer(1), default=1,
                    help="independent samples, printed one after another (default 1)")
-    s.add_argument("--seed", type=integer(0), default=None,
+    s.add_argument("--seed", metavar="S", type=integer(0), default=None,
                    help="random seed; the same seed gives the same text (default: random, "
                    "printed to stderr)")
     r = p.add_argument_group("prime")
