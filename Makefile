@@ -22,9 +22,13 @@ $(VENV)/.test: $(VENV)/.base
 # user cache, else it is downloaded and checksummed. Re-running replaces runs/demo.
 DEMO_MINUTES ?= 5
 DEMO_RUN ?= runs/demo
+ifeq ($(CHARLSTM_DATA_DIR),)
+ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
+export CHARLSTM_DATA_DIR := $(abspath ../shared/data)
+endif
+endif
+
 demo: $(VENV)/.base
-	@if [ -z "$$CHARLSTM_DATA_DIR" ] && [ -f ../shared/data/tinyshakespeare.txt ]; then \
-	  CHARLSTM_DATA_DIR="$$(cd ../shared/data && pwd)"; export CHARLSTM_DATA_DIR; fi; \
 	$(VENV)/bin/charlstm train --data tinyshakespeare --time-budget $(DEMO_MINUTES) \
 	  --out $(DEMO_RUN) --force
 	@echo; echo "--- validation loss (charlstm eval $(DEMO_RUN): its best checkpoint) ---"
