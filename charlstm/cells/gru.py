@@ -83,6 +83,31 @@ def forward(xw, state0, W_hh, b_hh):
     return h[1:], (h[T].copy(),), cache
 
 
+def _backward_factors(cache: GRUCache, Fr, Fz, Fn) -> None:
+    """The parts of the gate gradients that do not depend on the running dL/dh,
+    for the whole window at once (each (T, B, H)), from the cached outputs:
+
+        Fn = (1-z) * (1-n^2)        so  da_n = dh * Fn
+        Fz = (h_prev-n) * z(1-z)    so  da_z = dh * Fz
+        Fr = hw_n * r(1-r)          so  da_r = da_n * Fr
+
+    which leaves the time loop only the products with the running gradient.
+    """
+    h, gates, hn, _ = cache
+    H = hn.shape[-1]
+    r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
+    one = gates.dtype.type(1.0)
+    np.multiply(n, n, out=Fn)
+    np.subtract(one, Fn, out=Fn)  # tanh' = 1-n^2
+    Fn *= one - z
+    np.subtract(one, z, out=Fz)
+    Fz *= z  # sigmoid' = z(1-z)
+    Fz *= h[:-1] - n
+    np.subtract(one, r, out=Fr)
+    Fr *= r  # sigmoid' = r(1-r)
+    Fr *= hn
+
+
 def backward(dhs, dstateT, cache: GRUCache):
     """Backpropagate through the window: the forward pass read upside down.
 
@@ -95,34 +120,24 @@ def backward(dhs, dstateT, cache: GRUCache):
     h, gates, hn, W_hh = cache
     T, B, G = gates.shape
     H = G // GATES
-    dhw_all = np.empty_like(gates)  # dL/dhw: [da_r | da_z | dhw_n]
-    dan_all = np.empty_like(hn)  # dL/d(pre-activation of n), the n block of dxw
+    dhw_all = np.empty_like(gates)  # dL/dhw: [da_r | da_z | dhw_n]; factors Fr, Fz first
+    dan_all = np.empty_like(hn)  # dL/d(pre-activation of n), the n block of dxw; Fn first
+    _backward_factors(cache, dhw_all[..., :H], dhw_all[..., H : 2 * H], dan_all)
     dh = np.array(dstateT[0], dtype=gates.dtype)  # running dL/dh_t (copy: updated in place)
-    dn = np.empty((B, H), dtype=gates.dtype)
     tmp = np.empty((B, H), dtype=gates.dtype)
     for t in reversed(range(T)):
-        r, z, n = gates[t, :, :H], gates[t, :, H : 2 * H], gates[t, :, 2 * H :]
+        r, z = gates[t, :, :H], gates[t, :, H : 2 * H]
         dhw = dhw_all[t]
         dar, daz, dhn = dhw[:, :H], dhw[:, H : 2 * H], dhw[:, 2 * H :]
         dan = dan_all[t]
         dh += dhs[t]  # the two paths into h_t: the layer above and step t+1
-        # forward: h = (1-z)*n + z*h_prev
-        np.subtract(1.0, z, out=dn)
-        dn *= dh  # dn = dh*(1-z)
-        np.subtract(h[t], n, out=daz)
-        daz *= dh  # dz = dh*(h_prev - n)
-        dh *= z  # direct path into h_prev; the gate paths are added below
-        # forward: n = tanh(xw_n + r*hw_n), tanh' = 1 - n^2
-        np.multiply(n, n, out=dan)
-        np.subtract(1.0, dan, out=dan)
-        dan *= dn
-        np.multiply(dan, hn[t], out=dar)  # dr = dan*hw_n
-        np.multiply(dan, r, out=dhn)  # dhw_n = dan*r
-        # forward: r, z = sigmoid(.), derivatives from the outputs s*(1-s)
-        for gate, dgate in ((r, dar), (z, daz)):
-            np.subtract(1.0, gate, out=tmp)
-            tmp *= gate
-            dgate *= tmp
+        # forward: h = (1-z)*n + z*h_prev, and n = tanh(xw_n + r*hw_n)
+        dan *= dh  # da_n = dh*(1-z)*(1-n^2)
+        daz *= dh  # da_z = dh*(h_prev-n)*z(1-z)
+        dh *= z  # the direct path into h_prev; the gate paths are added below
+        # forward: the r*hw_n inside n
+        dar *= dan  # da_r = da_n*hw_n*r(1-r)
+        np.multiply(dan, r, out=dhn)  # dhw_n = da_n*r
         # forward: hw = h_prev W_hh^T + b_hh
         np.matmul(dhw, W_hh, out=tmp)
         dh += tmp  # now dL/dh_{t-1} (before adding dhs[t-1])
