@@ -45,25 +45,29 @@ def register(sub) -> None:
         "initialisation and after a short training run. Writes gradflow.csv and "
         "gradflow.png (log scale) and prints a table.")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default="tinyshakespeare",
+    d.add_argument("--data", default="tinyshakespeare", metavar="PATH|NAME",
                    help="UTF-8 text file, or 'tinyshakespeare' (default)")
-    d.add_argument("--seq-len", type=positive_int, default=200,
+    d.add_argument("--seq-len", type=positive_int, default=200, metavar="T",
                    help="window behind the loss, in characters (default 200)")
-    d.add_argument("--windows", type=positive_int, default=16,
+    d.add_argument("--windows", type=positive_int, default=16, metavar="N",
                    help="windows measured and averaged (default 16)")
     m = p.add_argument_group("model")
-    m.add_argument("--hidden-size", type=positive_int, default=128, help="H (default 128)")
-    m.add_argument("--seed", type=int, default=0, help="init, data and training seed (default 0)")
+    m.add_argument("--hidden-size", type=positive_int, default=128, metavar="H",
+                   help="H of every model (default 128)")
+    m.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="init, data and training seed (default 0)")
     t = p.add_argument_group("short training run")
-    t.add_argument("--train-steps", type=non_negative_int, default=150,
+    t.add_argument("--train-steps", type=non_negative_int, default=150, metavar="N",
                    help="Adam steps per model before the second measurement; 0 skips it "
                    "(default 150)")
-    t.add_argument("--train-batch-size", type=positive_int, default=32, help="(default 32)")
-    t.add_argument("--train-seq-len", type=positive_int, default=64,
+    t.add_argument("--train-batch-size", type=positive_int, default=32, metavar="B",
+                   help="streams per training step (default 32)")
+    t.add_argument("--train-seq-len", type=positive_int, default=64, metavar="T",
                    help="BPTT window while training (default 64)")
-    t.add_argument("--lr", type=positive_float, default=2e-3, help="Adam rate (default 2e-3)")
+    t.add_argument("--lr", type=positive_float, default=2e-3, metavar="LR",
+                   help="Adam rate (default 2e-3)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", default="gradflow", help="directory for the CSV and PNG "
+    o.add_argument("--out", default="gradflow", metavar="DIR", help="directory for the CSV and PNG "
                    "(default ./gradflow)")
     o.add_argument("--force", action="store_true", help="overwrite earlier results in --out")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
