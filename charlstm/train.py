@@ -19,7 +19,6 @@ import json
 import math
 import shlex
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, eval_windows, make_corpus
 from .errors import UserError
 from .optim import Optimizer, clip_grad_norm, global_norm, make_optimizer
+from .progress import Progress, StopSignals
 from .runs import BEST, LAST, LOG
 from .text import Vocab, read_text
 
@@ -115,8 +115,10 @@ class LogWindow:
     seconds: float = 0.0
     steps: int = 0
     chars: int = 0
+    lr: float | None = None  # of the latest step
 
-    def add(self, loss: float, norm: float, chars: int, seconds: float) -> None:
+    def add(self, loss: float, norm: float, chars: int, seconds: float, lr: float) -> None:
+        self.lr = lr
         self.loss += loss
         self.norm += norm
         self.chars += chars
@@ -142,6 +144,7 @@ class Run:
     best_step: int | None = None
     elapsed: float = 0.0  # seconds of training, summed over resumes
     window: LogWindow = field(default_factory=LogWindow)  # steps not logged yet
+    pending_eval: bool = False  # a signal cut this step's validation short: redo it
 
     def checkpoint(self, val_loss: float | None = None) -> Checkpoint:
         arrays = {f"optim.{k}": v for k, v in self.optimizer.state_arrays().items()}
@@ -158,6 +161,7 @@ class Run:
             "best_step": self.best_step,
             "elapsed_s": self.elapsed,
             "log_window": asdict(self.window),
+            "pending_eval": self.pending_eval,
             "data_sha256": self.data_sha256,
             "package_version": __version__,
         }
@@ -198,7 +202,8 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
                    Cursor.from_dict(meta["cursor"]), rng, meta["data_sha256"],
                    step=int(meta["step"]), best_val=meta["best_val_loss"],
                    best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]),
-                   window=LogWindow(**meta.get("log_window", {})))
+                   window=LogWindow(**meta.get("log_window", {})),
+                   pending_eval=bool(meta.get("pending_eval", False)))
     except (KeyError, ValueError, TypeError) as e:
         raise TrainingError(f"{path} cannot be resumed (not a training checkpoint, or "
                             f"incomplete: {e})") from None
@@ -233,91 +238,6 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     run.cursor = batches.advance(run.cursor)
     run.step += 1
     return loss, norm
-
-
-# ----------------------------------------------------------------------------- progress
-
-def format_duration(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-class Progress:
-    """A tqdm bar when stderr is a terminal, else one plain line per logged step."""
-
-    def __init__(self, total: int | None, initial: int):
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                            file=sys.stderr)
-        self.total = total
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def record(self, rec: dict) -> None:
-        if self.bar is not None:
-            post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
-                    "chars/s": f"{rec['chars_per_s']:,.0f}"}
-            self.bar.set_postfix(post, refresh=False)
-            if rec["val_loss"] is not None:  # keep the history of val losses on screen
-                self.line(f"step {rec['step']}: val loss {rec['val_loss']:.4f} nats "
-                          f"({rec['val_bpc']:.3f} bpc), train {rec['train_loss']:.4f}")
-            return
-        of = f"/{self.total}" if self.total else ""
-        val = "" if rec["val_loss"] is None else (
-            f" | val {rec['val_loss']:.4f} ({rec['val_bpc']:.3f} bpc)")
-        self.line(f"step {rec['step']}{of} | epoch {rec['epoch']:.2f} | loss "
-                  f"{rec['train_loss']:.4f} nats ({rec['train_bpc']:.3f} bpc){val} | lr "
-                  f"{rec['lr']:.2e} | grad norm {rec['grad_norm']:.2f} | "
-                  f"{rec['chars_per_s']:,.0f} chars/s | {format_duration(rec['elapsed_s'])}")
-
-    def line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class StopSignals:
-    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step and
-    save; a second signal stops at once (KeyboardInterrupt; the atomic writes still
-    leave every file whole)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, progress: Progress):
-        self.received: int | None = None
-        self.progress = progress
-        self.previous = {}
-
-    def __enter__(self) -> StopSignals:
-        try:
-            for s in self.SIGNALS:
-                self.previous[s] = signal.signal(s, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous.clear()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-        self.progress.line(f"charlstm: {signal.Signals(signum).name} received: saving a "
-                           "checkpoint after this step (send it again to quit at once)")
-
-    def __call__(self) -> bool:
-        return self.received is not None
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -359,7 +279,12 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
     start, elapsed0 = time.perf_counter(), run.elapsed
     val_loss, reason = None, None
     with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
-        while not (reason := _stop_reason(run, horizon, budget_s)) and not stop():
+        if run.pending_eval:  # the validation pass a signal cut short, as if never cut
+            run.pending_eval = False
+            val_loss = _validate(run, val_ids, out_dir, progress)
+            _log(run, batches, val_loss, log, progress)
+        # stop() first: a signal during the last step is an interruption, not the end
+        while not stop() and not (reason := _stop_reason(run, horizon, budget_s)):
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
             t0 = time.perf_counter()
             try:
@@ -371,15 +296,18 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
                                     "or --clip") from None
             now = time.perf_counter()
             run.elapsed = elapsed0 + (now - start)
-            run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0)
+            run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0, lr)
             progress.update()
             # the last step always gets a validation pass and a log record
             last = _stop_reason(run, horizon, budget_s) is not None
             val_loss = None
             if len(val_ids) and (last or cfg.eval_every and run.step % cfg.eval_every == 0):
                 val_loss = _validate(run, val_ids, out_dir, progress, abort=stop)
+                if val_loss is None:  # cut short by a signal: redone first on resume
+                    run.pending_eval = True
+                    continue
             if last or run.step % cfg.log_every == 0 or val_loss is not None:
-                _log(run, batches, lr, val_loss, log, progress)
+                _log(run, batches, val_loss, log, progress)
             if not last and run.step % cfg.checkpoint_every == 0:
                 save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
         save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
@@ -403,7 +331,7 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
     return loss
 
 
-def _log(run, batches, lr, val_loss, log, progress) -> None:
+def _log(run, batches, val_loss, log, progress) -> None:
     window, run.window = run.window, LogWindow()
     n = max(window.steps, 1)
     train_loss = window.loss / n if window.steps else None
@@ -414,7 +342,7 @@ def _log(run, batches, lr, val_loss, log, progress) -> None:
         "train_bpc": train_loss / LN2 if train_loss is not None else None,
         "val_loss": val_loss,
         "val_bpc": val_loss / LN2 if val_loss is not None else None,
-        "lr": lr,
+        "lr": window.lr,
         "grad_norm": window.norm / n if window.steps else None,
         "chars_per_s": window.chars / window.seconds if window.seconds else None,
         "elapsed_s": round(run.elapsed, 3),
@@ -551,7 +479,7 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
     run = run_from_checkpoint(ckpt, config, out / LAST)
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
                           config.time_budget * 60.0 if config.time_budget else None)
-    if reason:
+    if reason and not run.pending_eval:
         print(f"charlstm: {out} is already finished ({reason} at step {run.step}); raise "
               "--max-steps, --epochs or --time-budget to train further", flush=True)
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)

@@ -108,7 +108,8 @@ def _log_without_timings(run_dir):
             for r in recs]
 
 
-@pytest.mark.parametrize("stop_at", [6, 9])  # 6: exactly at an epoch wrap; 9: mid-epoch
+# 6: at an epoch wrap; 8 = N/2, its validation pass cut short; 9: mid-log; 16: the last step
+@pytest.mark.parametrize("stop_at", [6, 8, 9, 16])
 def test_interrupt_and_resume_is_bitwise_identical(tmp_path, monkeypatch, stop_at):
     """N steps straight == stop by signal at k + resume to N: parameters, optimizer
     moments, carried state, RNG and the log are identical, with dropout and 2 wraps."""

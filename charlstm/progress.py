@@ -1,0 +1,94 @@
+"""What a training run shows while it works, and how it is stopped politely.
+
+Progress: a tqdm bar when stderr is a terminal, else one plain line per logged
+step (for log files, CI, nohup). StopSignals: the first Ctrl-C or SIGTERM asks
+the loop to finish its step and save; a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal, else one plain line per logged step."""
+
+    def __init__(self, total: int | None, initial: int):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+        self.total = total
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def record(self, rec: dict) -> None:
+        if self.bar is not None:
+            post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
+                    "chars/s": f"{rec['chars_per_s']:,.0f}"}
+            self.bar.set_postfix(post, refresh=False)
+            if rec["val_loss"] is not None:  # keep the history of val losses on screen
+                self.line(f"step {rec['step']}: val loss {rec['val_loss']:.4f} nats "
+                          f"({rec['val_bpc']:.3f} bpc), train {rec['train_loss']:.4f}")
+            return
+        of = f"/{self.total}" if self.total else ""
+        val = "" if rec["val_loss"] is None else (
+            f" | val {rec['val_loss']:.4f} ({rec['val_bpc']:.3f} bpc)")
+        self.line(f"step {rec['step']}{of} | epoch {rec['epoch']:.2f} | loss "
+                  f"{rec['train_loss']:.4f} nats ({rec['train_bpc']:.3f} bpc){val} | lr "
+                  f"{rec['lr']:.2e} | grad norm {rec['grad_norm']:.2f} | "
+                  f"{rec['chars_per_s']:,.0f} chars/s | {format_duration(rec['elapsed_s'])}")
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step and
+    save; a second signal stops at once (KeyboardInterrupt; the atomic writes still
+    leave every file whole)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, progress: Progress):
+        self.received: int | None = None
+        self.progress = progress
+        self.previous = {}
+
+    def __enter__(self) -> StopSignals:
+        try:
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous.clear()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        self.progress.line(f"charlstm: {signal.Signals(signum).name} received: saving a "
+                           "checkpoint after this step (send it again to quit at once)")
+
+    def __call__(self) -> bool:
+        return self.received is not None
