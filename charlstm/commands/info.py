@@ -87,7 +87,8 @@ def run(args) -> int:
     rows = [
         ("checkpoint", f"{info['checkpoint']} ({info['file_bytes'] / 1e6:.2f} MB)"),
         ("format", f"{info['format']}, written by charlstm {info['package_version']}"),
-        ("model", f"{c['cell'].upper()}, {c['num_layers']} layers x {c['hidden_size']} hidden, "
+        ("model", f"{c['cell'].upper()}, {c['num_layers']} layer{'s' * (c['num_layers'] > 1)} "
+                  f"x {c['hidden_size']} hidden, "
                   f"dropout {c['dropout']}, forget bias {c['forget_bias']}"),
         ("parameters", f"{info['parameters']:,} ({info['dtype']})"),
         ("vocab", f"{info['vocab_size']} characters: {_shorten(info['vocab'])}"),
