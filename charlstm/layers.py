@@ -30,8 +30,9 @@ def input_projection_forward(x, W_ih, b_ih):
     For ids, a one-hot x times W_ih^T just selects columns of W_ih, so it is
     done as a gather (no one-hot matrix is ever built).
     """
-    # ids: (T, B, G) column gather; features: one GEMM for the whole window
-    xw = np.ascontiguousarray(W_ih.T)[x] if is_ids(x) else x @ W_ih.T
+    if is_ids(x):  # gather rows of the (V, G) table W_ih^T + b_ih: one pass
+        return np.add(W_ih.T, b_ih, order="C")[x]
+    xw = x @ W_ih.T  # features: one GEMM for the whole window
     xw += b_ih
     return xw
 

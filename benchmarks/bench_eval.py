@@ -1,0 +1,50 @@
+"""Evaluation throughput: forward only over Tiny Shakespeare's validation split.
+
+    python benchmarks/bench_eval.py [--repeats N] [--threads N] [--batch-size 64 --seq-len 100]
+
+charlstm: model.forward(..., need_cache=False) (no per-step cache); PyTorch:
+nn.LSTM + nn.Linear under torch.no_grad(). Same weights, same windows, state
+carried; both losses are printed as a check that the two computed the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common  # noqa: F401  (sets BLAS threads before numpy loads)
+from common import interleaved, machine_line, median, read_corpus, table
+from impls import OursTrainer, TorchTrainer, ours_eval, torch_eval
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timings per implementation")
+    ap.add_argument("--hidden-size", type=int, default=512)
+    ap.add_argument("--num-layers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=100)
+    ap.add_argument("--threads", type=int, help="BLAS/torch threads (default: all cores)")
+    args = ap.parse_args()
+    _, val, V = read_corpus()
+    L, H, B, T = args.num_layers, args.hidden_size, args.batch_size, args.seq_len
+    print(machine_line() + "\n")
+    ours = OursTrainer(V, H, L, B)
+    theirs = TorchTrainer(ours.params, L, B)
+    loss = {}
+    fns = {
+        "charlstm": lambda: loss.__setitem__("charlstm", ours_eval(ours.params, ours.config,
+                                                                   val, B, T)),
+        "torch": lambda: loss.__setitem__("torch", torch_eval(theirs, val, B, T)),
+    }
+    times = interleaved(fns, args.repeats)
+    n = len(val) - 1
+    cps = {k: n / median(v) for k, v in times.items()}
+    print(table(["evaluation", "charlstm chars/s", "torch chars/s", "ratio",
+                 "loss charlstm / torch (nats)"],
+                [[f"{L}x{H} B{B} T{T}, {n:,} val chars", f"{cps['charlstm']:,.0f}",
+                  f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",
+                  f"{loss['charlstm']:.5f} / {loss['torch']:.5f}"]]))
+
+
+if __name__ == "__main__":
+    main()

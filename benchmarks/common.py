@@ -1,0 +1,168 @@
+"""Shared helpers for the benchmarks: threads, timing, FLOPs, peak GEMM, peak memory.
+
+Every benchmark measures charlstm and PyTorch alternately in one process (so both
+see the same machine load), reports medians, and runs the memory measurement in a
+fresh child process per implementation.
+
+Import this module BEFORE numpy: it fixes the BLAS thread count from --threads
+(environment variables are read when numpy loads OpenBLAS).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _threads_flag() -> str | None:
+    """The value of --threads N / --threads=N on the command line, read before argparse."""
+    for k, arg in enumerate(sys.argv):
+        if arg == "--threads" and k + 1 < len(sys.argv):
+            return sys.argv[k + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+THREADS = (_threads_flag() or os.environ.get("CHARLSTM_BENCH_THREADS")
+           or str(os.cpu_count() or 1))
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = THREADS
+
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("CHARLSTM_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def torch_module():
+    """torch with the same intra-op thread count as numpy's BLAS."""
+    import torch
+
+    torch.set_num_threads(int(THREADS))
+    return torch
+
+
+def machine_line() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both; numpy "
+            f"{np.__version__}, torch {torch.__version__}; 1-min load at start {load:.2f}")
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function, calling them in turn (A B A B ...)
+    so that machine noise hits both alike. Warm-up calls are not timed."""
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times = {name: [] for name in fns}
+    for r in range(repeats):
+        names = list(fns) if r % 2 == 0 else list(reversed(fns))  # alternate who goes first
+        for name in names:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+def peak_gemm_gflops(n: int = 2048, repeats: int = 7) -> dict[str, float]:
+    """Best float32 n x n x n matrix multiply, in GFLOP/s, through numpy (OpenBLAS)
+    and torch (MKL): the machine's practical matmul peak at this thread count."""
+    torch = torch_module()
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    times = interleaved({"numpy": lambda: a @ b, "torch": lambda: ta @ tb}, repeats)
+    return {k: 2.0 * n**3 / min(v) / 1e9 for k, v in times.items()}
+
+
+def lstm_matmul_flops(V: int, H: int, L: int) -> float:
+    """Matrix-multiply FLOPs per character of one forward pass: per layer the
+    recurrent GEMM (2*4H*H), the input GEMM for layers above the first (2*4H*H; the
+    first is a gather), and the decoder (2*H*V). Element-wise work is not counted."""
+    return L * 2 * 4 * H * H + (L - 1) * 2 * 4 * H * H + 2 * H * V
+
+
+def train_flops(V: int, H: int, L: int) -> float:
+    """Forward + backward: the backward does two GEMMs (input and weight gradients)
+    for each forward GEMM, so 3x the forward's matmul FLOPs per character."""
+    return 3 * lstm_matmul_flops(V, H, L)
+
+
+def run_child(script: str, args: list[str]) -> dict:
+    """Run `python script args` in a fresh interpreter; it prints one JSON line last."""
+    env = dict(os.environ, CHARLSTM_BENCH_THREADS=THREADS)
+    out = subprocess.run([sys.executable, script, *args], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def rss_mb() -> float:
+    """Current resident set size (MiB) of this process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark (VmHWM) to the current RSS (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_peak_growth(setup, work) -> float:
+    """Peak RSS growth (MiB) while running work() after setup(): the memory the
+    work itself needs, independent of what importing numpy or torch costs."""
+    setup()
+    base = rss_mb()
+    reset_peak_rss()
+    work()
+    return peak_rss_mb() - base
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def read_corpus(val_frac: float = 0.1):
+    """Tiny Shakespeare as (train ids, val ids, vocab size), the project's 90/10 split."""
+    from charlstm.data import make_corpus
+
+    path = DATA_DIR / "tinyshakespeare.txt"
+    if not path.exists():
+        sys.exit(f"error: {path} not found; set CHARLSTM_DATA_DIR to the folder holding "
+                 "tinyshakespeare.txt")
+    corpus = make_corpus(path.read_text(encoding="utf-8"), val_frac)
+    return corpus.train, corpus.val, len(corpus.vocab.chars)
