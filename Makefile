@@ -22,6 +22,11 @@ $(VENV)/.test: $(VENV)/.base
 # user cache, else it is downloaded and checksummed. Re-running replaces runs/demo.
 DEMO_MINUTES ?= 5
 DEMO_RUN ?= runs/demo
+# One BLAS thread unless told otherwise: our matrices are small (B = 32 rows per step),
+# and on a 2-core machine with anything else running, OpenBLAS's second thread made
+# training 5-10x slower (spinning threads fighting for the cores), never faster.
+OPENBLAS_NUM_THREADS ?= 1
+demo: export OPENBLAS_NUM_THREADS := $(OPENBLAS_NUM_THREADS)
 ifeq ($(CHARLSTM_DATA_DIR),)
 ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
 export CHARLSTM_DATA_DIR := $(abspath ../shared/data)
