@@ -8,11 +8,14 @@ namespace holds exactly what the user typed and nothing shadows the file.
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
 from dataclasses import fields
 
 from ..cells import CELLS
 from ..config import ENCODING_ERRORS, LR_SCHEDULES, OPTIMIZER_NAMES, TrainConfig, load_toml
 from ..errors import UserError
+from ..runs import BEST, LAST
 from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
 
 DEFAULTS = TrainConfig()
@@ -133,9 +136,12 @@ def run(args) -> int:
     summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
     if outcome.val_loss is not None:
         summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
-                    f"({outcome.val_loss / 0.6931471805599453:.3f} bpc)")
+                    f"({outcome.val_loss / math.log(2):.3f} bpc)")
     if outcome.best_val is not None:
         summary += f", best {outcome.best_val:.4f}"
-    print(f"{summary}\n  checkpoints in {outcome.out_dir}/ (last.safetensors, "
-          "best.safetensors)", flush=True)
+    run_dir = shlex.quote(str(outcome.out_dir))
+    files = ", ".join(n for n in (LAST, BEST) if (outcome.out_dir / n).exists())
+    print(f"{summary}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
+          f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
+          flush=True)
     return 0
