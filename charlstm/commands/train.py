@@ -46,8 +46,7 @@ def register(sub) -> None:
         description="Train a character-level model with truncated BPTT. Writes RUN_DIR/"
         "config.toml, log.jsonl (one JSON record per logged step), last.safetensors and "
         "best.safetensors. Ctrl-C or SIGTERM saves a checkpoint and prints the command "
-        "that resumes; --resume continues bit-identically.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "that resumes; --resume continues bit-identically.")
     r = p.add_argument_group("run")
     r.add_argument("--config", metavar="FILE.toml", default=None,
                    help="read settings from a TOML file (key = value, names as the flags "
