@@ -136,3 +136,4 @@ def test_one_hot_scatter_kernel_matches_numpy(monkeypatch):
 def test_numba_kernels_exist_for_both_dtypes():
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
     assert lstm.BACKEND in BACKENDS
+
