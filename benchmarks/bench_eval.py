@@ -18,7 +18,7 @@ from impls import OursTrainer, TorchTrainer, ours_eval, torch_eval
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5, help="timings per implementation")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per implementation")
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -36,7 +36,7 @@ def main() -> None:
                                                                    val, B, T)),
         "torch": lambda: loss.__setitem__("torch", torch_eval(theirs, val, B, T)),
     }
-    times = interleaved(fns, args.repeats)
+    times = interleaved(fns, args.repeats, warmup=0)  # numba's JIT is cached on disk
     n = len(val) - 1
     cps = {k: n / median(v) for k, v in times.items()}
     print(table(["evaluation", "charlstm chars/s", "torch chars/s", "ratio",
