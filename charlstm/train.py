@@ -30,7 +30,7 @@ from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_ch
 from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, eval_windows, make_corpus
 from .errors import UserError
-from .optim import Optimizer, clip_grad_norm, global_norm, make_optimizer
+from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .progress import Progress, StopSignals
 from .runs import BEST, LAST, LOG
 from .text import Vocab, read_text
@@ -95,7 +95,7 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
     for x, y, mask in eval_windows(ids, batch_size, seq_len):
         if abort is not None and abort():
             return None
-        logits, state, _ = model.forward(params, config, x, state)
+        logits, state, _ = model.forward(params, config, x, state, need_cache=False)
         logp = layers.log_softmax(logits)  # (t, B, V)
         nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
         total += float(nll[mask].sum(dtype=np.float64))
@@ -228,11 +228,10 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     grads, _ = model.backward(dlogits, None, cache)
-    norm = global_norm(grads)
-    if not math.isfinite(norm):
+    norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping
+    if not math.isfinite(norm):  # checked before any parameter is touched
         raise TrainingError(f"the gradient norm became {norm} at step {run.step + 1} "
                             f"(lr {lr:.3g})")
-    clip_grad_norm(grads, run.config.clip)
     run.optimizer.step(run.params, grads, lr)
     run.state = final_state
     run.cursor = batches.advance(run.cursor)

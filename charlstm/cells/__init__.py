@@ -6,7 +6,13 @@
     forward(xw, state0, W_hh, b_hh)          -> hs, stateT, cache
     backward(dhs, dstateT, cache)            -> dxw, dstate0, dW_hh, db_hh
 
-so the model stacks any of them the same way.
+so the model stacks any of them the same way. Two optional extras, used when
+present (the LSTM has both; the model falls back without them):
+
+    infer(xw, state0, W_hh, b_hh, overwrite_xw=False) -> hs, stateT
+                 forward without a cache, for evaluation and sampling
+    ACCEPTS_OVERWRITE_XW = True
+                 forward/infer take overwrite_xw=True and may reuse xw's memory
 """
 
 from __future__ import annotations
