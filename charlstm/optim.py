@@ -10,6 +10,8 @@ to weight matrices only, never to biases.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad")
@@ -23,10 +25,11 @@ def global_norm(grads: dict) -> float:
 def clip_grad_norm(grads: dict, max_norm: float) -> float:
     """Scale all grads in place so their global norm is at most max_norm (<= 0: no clip).
 
-    Returns the norm before clipping, as torch.nn.utils.clip_grad_norm_ does.
+    Returns the norm before clipping, as torch.nn.utils.clip_grad_norm_ does. A
+    non-finite norm is returned with the grads untouched: the caller must stop.
     """
     norm = global_norm(grads)
-    if max_norm > 0 and norm > max_norm:
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():
             g *= g.dtype.type(scale)
