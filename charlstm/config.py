@@ -29,7 +29,8 @@ class ModelConfig:
     num_layers: int = 2
     # Inverted-dropout rate on the outputs of every layer but the last (as torch.nn.LSTM).
     dropout: float = 0.0
-    # Added to the forget block of bias_ih at init so the cell remembers by default.
+    # Added at init to the LSTM forget block (GRU: update gate z) of bias_ih, so the
+    # cell keeps its state by default; the tanh RNN has no gate and ignores it.
     forget_bias: float = 1.0
     # Recurrent cell: "lstm" (default), "gru" or "rnn" (tanh); parameter layout follows torch.
     cell: str = "lstm"

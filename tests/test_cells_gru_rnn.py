@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_cells import naive_lm_forward
-from torch_oracle_cells import torch_loss_and_grads
+from torch_oracle import torch_loss_and_grads
 
 from charlstm import CharLSTM, ModelConfig, cli, layers
 from charlstm.cells import CELLS, gru, rnn

@@ -8,18 +8,12 @@ import time
 from ..config import ModelConfig
 from ..errors import UserError
 from ..gradcheck import check_gradients, format_table, random_problem
+from .argtypes import integer
 
 TOLERANCE = 1e-6
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+positive_int = integer(1)
 
 
 def register(sub) -> None:

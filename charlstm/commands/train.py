@@ -61,7 +61,8 @@ def register(sub) -> None:
     _add(m, "hidden_size", "H: width of each layer's state", type=_number(int), metavar="H")
     _add(m, "num_layers", "L: stacked recurrent layers", type=_number(int), metavar="L")
     _add(m, "dropout", "dropout between layers, in [0, 1)", type=_number(float), metavar="P")
-    _add(m, "forget_bias", "LSTM forget-gate bias at init", type=_number(float), metavar="B")
+    _add(m, "forget_bias", "init bias on the LSTM forget gate (GRU: update gate z)",
+         type=_number(float), metavar="B")
     _add(m, "cell", "recurrent cell", choices=sorted(CELLS))
     o = p.add_argument_group("optimisation")
     _add(o, "optimizer", "update rule", choices=OPTIMIZER_NAMES)
