@@ -7,10 +7,12 @@ Each command lives in charlstm/commands/<name>.py and provides
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from . import __version__
+from .commands.argtypes import integer
 from .errors import UserError
 
 COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow"]
@@ -26,7 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"charlstm.commands.{name}").register(sub)
+    for command_parser in sub.choices.values():  # options every command shares
+        g = command_parser.add_argument_group("runtime")
+        g.add_argument("--threads", type=integer(1), metavar="N",
+                       help="BLAS threads (default: the BLAS library's choice, usually every "
+                       "core); 1 is often fastest for small models or on a busy machine")
+        g.add_argument("--debug", action="store_true",
+                       help="show full tracebacks instead of one-line errors")
     return parser
+
+
+def blas_threads(n: int | None):
+    """Context limiting the BLAS thread pool to n threads (None: leave it alone)."""
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     # --debug is also accepted after the command name
     debug = args.debug or "--debug" in argv
     try:
-        return int(args.run(args) or 0)
+        with blas_threads(args.threads):
+            return int(args.run(args) or 0)
     except UserError as e:
         if debug:
             raise

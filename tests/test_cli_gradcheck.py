@@ -47,3 +47,25 @@ def test_gradcheck_bad_flags_give_one_line_errors(args):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "error:" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_threads_flag_limits_blas_for_the_command(monkeypatch):
+    """--threads N (on every command) caps the BLAS pool while the command runs."""
+    from threadpoolctl import threadpool_info
+
+    from charlstm.commands import gradcheck
+    seen = {}
+
+    def spy(args):
+        seen["threads"] = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        return 0
+
+    monkeypatch.setattr(gradcheck, "run", spy)
+    assert cli.main(["gradcheck", "--threads", "1"]) == 0
+    assert seen["threads"] and set(seen["threads"]) == {1}
+
+
+def test_threads_flag_rejects_zero():
+    proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "info", "x", "--threads", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--threads" in proc.stderr and "Traceback" not in proc.stderr

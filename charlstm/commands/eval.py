@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -51,7 +50,6 @@ def register(sub) -> None:
                    help="contiguous streams evaluated side by side (default: as trained)")
     w.add_argument("--seq-len", metavar="T", type=integer(1), default=None,
                    help="characters per forward call (default: as trained)")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

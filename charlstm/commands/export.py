@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
@@ -28,7 +27,6 @@ def register(sub) -> None:
     o.add_argument("--vocab-out", metavar="VOCAB.json",
                    help="where to write the vocabulary (default: OUT with suffix .vocab.json)")
     o.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

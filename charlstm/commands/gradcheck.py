@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from ..config import ModelConfig
@@ -32,7 +31,6 @@ def register(sub) -> None:
     d.add_argument("--seq-len", type=positive_int, default=4, help="T (default 4)")
     d.add_argument("--batch-size", type=positive_int, default=3, help="B (default 3)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

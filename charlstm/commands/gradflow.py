@@ -70,7 +70,6 @@ def register(sub) -> None:
     o.add_argument("--out", default="gradflow", metavar="DIR", help="directory for the CSV and PNG "
                    "(default ./gradflow)")
     o.add_argument("--force", action="store_true", help="overwrite earlier results in --out")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

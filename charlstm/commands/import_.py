@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
@@ -27,7 +26,6 @@ def register(sub) -> None:
                    "`charlstm export` writes")
     o = p.add_argument_group("output")
     o.add_argument("--force", action="store_true", help="overwrite an existing OUT")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

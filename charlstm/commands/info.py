@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -21,7 +20,6 @@ def register(sub) -> None:
                    help="a run directory or a .safetensors checkpoint")
     p.add_argument("--json", action="store_true",
                    help="print everything as one JSON object instead of a table")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", default=None, metavar="FILE.png",
                    help="where to write the PNG (default: RUN_DIR/loss.png)")
     p.add_argument("--dpi", type=integer(20), default=120, help="resolution (default 120)")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -49,7 +48,6 @@ def register(sub) -> None:
     b.add_argument("--backend", choices=("numpy", "onnxruntime"), default="numpy",
                    help="run the model with NumPy (default) or onnxruntime (needs the "
                    "onnx extra)")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 

@@ -105,7 +105,6 @@ def register(sub) -> None:
          metavar="N")
     _add(w, "seed", "seed of the initialisation and dropout", type=_number(int),
          metavar="S")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
