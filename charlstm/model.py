@@ -23,16 +23,6 @@ from .cells import get_cell, lstm
 from .config import ModelConfig
 
 
-def param_names(config: ModelConfig) -> list[str]:
-    """All parameter names, in a fixed order (layers bottom-up, then decoder)."""
-    prefix = config.cell
-    names = []
-    for k in range(config.num_layers):
-        names += [f"{prefix}.weight_ih_l{k}", f"{prefix}.weight_hh_l{k}",
-                  f"{prefix}.bias_ih_l{k}", f"{prefix}.bias_hh_l{k}"]
-    return names + ["decoder.weight", "decoder.bias"]
-
-
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     V, H, L = config.vocab_size, config.hidden_size, config.num_layers
     G = get_cell(config.cell).GATES * H
