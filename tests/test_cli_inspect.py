@@ -274,6 +274,26 @@ def test_info_table_and_json(tmp_path, capsys):
     assert info["config"]["cell"] == "gru" and info["meta"]["step"] == 1234
 
 
+def test_info_shows_the_log_window_as_a_per_char_mean_and_never_overflows(tmp_path, capsys):
+    # what --log-every 500 leaves between records: sums over 499 steps (here a loss of
+    # 2.5 nats/char each); shown as a per-step mean, with a perplexity that cannot overflow
+    path = tmp_path / "m.safetensors"
+    window = {"loss": 499 * 2.5, "norm": 499 * 0.5, "seconds": 99.8, "steps": 499,
+              "chars": 499 * 2048, "lr": 1e-3}
+    make_checkpoint(path, meta={"step": 999, "log_window": window, "val_loss": 1000.0,
+                                "elapsed_s": 54.72421387199984,
+                                "cursor": {"epoch": 0, "window": 7}, "optimizer_step": 999})
+    rc, out, err = charlstm(capsys, "info", path)
+    assert rc == 0, err
+    assert re.search(r"^log_window +499 steps since the last log record, mean train loss "
+                     r"2.5000 nats/char \(3.6067 bits/char, perplexity 12.182\)$", out, re.M)
+    assert re.search(r"^val_loss +1000.0000 nats/char .*perplexity overflows a float", out, re.M)
+    assert re.search(r"^elapsed +0:00:54 of training$", out, re.M)
+    assert "cursor" not in out and "optimizer_step" not in out and "54.72" not in out
+    rc, out, _ = charlstm(capsys, "info", path, "--json")  # --json keeps everything as saved
+    assert json.loads(out)["meta"]["log_window"] == window
+
+
 # ----------------------------------------------------------------------------- plot
 
 def write_log(run, records, extra=""):

@@ -8,6 +8,7 @@ import math
 from safetensors import safe_open
 
 from ..checkpoint import load_checkpoint
+from ..progress import format_duration
 from ..runs import resolve_checkpoint
 
 
@@ -44,12 +45,29 @@ def describe(path) -> dict:
     }
 
 
+# Training internals that only --json shows: exact-resume bookkeeping, not facts a
+# reader of the table needs (package_version is in the "format" row already).
+HIDDEN_META = ("cursor", "optimizer_step", "pending_eval", "package_version")
+
+
 def _loss_text(value) -> str:
-    """Losses in nats also in bits per character and perplexity."""
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return f"{value:.4f} nats/char ({value / math.log(2):.4f} bits/char, " \
-               f"perplexity {math.exp(value):.3f})"
-    return str(value)
+    """A per-character loss in nats, also in bits per character and perplexity."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return str(value)
+    # exp overflows a float past 709 nats; such a loss is only ever a sign of a broken run
+    perplexity = f"{math.exp(value):,.3f}" if value < 700 else "overflows a float"
+    return f"{value:.4f} nats/char ({value / math.log(2):.4f} bits/char, " \
+           f"perplexity {perplexity})"
+
+
+def _log_window_text(window) -> str:
+    """The steps trained since the last log record. The checkpoint keeps sums over them
+    (so a resumed run logs the same records); shown here as per-step means."""
+    steps = window.get("steps", 0) if isinstance(window, dict) else 0
+    if not isinstance(steps, int) or steps <= 0:
+        return "no steps since the last log record"
+    return (f"{steps} step{'s' * (steps > 1)} since the last log record, mean train loss "
+            f"{_loss_text(window.get('loss', 0.0) / steps)}")
 
 
 def _shorten(chars: str, limit: int = 100) -> str:
@@ -59,12 +77,19 @@ def _shorten(chars: str, limit: int = 100) -> str:
 
 
 def _meta_lines(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """Flatten scalars and small dicts; long lists (RNG states, cursors) are summarised."""
+    """Flatten scalars and small dicts for the table; long lists are summarised, RNG
+    states and HIDDEN_META left out, sums over the log window shown as means."""
     rows = []
     for key in sorted(meta):
         value, name = meta[key], prefix + key
+        if not prefix and key in HIDDEN_META:
+            continue
         if key == "rng":
             rows.append((name, "saved (random streams, for exact resume)"))
+        elif not prefix and key == "log_window":
+            rows.append((name, _log_window_text(value)))
+        elif not prefix and key == "elapsed_s" and isinstance(value, (int, float)):
+            rows.append(("elapsed", f"{format_duration(value)} of training"))
         elif isinstance(value, dict):
             rows += _meta_lines(value, name + ".")
         elif isinstance(value, list) and len(json.dumps(value)) > 60:
