@@ -13,7 +13,9 @@ import argparse
 
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
 from common import interleaved, machine_line, median, read_corpus, table
-from impls import OursTrainer, TorchTrainer, ours_eval, torch_eval
+from impls import OursTrainer, TorchTrainer, torch_eval
+
+from charlstm.evaluate import evaluate
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
     theirs = TorchTrainer(ours.params, L, B)
     loss = {}
     fns = {
-        "charlstm": lambda: loss.__setitem__("charlstm", ours_eval(ours.params, ours.config,
+        "charlstm": lambda: loss.__setitem__("charlstm", evaluate(ours.params, ours.config,
                                                                    val, B, T)),
         "torch": lambda: loss.__setitem__("torch", torch_eval(theirs, val, B, T)),
     }

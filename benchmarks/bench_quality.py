@@ -18,9 +18,10 @@ import time
 
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
 from common import machine_line, read_corpus, table
-from impls import OursTrainer, TorchTrainer, ours_eval, torch_eval
+from impls import OursTrainer, TorchTrainer, torch_eval
 
 from charlstm.data import Batches, Cursor
+from charlstm.evaluate import evaluate
 
 
 def main() -> None:
@@ -57,8 +58,8 @@ def main() -> None:
             run[4] = trainer.step(x, y)
             run[2] += time.perf_counter() - t0
             run[1], run[3] = batches.advance(cursor), run[3] + 1
-    val_loss = {"charlstm": ours_eval(ours.params, ours.config, val, 64, 100),
-                "torch": ours_eval(theirs.params_numpy(), ours.config, val, 64, 100)}
+    val_loss = {"charlstm": evaluate(ours.params, ours.config, val, 64, 100),
+                "torch": evaluate(theirs.params_numpy(), ours.config, val, 64, 100)}
     # PyTorch's own evaluation of its weights, as a cross-check of the line above
     torch_own = torch_eval(theirs, val, 64, 100)
     rows = []

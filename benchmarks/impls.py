@@ -10,10 +10,9 @@ Shape legend: T window, B streams, V vocabulary, H hidden, L layers.
 
 from __future__ import annotations
 
-import numpy as np
 from common import torch_module
 
-from charlstm import CharLSTM, ModelConfig, layers
+from charlstm import CharLSTM, ModelConfig
 from charlstm import model as cm
 from charlstm.data import eval_windows
 from charlstm.optim import Adam, clip_grad_norm
@@ -31,9 +30,8 @@ class OursTrainer:
         self.state = cm.zero_state(self.config, B)
 
     def step(self, x, y) -> float:
-        logits, self.state, cache = cm.forward(self.params, self.config, x, self.state)
-        loss, dlogits = layers.softmax_cross_entropy(logits, y)
-        grads, _ = cm.backward(dlogits, None, cache)
+        loss, grads, self.state, _ = cm.loss_and_grads(self.params, self.config, x, y,
+                                                       self.state)
         clip_grad_norm(grads, CLIP)
         self.opt.step(self.params, grads)
         return loss
@@ -81,18 +79,6 @@ class TorchTrainer:
         out.update({f"decoder.{k}": v.detach().numpy()
                     for k, v in self.decoder.state_dict().items()})
         return out
-
-
-def ours_eval(params, config, ids, B, T) -> float:
-    """Mean nats/char over every target of ids: forward only, no cache."""
-    total, count, state = 0.0, 0, None
-    for x, y, mask in eval_windows(ids, B, T):
-        logits, state, _ = cm.forward(params, config, x, state, need_cache=False)
-        logp = layers.log_softmax(logits)
-        nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-        total += float(nll[mask].sum(dtype=np.float64))
-        count += int(mask.sum())
-    return total / count
 
 
 def torch_eval(trainer: TorchTrainer, ids, B, T) -> float:

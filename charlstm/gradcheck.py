@@ -18,7 +18,7 @@ import numpy as np
 from . import layers
 from .cells import get_cell
 from .config import ModelConfig
-from .model import backward, forward, init_params, make_dropout_masks, zero_state
+from .model import forward, init_params, loss_and_grads, make_dropout_masks, zero_state
 
 EPS = 1e-2
 # Relative error is |a - n| / max(|a| + |n|, FLOOR). Entries with a true gradient
@@ -68,9 +68,7 @@ def check_gradients(params, config: ModelConfig, x, y, state, masks=None) -> lis
         logits, _, _ = forward(params, config, x, state, masks)
         return layers.softmax_cross_entropy(logits, y)[0]
 
-    logits, _, cache = forward(params, config, x, state, masks)
-    _, dlogits = layers.softmax_cross_entropy(logits, y)
-    grads, dstate0 = backward(dlogits, None, cache)
+    _, grads, _, dstate0 = loss_and_grads(params, config, x, y, state, masks)
     rows = []
     for name, value in params.items():
         num = numeric_gradient(loss, value)

@@ -24,7 +24,7 @@ import numpy as np
 from . import layers
 from .cells import get_cell
 from .config import ModelConfig
-from .model import backward, forward, init_params
+from .model import backward, forward, init_params, loss_and_grads
 from .optim import clip_grad_norm, make_optimizer
 
 REPORT_DISTANCES = (1, 10, 25, 50, 100, 200)
@@ -85,23 +85,12 @@ def keep_gate(params: dict, config: ModelConfig, x: np.ndarray) -> float | None:
     """Mean over steps, windows and units of layer 0's keep gate along x.
 
     The keep gate is the factor the state is carried with: f for the LSTM (c = f*c_prev
-    + ...), z for the GRU (h = z*h_prev + ...). Both are the second H-block of the
-    stacked gates. None for the tanh RNN, which has no such gate.
+    + ...), z for the GRU (h = z*h_prev + ...); the cell says which of its cached gates
+    it is. None for the tanh RNN, which has no such gate.
     """
-    if config.cell not in ("lstm", "gru"):
-        return None
-    H, p = config.hidden_size, config.cell + "."
-    rows = slice(H, 2 * H)
-    W_ih, W_hh = params[p + "weight_ih_l0"][rows], params[p + "weight_hh_l0"][rows]
-    b = params[p + "bias_ih_l0"][rows] + params[p + "bias_hh_l0"][rows]
-    state, total = None, 0.0
-    for t in range(x.shape[0]):
-        pre = W_ih.T[x[t]] + b
-        if state is not None:
-            pre += state[0][0] @ W_hh.T  # layer 0's h before step t
-        total += float((0.5 + 0.5 * np.tanh(0.5 * pre)).sum())  # sigmoid
-        _, state, _ = forward(params, config, x[t:t + 1], state)
-    return total / (x.size * H)
+    _, _, cache = forward(params, config, x)  # from zero state, as state_gradients runs
+    gate = get_cell(config.cell).keep_gate(cache.cell_caches[0])
+    return None if gate is None else float(gate.mean(dtype=np.float64))
 
 
 def flow_norms(params, config, x, y_last) -> dict[str, np.ndarray]:
@@ -125,9 +114,7 @@ def short_train(config: ModelConfig, ids: np.ndarray, steps: int, batch_size: in
     for _ in range(steps):
         starts = rng.integers(0, len(ids) - seq_len - 1, size=batch_size)
         window = np.stack([ids[s:s + seq_len + 1] for s in starts], axis=1)  # (T+1, B)
-        logits, _, cache = forward(params, config, window[:-1])
-        _, dlogits = layers.softmax_cross_entropy(logits, window[1:])
-        grads, _ = backward(dlogits, None, cache)
+        grads = loss_and_grads(params, config, window[:-1], window[1:]).grads
         clip_grad_norm(grads, 5.0)
         opt.step(params, grads)
     return params

@@ -6,8 +6,11 @@ Shape legend: T time, B batch, V vocab, H hidden, L layers, G = gates*H.
         --> decoder (H -> V) --> logits (T, B, V) --> softmax cross-entropy
 
 The model is a pair of pure functions, forward(params, ...) -> (logits,
-state, cache) and backward(dlogits, dstate, cache) -> (grads, dstate0); the
-CharLSTM class only holds the params dict, the config and an RNG.
+state, cache) and backward(dlogits, dstate, cache) -> (grads, dstate0), joined
+by softmax cross-entropy in loss_and_grads (what training, gradient checks and
+benchmarks call), plus step() for sampling one character at a time; the
+CharLSTM class only holds the params dict, the config and an RNG. The cell is
+reached only through the interface in cells/__init__.py.
 Parameter names and shapes are PyTorch's, so `params` loads into
 torch.nn.LSTM(V, H, L) + torch.nn.Linear(H, V) unchanged.
 """
@@ -19,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import layers
-from .cells import get_cell, lstm
+from .cells import get_cell
+from .cells.activations import times_T
 from .config import ModelConfig
 
 
@@ -84,8 +88,8 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
         x: (T, B) int character ids.
         state: tuple of (L, B, H) arrays (h, c for LSTM), or None for zeros.
         masks: list of L-1 dropout masks (T, B, H), or None for no dropout.
-        need_cache: False for evaluation: cells that offer infer() then keep no
-            per-step cache (less memory, less work) and the cache returned is None.
+        need_cache: False for evaluation: the cell's infer() keeps no per-step
+            cache (less memory, less work) and the cache returned is None.
     Returns:
         logits (T, B, V), final state (tuple of (L, B, H)), ModelCache (or None).
     """
@@ -94,9 +98,7 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     cell = get_cell(config.cell)
     if state is None:
         state = zero_state(config, B, dtype)
-    run = cell.forward if need_cache or not hasattr(cell, "infer") else cell.infer
-    # xw is ours alone, so a cell that can may use its memory for the gates.
-    extra = {"overwrite_xw": True} if getattr(cell, "ACCEPTS_OVERWRITE_XW", False) else {}
+    run = cell.forward if need_cache else cell.infer
     p = config.cell + "."
     inputs, caches = [], []
     final_state = tuple(np.empty((config.num_layers, B, config.hidden_size), dtype=dtype)
@@ -107,8 +109,9 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
         xw = layers.input_projection_forward(h, params[f"{p}weight_ih_l{k}"],
                                              params[f"{p}bias_ih_l{k}"])
         state0 = tuple(s[k] for s in state)
+        # xw is ours alone, so the cell may use its memory (e.g. for the gates)
         h, stateT, *cache = run(xw, state0, params[f"{p}weight_hh_l{k}"],
-                                params[f"{p}bias_hh_l{k}"], **extra)
+                                params[f"{p}bias_hh_l{k}"], overwrite_xw=True)
         if masks is not None and k < config.num_layers - 1:
             h = h * masks[k]
         caches += cache
@@ -153,6 +156,32 @@ def backward(dlogits: np.ndarray, dstate, cache: ModelCache):
             layers.input_projection_backward(dxw, inputs[k], params[f"{p}weight_ih_l{k}"]))
     dstate0 = tuple(np.stack([d[j] for d in dstate0]) for j in range(len(dstate0[0])))
     return {name: grads[name] for name in params}, dstate0
+
+
+class WindowGrads(NamedTuple):
+    loss: float  # mean cross-entropy, nats/char, over the T*B targets
+    grads: dict  # same keys and shapes as params
+    state: tuple  # final state, (L, B, H) each: the next window's initial state
+    dstate0: tuple  # dL/d(initial state), (L, B, H) each
+
+
+def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarray,
+                   state=None, masks=None, dstate=None) -> WindowGrads:
+    """Loss and gradients of one window: forward -> softmax cross-entropy -> backward.
+
+    Args:
+        x, y: (T, B) int ids; y[t] is the character that follows x[t].
+        state: initial state, tuple of (L, B, H), or None for zeros.
+        masks: L-1 dropout masks (T, B, H) (see make_dropout_masks), or None.
+        dstate: dL/d(final state) from a later window or an extra loss term, tuple
+            of (L, B, H), or None for zeros (truncated BPTT).
+    Returns:
+        WindowGrads(loss, grads, final state, dstate0).
+    """
+    logits, final_state, cache = forward(params, config, x, state, masks)
+    loss, dlogits = layers.softmax_cross_entropy(logits, y)
+    grads, dstate0 = backward(dlogits, dstate, cache)
+    return WindowGrads(loss, grads, final_state, dstate0)
 
 
 class CharLSTM:
@@ -204,9 +233,7 @@ class CharLSTM:
         masks = None
         if train:
             masks = make_dropout_masks(self.config, T, B, rng or self.rng, self.dtype)
-        logits, state, cache = forward(self.params, self.config, x, state, masks)
-        loss, dlogits = layers.softmax_cross_entropy(logits, y)
-        grads, _ = backward(dlogits, None, cache)
+        loss, grads, state, _ = loss_and_grads(self.params, self.config, x, y, state, masks)
         return loss, grads, state
 
     def _check_ids(self, x) -> np.ndarray:
@@ -226,43 +253,26 @@ def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
         ids: (B,) int ids.  state: tuple of (L, B, H), or None for zeros.
     Returns:
         logits (B, V) and the new state (new arrays; `state` is not modified).
-    For the LSTM this is a dedicated path with no window machinery (no (T, B, .)
-    arrays, no cache, no weight copies): per layer one gather or GEMV for the
-    input, one GEMV for the recurrence and one fused gate update.
+    No window machinery (no (T, B, .) arrays, no cache): per layer one gather or
+    GEMV for the input projection, then the cell's own step.
     """
     ids = np.asarray(ids)
-    if config.cell != "lstm":
-        logits, state, _ = forward(params, config, ids[None, :], state, need_cache=False)
-        return logits[0], state
     B = ids.shape[0]
     dtype = params["decoder.weight"].dtype
     if state is None:
         state = zero_state(config, B, dtype)
-    H = config.hidden_size
-    scale, offset = lstm.gate_constants(H, dtype)
-    h_new, c_new = (np.empty((config.num_layers, B, H), dtype=dtype) for _ in range(2))
-    tanh_c, ig = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+    cell, p = get_cell(config.cell), config.cell + "."
+    new_state = tuple(np.empty((config.num_layers, B, config.hidden_size), dtype=dtype)
+                      for _ in state)
     x = ids
     for k in range(config.num_layers):
-        W_ih, W_hh = params[f"lstm.weight_ih_l{k}"], params[f"lstm.weight_hh_l{k}"]
-        # z = x W_ih^T + b_ih + b_hh (a column gather for ids), zh = h_prev W_hh^T
-        z = W_ih.T[x] if k == 0 else _times_T(x, W_ih)
-        z += params[f"lstm.bias_ih_l{k}"]
-        z += params[f"lstm.bias_hh_l{k}"]
-        z *= scale  # the cell wants pre-scaled pre-activations (see cells.lstm)
-        zh = _times_T(state[0][k], W_hh)
-        zh *= scale
-        lstm.cell_step(z, zh, state[1][k], c_new[k], tanh_c, h_new[k], ig, scale, offset)
-        x = h_new[k]
-    logits = _times_T(x, params["decoder.weight"])
+        W_ih = params[f"{p}weight_ih_l{k}"]
+        # xw = x W_ih^T + b_ih: a column gather for ids, a GEMV/GEMM for the layer below
+        xw = W_ih.T[x] if k == 0 else times_T(x, W_ih)
+        xw += params[f"{p}bias_ih_l{k}"]
+        cell.step(xw, tuple(s[k] for s in state), params[f"{p}weight_hh_l{k}"],
+                  params[f"{p}bias_hh_l{k}"], tuple(s[k] for s in new_state))
+        x = new_state[0][k]
+    logits = times_T(x, params["decoder.weight"])
     logits += params["decoder.bias"]
-    return logits, (h_new, c_new)
-
-
-def _times_T(x, W):
-    """x W^T for x (B, D), W (N, D) -> (B, N). One stream (B = 1) is W x as a
-    matrix-vector product over W's rows, which BLAS runs ~25% faster than a
-    one-row GEMM against the transposed view."""
-    if x.shape[0] == 1:
-        return (W @ x[0])[None, :]
-    return x @ W.T
+    return logits, new_state

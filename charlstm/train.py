@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, layers, model
+from . import __version__, model
 from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, dump_toml
-from .data import Batches, Corpus, Cursor, eval_windows, make_corpus
+from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError
+from .evaluate import evaluate
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .progress import Progress, StopSignals
 from .runs import BEST, LAST, LOG
@@ -80,27 +81,6 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
         r = config.min_lr_ratio
         return config.lr * (r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p)))
     return config.lr
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int,
-             seq_len: int, abort=None) -> float | None:
-    """Mean cross-entropy (nats/char) over every next-character target of ids.
-
-    Forward only, no dropout, state carried across windows (see data.eval_windows).
-    abort: optional callable checked between windows; if it returns True, None is returned.
-    """
-    total, count, state = 0.0, 0, None
-    for x, y, mask in eval_windows(ids, batch_size, seq_len):
-        if abort is not None and abort():
-            return None
-        logits, state, _ = model.forward(params, config, x, state, need_cache=False)
-        logp = layers.log_softmax(logits)  # (t, B, V)
-        nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-        total += float(nll[mask].sum(dtype=np.float64))
-        count += int(mask.sum())
-    return total / count if count else None
 
 
 # ----------------------------------------------------------------------------- run state
@@ -223,11 +203,9 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     x, y = batches.get(run.cursor)
     T, B = x.shape
     masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
-    logits, final_state, cache = model.forward(run.params, cfg, x, run.state, masks)
-    loss, dlogits = layers.softmax_cross_entropy(logits, y)
+    loss, grads, final_state, _ = model.loss_and_grads(run.params, cfg, x, y, run.state, masks)
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
-    grads, _ = model.backward(dlogits, None, cache)
     norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping
     if not math.isfinite(norm):  # checked before any parameter is touched
         raise TrainingError(f"the gradient norm became {norm} at step {run.step + 1} "

@@ -34,7 +34,7 @@ def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def plain_forward(xw, state0, W_hh, b_hh):
+def plain_forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     """The LSTM forward written plainly: xw (T, B, 4H), state0 (h0, c0) each (B, H)."""
     T, B, G = xw.shape
     H = G // 4
@@ -93,9 +93,11 @@ def plain_backward(dhs, dstateT, cache, erratum=None):
 
 
 def plain_cell(erratum=None):
-    """A module-like object with the cell interface, for CELLS["lstm"]."""
+    """The LSTM cell with its window forward/backward replaced, for CELLS["lstm"]."""
     return types.SimpleNamespace(
-        GATES=4, STATE_NAMES=("h", "c"), init_bias=lstm.init_bias, forward=plain_forward,
+        **{name: getattr(lstm, name) for name in ("GATES", "STATE_NAMES", "init_bias",
+                                                  "infer", "step", "keep_gate")},
+        forward=plain_forward,
         backward=lambda dhs, dstateT, cache: plain_backward(dhs, dstateT, cache, erratum))
 
 

@@ -9,10 +9,11 @@ import signal
 import numpy as np
 import pytest
 
-from charlstm import ModelConfig
+from charlstm import ModelConfig, layers
 from charlstm import train as tr
 from charlstm.checkpoint import load_checkpoint
 from charlstm.config import TrainConfig, dump_toml, load_toml
+from charlstm.evaluate import evaluate
 from charlstm.model import init_params
 
 # A 125-character corpus: with B=2, T=8 an epoch is 6 windows, so a 16-step run wraps twice.
@@ -52,7 +53,7 @@ def test_evaluation_is_independent_of_chunking():
     config = ModelConfig(vocab_size=6, hidden_size=5, num_layers=2)
     params = init_params(config, np.random.default_rng(0), np.float64)
     ids = np.random.default_rng(1).integers(0, 6, size=41)
-    losses = [tr.evaluate(params, config, ids, 1, T) for T in (1, 3, 7, 40, 100)]
+    losses = [evaluate(params, config, ids, 1, T) for T in (1, 3, 7, 40, 100)]
     np.testing.assert_allclose(losses, losses[0], rtol=1e-12)
     from charlstm.layers import softmax_cross_entropy
     from charlstm.model import forward
@@ -60,7 +61,7 @@ def test_evaluation_is_independent_of_chunking():
     expected, _ = softmax_cross_entropy(logits, ids[1:, None])
     assert losses[0] == pytest.approx(expected, rel=1e-12)
     # several streams: every target still counted once (the mean stays a mean)
-    assert abs(tr.evaluate(params, config, ids, 4, 3) - losses[0]) < 0.2
+    assert abs(evaluate(params, config, ids, 4, 3) - losses[0]) < 0.2
 
 
 def test_training_learns_a_repetitive_text(tmp_path, capsys):
@@ -158,14 +159,14 @@ def test_resume_extends_a_finished_run_and_refuses_changed_settings(tmp_path, ca
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, max_steps=20, checkpoint_every=5)
-    real = tr.layers.softmax_cross_entropy
+    real = layers.softmax_cross_entropy
     calls = {"n": 0}
 
     def nan_from_step_8(logits, y):
         calls["n"] += 1
         loss, d = real(logits, y)
         return (float("nan") if calls["n"] >= 8 else loss), d
-    monkeypatch.setattr(tr.layers, "softmax_cross_entropy", nan_from_step_8)
+    monkeypatch.setattr(layers, "softmax_cross_entropy", nan_from_step_8)
     with pytest.raises(tr.TrainingError) as e:
         tr.start_training(cfg)
     msg = str(e.value)

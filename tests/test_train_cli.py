@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from charlstm import layers
 from charlstm.checkpoint import load_checkpoint
 from charlstm.cli import main
 from charlstm.config import TrainConfig, load_toml
@@ -179,15 +180,14 @@ def test_resume_flags(tmp_path, corpus, capsys):
 
 
 def test_non_finite_loss_is_one_line_and_exit_1(tmp_path, corpus, capsys, monkeypatch):
-    import charlstm.train as tr
-    real = tr.layers.softmax_cross_entropy
+    real = layers.softmax_cross_entropy
     calls = []
 
     def inf_at_step_3(logits, y):
         calls.append(1)
         loss, d = real(logits, y)
         return (float("inf") if len(calls) == 3 else loss), d
-    monkeypatch.setattr(tr.layers, "softmax_cross_entropy", inf_at_step_3)
+    monkeypatch.setattr(layers, "softmax_cross_entropy", inf_at_step_3)
     line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps",
                           "20", "--checkpoint-every", "2", *TINY, code=1)
     assert "the loss became inf at step 3" in line and "(step 2) is intact" in line

@@ -1,4 +1,5 @@
-"""In-place activations shared by the cells (no temporaries in the time loop)."""
+"""Small kernels shared by the cells (and the model): in-place activations (no
+temporaries in the time loop) and the product x W^T with a GEMV path for one stream."""
 
 from __future__ import annotations
 
@@ -11,3 +12,12 @@ def sigmoid_(x: np.ndarray) -> None:
     np.tanh(x, out=x)
     x *= 0.5
     x += 0.5
+
+
+def times_T(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x W^T for x (B, D), W (N, D) -> (B, N). One stream (B = 1) is W x as a
+    matrix-vector product over W's rows, which BLAS runs ~25% faster than a
+    one-row GEMM against the transposed view."""
+    if x.shape[0] == 1:
+        return (W @ x[0])[None, :]
+    return x @ W.T

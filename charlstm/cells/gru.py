@@ -1,4 +1,5 @@
-"""GRU recurrence over a whole window: pure forward/backward pair.
+"""GRU recurrence: the window forward/backward pair, a cache-free forward and a
+single step (the cell interface of cells/__init__.py).
 
 Shape legend: T time steps, B batch (independent streams), H hidden size,
 G = 3H stacked gate rows in torch.nn.GRU's order [r | z | n].
@@ -46,13 +47,33 @@ def init_bias(b_ih: np.ndarray, forget_bias: float) -> None:
     b_ih[H : 2 * H] += forget_bias
 
 
-def forward(xw, state0, W_hh, b_hh):
+def _step(xw, h_prev, W_hh_T, b_hh, a, hn, h_out) -> None:
+    """One step: xw (B, 3H), h_prev (B, H), W_hh_T (H, 3H) -> a (B, 3H) becomes the
+    gates [r | z | n], hn (B, H) the recurrent candidate term, h_out (B, H) the new h."""
+    H = hn.shape[-1]
+    np.matmul(h_prev, W_hh_T, out=a)  # hw = h_prev W_hh^T + b_hh, all gates in one GEMM
+    a += b_hh
+    hn[...] = a[:, 2 * H :]
+    rz, n = a[:, : 2 * H], a[:, 2 * H :]
+    rz += xw[:, : 2 * H]
+    sigmoid_(rz)  # r, z
+    r, z = a[:, :H], a[:, H : 2 * H]
+    np.multiply(r, hn, out=n)  # n = tanh(xw_n + r*hw_n)
+    n += xw[:, 2 * H :]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h_out)  # h = (1-z)*n + z*h_prev = n + z*(h_prev - n)
+    h_out *= z
+    h_out += n
+
+
+def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     """Run the GRU recurrence over a window.
 
     Args:
         xw: (T, B, 3H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0,) with h0 (B, H).
         W_hh: (3H, H) recurrent weights.  b_hh: (3H,) recurrent bias.
+        overwrite_xw: accepted for the interface; the GRU keeps xw intact.
     Returns:
         hs: (T, B, H) hidden outputs, (hT,) with hT (B, H), and a GRUCache.
     """
@@ -62,25 +83,35 @@ def forward(xw, state0, W_hh, b_hh):
     gates = np.empty((T, B, G), dtype=xw.dtype)
     hn = np.empty((T, B, H), dtype=xw.dtype)
     h[0] = state0[0]
-    W_hh_T = W_hh.T
     for t in range(T):
-        a = gates[t]
-        np.matmul(h[t], W_hh_T, out=a)  # hw = h_prev W_hh^T + b_hh, all gates in one GEMM
-        a += b_hh
-        hn[t] = a[:, 2 * H :]
-        rz, n = a[:, : 2 * H], a[:, 2 * H :]
-        rz += xw[t, :, : 2 * H]
-        sigmoid_(rz)  # r, z
-        r, z = a[:, :H], a[:, H : 2 * H]
-        np.multiply(r, hn[t], out=n)  # n = tanh(xw_n + r*hw_n)
-        n += xw[t, :, 2 * H :]
-        np.tanh(n, out=n)
-        out = h[t + 1]
-        np.subtract(h[t], n, out=out)  # h = (1-z)*n + z*h_prev = n + z*(h_prev - n)
-        out *= z
-        out += n
+        _step(xw[t], h[t], W_hh.T, b_hh, gates[t], hn[t], h[t + 1])
     cache = GRUCache(h=h, gates=gates, hn=hn, W_hh=W_hh)
     return h[1:], (h[T].copy(),), cache
+
+
+def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+    """forward() without a cache: same arguments, returns hs (T, B, H) and (hT,)."""
+    T, B, G = xw.shape
+    hs = np.empty((T, B, G // GATES), dtype=xw.dtype)
+    a, hn = np.empty((B, G), dtype=xw.dtype), np.empty((B, G // GATES), dtype=xw.dtype)
+    h_prev = np.asarray(state0[0], dtype=xw.dtype)
+    for t in range(T):
+        _step(xw[t], h_prev, W_hh.T, b_hh, a, hn, hs[t])
+        h_prev = hs[t]
+    return hs, (h_prev.copy(),)
+
+
+def step(xw, state0, W_hh, b_hh, out) -> None:
+    """One step for sampling: xw (B, 3H), state0 (h_prev,), out (h,), each (B, H)."""
+    B, G = xw.shape
+    a, hn = np.empty((B, G), dtype=xw.dtype), np.empty((B, G // GATES), dtype=xw.dtype)
+    _step(xw, state0[0], W_hh.T, b_hh, a, hn, out[0])
+
+
+def keep_gate(cache: GRUCache) -> np.ndarray:
+    """The update gate z (T, B, H) of the window: h = z*h_prev + (1-z)*n."""
+    H = cache.hn.shape[-1]
+    return cache.gates[..., H : 2 * H]
 
 
 def _backward_factors(cache: GRUCache, Fr, Fz, Fn) -> None:

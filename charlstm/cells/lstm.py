@@ -1,5 +1,5 @@
-"""LSTM recurrence over a whole window: pure forward/backward pair, plus an
-inference-only forward that keeps no cache.
+"""LSTM recurrence: the window forward/backward pair, a cache-free forward for
+evaluation and a single step for sampling (the cell interface of cells/__init__.py).
 
 Shape legend: T time steps, B batch (independent streams), H hidden size,
 G = 4H stacked gate pre-activations in PyTorch's order [i | f | g | o].
@@ -34,15 +34,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-try:  # optional fused kernels (pip install charlstm[numba])
+from .activations import times_T
+
+try:  # optional fused kernels (pip install 'charlstm[fast]')
     from .lstm_numba import KERNELS as _NUMBA_KERNELS
 except ImportError:
     _NUMBA_KERNELS = {}
 
 GATES = 4  # blocks of H rows in W_ih / W_hh
 STATE_NAMES = ("h", "c")
-# The caller's xw may be used as the gate buffer (saves a (T, B, 4H) copy).
-ACCEPTS_OVERWRITE_XW = True
 # Per-step element-wise maths: "numba" (fused kernels) when numba is installed and
 # CHARLSTM_BACKEND is not "numpy", else "numpy". Tests switch it to prove both agree.
 BACKEND = ("numba" if _NUMBA_KERNELS and os.environ.get("CHARLSTM_BACKEND") != "numpy"
@@ -177,6 +177,31 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
         c, c_next = c_next, c
         h_prev = hs[t]
     return hs, (hs[T - 1].copy() if T else h_prev.copy(), c)
+
+
+def step(xw, state0, W_hh, b_hh, out) -> None:
+    """One step with no window machinery (sampling): no (T, B, .) arrays, no cache,
+    no weight copies; one GEMV for the recurrence and one fused gate update.
+
+    Args:
+        xw: (B, 4H) input projection x W_ih^T + b_ih; overwritten (it becomes the gates).
+        state0: (h_prev, c_prev), each (B, H).  W_hh: (4H, H).  b_hh: (4H,).
+        out: (h, c), each (B, H), written with the new state.
+    """
+    H = W_hh.shape[1]
+    scale, offset = gate_constants(H, xw.dtype)
+    xw += b_hh
+    xw *= scale  # cell_step wants pre-scaled pre-activations
+    zh = times_T(state0[0], W_hh)
+    zh *= scale
+    tanh_c, ig = np.empty_like(out[1]), np.empty_like(out[1])
+    cell_step(xw, zh, state0[1], out[1], tanh_c, out[0], ig, scale, offset)
+
+
+def keep_gate(cache: LSTMCache) -> np.ndarray:
+    """The forget gate f (T, B, H) of the window: c = f*c_prev + i*g."""
+    H = cache.c.shape[-1]
+    return cache.gates[..., H : 2 * H]
 
 
 def _backward_factors(gates, c_prev, tanh_c, F, A) -> None:

@@ -1,4 +1,5 @@
-"""Vanilla tanh RNN recurrence over a whole window: pure forward/backward pair.
+"""Vanilla tanh RNN recurrence: the window forward/backward pair, a cache-free
+forward and a single step (the cell interface of cells/__init__.py).
 
 Shape legend: T time steps, B batch (independent streams), H hidden size.
 Parameters follow torch.nn.RNN (nonlinearity="tanh"): W_ih (H, D), W_hh (H, H),
@@ -30,27 +31,48 @@ def init_bias(b_ih: np.ndarray, forget_bias: float) -> None:
     """Nothing to do: a vanilla RNN has no gate to bias (forget_bias is ignored)."""
 
 
-def forward(xw, state0, W_hh, b_hh):
+def _step(xw, h_prev, W_hh_T, b_hh, h_out) -> None:
+    """One step: h = tanh(xw + h_prev W_hh^T + b_hh), all (B, H), written into h_out."""
+    np.matmul(h_prev, W_hh_T, out=h_out)
+    h_out += xw
+    h_out += b_hh
+    np.tanh(h_out, out=h_out)
+
+
+def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     """Run the tanh recurrence over a window.
 
     Args:
         xw: (T, B, H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0,) with h0 (B, H).
         W_hh: (H, H) recurrent weights.  b_hh: (H,) recurrent bias.
+        overwrite_xw: accepted for the interface; the RNN keeps xw intact.
     Returns:
         hs: (T, B, H) hidden outputs, (hT,) with hT (B, H), and an RNNCache.
     """
     T, B, H = xw.shape
     h = np.empty((T + 1, B, H), dtype=xw.dtype)
     h[0] = state0[0]
-    W_hh_T = W_hh.T
     for t in range(T):
-        z = h[t + 1]
-        np.matmul(h[t], W_hh_T, out=z)  # h = tanh(xw + h_prev W_hh^T + b_hh)
-        z += xw[t]
-        z += b_hh
-        np.tanh(z, out=z)
+        _step(xw[t], h[t], W_hh.T, b_hh, h[t + 1])
     return h[1:], (h[T].copy(),), RNNCache(h=h, W_hh=W_hh)
+
+
+def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+    """forward() without a cache. The RNN's cache is its outputs plus h0, so this
+    is forward() with the cache dropped: hs (T, B, H) and (hT,)."""
+    hs, stateT, _ = forward(xw, state0, W_hh, b_hh)
+    return hs, stateT
+
+
+def step(xw, state0, W_hh, b_hh, out) -> None:
+    """One step for sampling: xw (B, H), state0 (h_prev,), out (h,), each (B, H)."""
+    _step(xw, state0[0], W_hh.T, b_hh, out[0])
+
+
+def keep_gate(cache: RNNCache) -> None:
+    """None: the tanh RNN has no gate that carries its state."""
+    return None
 
 
 def backward(dhs, dstateT, cache: RNNCache):

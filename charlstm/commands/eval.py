@@ -13,10 +13,10 @@ from ..config import TrainConfig
 from ..data import split
 from ..datasets import resolve_data
 from ..errors import UserError
+from ..evaluate import evaluate
 from ..runs import resolve_checkpoint
 from ..sample import list_chars
 from ..text import Vocab, read_text
-from ..train import evaluate
 from .argtypes import integer, number
 
 SPLITS = ("val", "train", "all")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..cells import get_cell
 from ..checkpoint import Checkpoint, atomic_write_bytes
 from ..config import ModelConfig
 from ..errors import UserError
@@ -48,7 +49,7 @@ ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
 def state_names(cell: str) -> tuple[str, ...]:
     """Output names of the new state, in charlstm's order; inputs add a "0"."""
-    return ("h", "c") if cell == "lstm" else ("h",)
+    return get_cell(cell).STATE_NAMES
 
 
 def reorder_gates(w: np.ndarray, cell: str) -> np.ndarray:
