@@ -1,7 +1,13 @@
-"""charlstm: character-level LSTM language models with hand-derived backprop in NumPy."""
+"""charlstm: character-level LSTM language models with hand-derived backprop in NumPy.
 
-from .config import ModelConfig
-from .model import CharLSTM
+    model = charlstm.load("runs/demo")          # a run directory or a checkpoint
+    print(model.generate("ROMEO:", length=200, temperature=0.8, seed=1))
+"""
 
 __version__ = "0.1.0"
-__all__ = ["CharLSTM", "ModelConfig", "__version__"]
+
+from .config import ModelConfig  # noqa: E402 (checkpoint reads __version__ from here)
+from .language_model import LanguageModel, load  # noqa: E402
+from .model import CharLSTM  # noqa: E402
+
+__all__ = ["CharLSTM", "LanguageModel", "ModelConfig", "__version__", "load"]

@@ -40,6 +40,11 @@ def stream_rng(seed: int, b: int) -> np.random.Generator:
     return np.random.default_rng([seed, b])
 
 
+def random_seed() -> int:
+    """A fresh seed for when none is given (small enough to print and type back)."""
+    return int(np.random.SeedSequence().entropy % 2**31)
+
+
 def stream_rngs(seed: int, n: int) -> list[np.random.Generator]:
     """Generators for streams 0..n-1."""
     return [stream_rng(seed, b) for b in range(n)]
@@ -137,21 +142,43 @@ def generate(step_fn, state: tuple, vocab: Sequence[str], prime_ids, length: int
             logits, state = step_fn(ids, state)
 
 
+def sample_text(step_fn, state: tuple, vocab: Vocab, prime_ids, echo: str, length: int,
+                temperature: float, top_k: int | None, top_p: float,
+                rng: np.random.Generator) -> Iterator[str]:
+    """One sample as `charlstm sample` and LanguageModel.generate give it: `echo` (the
+    prime as encoded, see encode_prime) if any, then `length` characters, one at a time.
+
+    Args:
+        step_fn: (1,) ids, state -> (1, V) logits, state.
+        state: initial state, tuple of (L, 1, H).  prime_ids: (P,) ids, P >= 1.
+        rng: the stream's generator (stream_rng(seed, k) for sample k).
+    """
+    if echo:
+        yield echo
+    for (c,) in generate(step_fn, state, vocab.chars, prime_ids, length, temperature, top_k,
+                         top_p, [rng]):
+        yield c
+
+
 def list_chars(chars: list[str], limit: int = 20) -> str:
     """"'x' 'é' ... and 3 more": characters shown unambiguously, for error messages."""
     more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
     return " ".join(repr(c) for c in chars[:limit]) + more
 
 
-def encode_prime(vocab: Vocab, prime: str | None, skip_unknown: bool = False,
+def encode_prime(vocab: Vocab | Sequence[str], prime: str | None, skip_unknown: bool = False,
                  seed: int = 0) -> tuple[np.ndarray, str]:
-    """The ids to run before sampling, and the text to echo in front of the sample.
+    """The (P,) ids to run before sampling, and the text to echo in front of the sample.
+
+    vocab: a Vocab, or the list of characters a checkpoint holds (Checkpoint.vocab).
 
     No prime (None, or nothing left after skipping unknown characters): a newline,
     not echoed, so the sample starts as if at the beginning of a line; if the
     vocabulary has no newline, one character drawn uniformly (from `seed`) and echoed.
     Unknown characters raise UserError listing them, or are dropped with skip_unknown.
     """
+    if not isinstance(vocab, Vocab):
+        vocab = Vocab(list(vocab))
     if prime:
         missing = vocab.unknown(prime)
         if missing and not skip_unknown:

@@ -14,6 +14,7 @@ from ..data import split
 from ..datasets import resolve_data
 from ..errors import UserError
 from ..evaluate import evaluate
+from ..language_model import training_config
 from ..runs import resolve_checkpoint
 from ..sample import list_chars
 from ..text import Vocab, read_text
@@ -51,14 +52,6 @@ def register(sub) -> None:
     w.add_argument("--seq-len", metavar="T", type=integer(1), default=None,
                    help="characters per forward call (default: as trained)")
     p.set_defaults(run=run)
-
-
-def training_config(meta: dict) -> TrainConfig | None:
-    """The training config stored in a checkpoint; None for one without (say, imported)."""
-    try:
-        return TrainConfig.from_dict(meta["train_config"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def resolve_eval_data(spec: str | None, trained: TrainConfig | None):

@@ -7,12 +7,10 @@ import sys
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..language_model import LanguageModel, load
 from ..model import zero_state
-from ..runs import resolve_checkpoint
-from ..sample import encode_prime, generate, numpy_step_fn, stream_rng
-from ..text import Vocab
+from ..sample import encode_prime, numpy_step_fn, random_seed, sample_text, stream_rng
 from .argtypes import integer, number
 
 
@@ -51,47 +49,44 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def make_step_fn(ckpt, backend: str):
+def make_step_fn(model: LanguageModel, backend: str):
     """(step_fn, state dtype) for the chosen backend."""
     if backend == "numpy":
-        return numpy_step_fn(ckpt.params, ckpt.config), ckpt.params["decoder.weight"].dtype
+        return numpy_step_fn(model.params, model.config), model.dtype
     try:
         from ..interop.onnx import ort_step_fn
     except ImportError as e:
         raise UserError(f"the onnxruntime backend is not available ({e}); install it with "
                         "pip install 'charlstm[onnx]' or use --backend numpy",
                         exit_code=1) from None
-    return ort_step_fn(ckpt), np.float32
+    return ort_step_fn(model.checkpoint()), np.float32
 
 
 def run(args) -> int:
-    path = resolve_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(path)
-    vocab = Vocab(ckpt.vocab)
+    model = load(args.checkpoint)
+    vocab = model.vocab
     seed = args.seed
     if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**31)
+        seed = random_seed()
         print(f"charlstm: seed {seed} (pass --seed {seed} to repeat this sample)",
               file=sys.stderr)
     prime_ids, echo = encode_prime(vocab, args.prime, args.unknown == "skip", seed)
     if args.prime and len(echo) < len(args.prime):
         print(f"charlstm: skipped {len(args.prime) - len(echo)} prime characters not in "
               "the vocabulary", file=sys.stderr)
-    step_fn, dtype = make_step_fn(ckpt, args.backend)
+    step_fn, dtype = make_step_fn(model, args.backend)
     out = sys.stdout
     try:
         for k in range(args.num_samples):
             if args.num_samples > 1:
                 gap = "\n" if k else ""
                 out.write(f"{gap}=== sample {k + 1}/{args.num_samples} ===\n")
-            out.write(echo)
-            out.flush()
-            last = echo
+            last = ""
             # One stream per sample, each with its own generator: the same texts as a
             # batch of num_samples streams would give, but each printed as it is drawn.
-            for (c,) in generate(step_fn, zero_state(ckpt.config, 1, dtype), vocab.chars,
-                                 prime_ids, args.length, args.temperature, args.top_k,
-                                 args.top_p, [stream_rng(seed, k)]):
+            for c in sample_text(step_fn, zero_state(model.config, 1, dtype), vocab,
+                                 prime_ids, echo, args.length, args.temperature, args.top_k,
+                                 args.top_p, stream_rng(seed, k)):
                 out.write(c)
                 out.flush()
                 last = c

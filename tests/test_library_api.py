@@ -1,0 +1,169 @@
+"""The Python API (`charlstm.load` and LanguageModel) on a tiny trained run: the same text
+as `charlstm sample`, the same loss as `charlstm eval`, save/load round trips, and the
+README's snippet run as a fresh script."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import charlstm
+from charlstm import cli
+from charlstm.checkpoint import load_checkpoint
+from charlstm.errors import UserError
+from charlstm.sample import encode_prime
+
+TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\n"
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n") * 12
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny run trained by the CLI, in <tmp>/runs/demo (where the README looks)."""
+    root = tmp_path_factory.mktemp("api")
+    (root / "corpus.txt").write_text(TEXT)
+    run = root / "runs" / "demo"
+    rc = cli.main(["train", "--data", str(root / "corpus.txt"), "--out", str(run),
+                   "--hidden-size", "16", "--num-layers", "2", "--seq-len", "8",
+                   "--batch-size", "4", "--max-steps", "6", "--eval-every", "3",
+                   "--log-every", "3"])
+    assert rc == 0
+    return run
+
+
+def cli_out(capsys, *argv) -> str:
+    capsys.readouterr()
+    assert cli.main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, flags", [
+    ({"prime": "ROMEO:", "length": 60, "seed": 3}, ["--prime", "ROMEO:", "--length", 60,
+                                                    "--seed", 3]),
+    ({"length": 40, "temperature": 0.7, "top_k": 5, "seed": 0},
+     ["--length", 40, "--temperature", 0.7, "--top-k", 5, "--seed", 0]),
+    ({"prime": "O R", "length": 30, "top_p": 0.9, "seed": 11},
+     ["--prime", "O R", "--length", 30, "--top-p", 0.9, "--seed", 11]),
+    ({"prime": "JULIET", "length": 25, "temperature": 0.0},
+     ["--prime", "JULIET", "--length", 25, "--temperature", 0, "--seed", 5]),
+])
+def test_generate_gives_the_text_charlstm_sample_prints(run_dir, capsys, kwargs, flags):
+    model = charlstm.load(run_dir)
+    text = model.generate(**kwargs)
+    out = cli_out(capsys, "sample", run_dir, *flags)
+    # the CLI ends its output with a newline when the text does not
+    assert out == (text if text.endswith("\n") else text + "\n")
+    assert text.startswith(kwargs.get("prime", ""))
+    assert len(text) == len(kwargs.get("prime", "")) + kwargs["length"]
+    assert "".join(model.stream(**kwargs)) == text
+
+
+def test_load_holds_vocabulary_configs_and_the_run_s_checkpoint(run_dir):
+    model = charlstm.load(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.safetensors")
+    assert isinstance(model, charlstm.LanguageModel) and isinstance(model, charlstm.CharLSTM)
+    assert model.vocab.chars == sorted(set(TEXT)) == ckpt.vocab
+    assert model.config == ckpt.config and model.config.hidden_size == 16
+    assert model.train_config.seq_len == 8 and model.meta["step"] == ckpt.meta["step"]
+    for name, value in ckpt.params.items():
+        np.testing.assert_array_equal(model.params[name], value)
+    last = charlstm.load(run_dir / "last.safetensors")
+    assert last.meta["step"] == 6
+    assert model.decode(model.encode("Romeo")) == "Romeo"
+    assert model.encode("ROMEO").shape == (5,) and model.encode("ROMEO").dtype == np.int64
+    assert model.decode(model.encode("thou art").reshape(2, 4)) == "thou art"
+    with pytest.raises(ValueError, match="'Z' 'é'"):
+        model.encode("Zé")
+    with pytest.raises(ValueError, match="'Z'"):
+        model.generate("Zed", length=5, seed=0)
+    with pytest.raises(UserError, match="no such checkpoint or run directory"):
+        charlstm.load(run_dir / "nope")
+
+
+def test_seed_none_draws_a_fresh_sample(run_dir):
+    model = charlstm.load(run_dir)
+    texts = {model.generate(length=40) for _ in range(4)}
+    assert len(texts) > 1 and all(len(t) == 40 for t in texts)
+
+
+def test_evaluate_is_charlstm_eval_on_the_whole_text(run_dir, capsys, tmp_path):
+    model = charlstm.load(run_dir)
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT[:500])
+    out = cli_out(capsys, "eval", run_dir, "--data", other, "--split", "all")
+    cli_loss = float(re.search(r"^loss +([\d.]+) nats/char", out, re.M)[1])
+    loss = model.evaluate(TEXT[:500])
+    assert loss == pytest.approx(cli_loss, abs=1e-4)
+    # the state is carried from window to window: the window length changes nothing
+    assert model.evaluate(TEXT[:500], seq_len=500) == pytest.approx(loss, rel=1e-5)
+    one_stream = model.evaluate(TEXT[:500], batch_size=1)
+    assert one_stream == pytest.approx(model.evaluate(TEXT[:500], batch_size=1, seq_len=7),
+                                       rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 characters"):
+        model.evaluate("R")
+
+
+def test_save_writes_a_small_checkpoint_every_command_reads(run_dir, capsys, tmp_path):
+    model = charlstm.load(run_dir)
+    path = tmp_path / "shared.safetensors"
+    model.save(path)
+    again = charlstm.load(path)
+    assert again.vocab.chars == model.vocab.chars and again.config == model.config
+    for name in model.params:
+        np.testing.assert_array_equal(again.params[name], model.params[name])
+    assert again.meta["best_val_loss"] == model.meta["best_val_loss"]
+    assert again.train_config == model.train_config
+    # no optimizer moments or carried state: smaller than the run's own checkpoint
+    assert load_checkpoint(path).arrays == {}
+    assert path.stat().st_size < (run_dir / "best.safetensors").stat().st_size
+    assert again.generate("ROMEO:", 50, seed=2) == model.generate("ROMEO:", 50, seed=2)
+    assert cli_out(capsys, "sample", path, "--prime", "ROMEO:", "--length", 50,
+                   "--seed", 2) == model.generate("ROMEO:", 50, seed=2) + "\n"
+    assert "parameters" in cli_out(capsys, "info", path)
+
+
+def test_encode_prime_takes_the_vocabulary_a_checkpoint_holds(run_dir):
+    ckpt = load_checkpoint(run_dir / "last.safetensors")
+    ids, echo = encode_prime(ckpt.vocab, "ROMEO:")
+    assert echo == "ROMEO:" and [ckpt.vocab[i] for i in ids] == list("ROMEO:")
+
+
+def readme_sections() -> list[str]:
+    return re.findall(r"^## (.+)$", README.read_text(encoding="utf-8"), re.M)
+
+
+def readme_library_snippet() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Library API\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S)[1]
+
+
+def test_readme_shows_the_library_api_right_after_the_quick_start():
+    sections = readme_sections()
+    assert sections[:2] == ["Quick start", "Library API"]
+    snippet = readme_library_snippet()
+    code = [line for line in snippet.splitlines() if line.strip()]
+    assert len(code) == 3 and "charlstm.load(" in snippet and ".generate(" in snippet
+
+
+def test_the_readme_snippet_works_as_a_fresh_script(run_dir):
+    # a new process, in the directory holding runs/demo, running only the README's lines
+    done = subprocess.run([sys.executable, "-c", readme_library_snippet()],
+                          cwd=run_dir.parent.parent, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ROMEO:") and len(done.stdout) > 100
+
+
+def test_every_public_function_of_the_api_has_a_docstring():
+    api = [charlstm.load, charlstm.LanguageModel]
+    api += [getattr(charlstm.LanguageModel, name) for name in
+            ("generate", "stream", "save", "evaluate", "encode", "decode", "checkpoint")]
+    for obj in api:
+        assert obj.__doc__ and len(obj.__doc__.strip()) > 20, obj
