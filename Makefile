@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint gradcheck bench clean
+.PHONY: demo test data lint gradcheck bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,8 @@ DEMO_RUN ?= runs/demo
 # training 5-10x slower (spinning threads fighting for the cores), never faster.
 OPENBLAS_NUM_THREADS ?= 1
 demo: export OPENBLAS_NUM_THREADS := $(OPENBLAS_NUM_THREADS)
+# (The same corpus lookup serves `make test`: tests needing the real text skip, saying
+# so, when it is in none of these places; `make data` puts it in the cache.)
 ifeq ($(CHARLSTM_DATA_DIR),)
 ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
 export CHARLSTM_DATA_DIR := $(abspath ../shared/data)
@@ -42,6 +44,11 @@ demo: $(VENV)/.base
 	@$(VENV)/bin/charlstm sample $(DEMO_RUN) --prime "ROMEO:" --length 600 --temperature 0.8 \
 	  --seed 1
 	@echo
+
+# Tiny Shakespeare into the user cache (downloaded once, SHA-256 checked), where
+# `--data tinyshakespeare` and the tests that need the real corpus find it offline.
+data: $(VENV)/.base
+	$(VENV)/bin/charlstm fetch tinyshakespeare
 
 gradcheck: $(VENV)/.base
 	$(VENV)/bin/charlstm gradcheck

@@ -38,8 +38,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("CHARLSTM_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
 def torch_module():
@@ -159,10 +157,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def read_corpus(val_frac: float = 0.1):
     """Tiny Shakespeare as (train ids, val ids, vocab size), the project's 90/10 split."""
     from charlstm.data import make_corpus
+    from charlstm.datasets import resolve_data
+    from charlstm.errors import UserError
 
-    path = DATA_DIR / "tinyshakespeare.txt"
-    if not path.exists():
-        sys.exit(f"error: {path} not found; set CHARLSTM_DATA_DIR to the folder holding "
-                 "tinyshakespeare.txt")
+    try:  # found the way `--data tinyshakespeare` finds it (data dir, cache, download)
+        path = resolve_data("tinyshakespeare")
+    except UserError as e:
+        sys.exit(f"error: {e}")
     corpus = make_corpus(path.read_text(encoding="utf-8"), val_frac)
     return corpus.train, corpus.val, len(corpus.vocab.chars)

@@ -15,7 +15,8 @@ from . import __version__
 from .commands.argtypes import integer
 from .errors import UserError
 
-COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow"]
+COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
+            "fetch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

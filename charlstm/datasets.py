@@ -78,17 +78,10 @@ def resolve_data(spec: str) -> Path:
         names = ", ".join(DATASETS)
         raise UserError(f"no such file: {spec} (a path to a UTF-8 text file, or one of: {names})")
     ds = DATASETS[spec]
-    looked = []
-    data_dir = os.environ.get("CHARLSTM_DATA_DIR")
-    if data_dir:
-        candidate = Path(data_dir).expanduser() / ds.filename
-        if candidate.is_file():
-            return candidate
-        looked.append(str(candidate))
+    found, looked = locate(spec)
+    if found is not None:
+        return found
     cached = cache_dir() / ds.filename
-    if cached.is_file() and _sha256_file(cached) == ds.sha256:
-        return cached
-    looked.append(str(cached))
     url = os.environ.get(ds.url_env) or ds.url
     data = download(url, ds, looked)
     try:
@@ -100,6 +93,24 @@ def resolve_data(spec: str) -> Path:
                             "directory, or pass --data FILE") from None
     print(f"charlstm: saved {spec} to {cached}", file=sys.stderr)
     return cached
+
+
+def locate(name: str) -> tuple[Path | None, list[str]]:
+    """(the local copy of dataset `name`, or None; the places looked in): steps 1 and 2
+    of resolve_data, never the network."""
+    ds = DATASETS[name]
+    looked = []
+    data_dir = os.environ.get("CHARLSTM_DATA_DIR")
+    if data_dir:
+        candidate = Path(data_dir).expanduser() / ds.filename
+        if candidate.is_file():
+            return candidate, looked
+        looked.append(str(candidate))
+    cached = cache_dir() / ds.filename
+    if cached.is_file() and _sha256_file(cached) == ds.sha256:
+        return cached, looked
+    looked.append(str(cached))
+    return None, looked
 
 
 def download(url: str, ds: Dataset, looked: list[str]) -> bytes:

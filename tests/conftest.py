@@ -1,13 +1,33 @@
 """Suite-wide guard: no test downloads a corpus or writes to the user's cache.
 
-Tests that want Tiny Shakespeare set CHARLSTM_DATA_DIR (to ../shared/data); one that
-forgets gets a fast, clear download error from a closed local port instead of a
-silent 1 MB fetch, and any cache write lands in its own temporary directory.
+A test that needs Tiny Shakespeare asks for the `tinyshakespeare` fixture: the copy a
+user's `--data tinyshakespeare` would find without the network ($CHARLSTM_DATA_DIR,
+else the verified cache, as they were when the suite started). Without one it skips
+and says how to get it (`make data`). Every test then runs with its own empty cache
+and a download URL on a closed local port, so one that reaches for the corpus some
+other way gets a fast, clear download error instead of a silent 1 MB fetch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from charlstm.datasets import locate
+
+# Looked up once, before any test points XDG_CACHE_HOME at a temporary directory.
+TINYSHAKESPEARE, LOOKED = locate("tinyshakespeare")
+
+
+@pytest.fixture
+def tinyshakespeare() -> Path:
+    """Path of the canonical Tiny Shakespeare text; skips the test when there is none."""
+    if TINYSHAKESPEARE is None:
+        pytest.skip("needs Tiny Shakespeare, not found in " + " or ".join(LOOKED)
+                    + ": run `make data` (charlstm fetch tinyshakespeare) or set "
+                    "CHARLSTM_DATA_DIR")
+    return TINYSHAKESPEARE
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ from charlstm.data import Batches, Cursor, encode, eval_windows, make_corpus, sp
 from charlstm.errors import UserError
 from charlstm.text import Vocab
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_encode_matches_vocab_encode_on_unicode():
@@ -27,11 +26,8 @@ def test_encode_matches_vocab_encode_on_unicode():
         encode("zzz", vocab)
 
 
-def test_split_is_nanogpt_shakespeare_char():
-    path = Path(os.environ.get("CHARLSTM_DATA_DIR", SHARED_DATA)) / "tinyshakespeare.txt"
-    if not path.is_file():
-        path = SHARED_DATA / "tinyshakespeare.txt"
-    text = path.read_text(encoding="utf-8")
+def test_split_is_nanogpt_shakespeare_char(tinyshakespeare):
+    text = tinyshakespeare.read_text(encoding="utf-8")
     corpus = make_corpus(text, 0.1)
     n = len(text)
     # nanoGPT data/shakespeare_char/prepare.py: train = data[:int(n*0.9)], val = rest

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import datasets
+from charlstm import cli, datasets
 from charlstm.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 DS = datasets.DATASETS["tinyshakespeare"]
 
 
@@ -76,8 +75,8 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nobody listens once the socket is closed
 
 
-def test_registered_checksum_is_that_of_the_canonical_copy():
-    data = SHARED.read_bytes()
+def test_registered_checksum_is_that_of_the_canonical_copy(tinyshakespeare):
+    data = tinyshakespeare.read_bytes()
     assert len(data) == DS.size
     assert hashlib.sha256(data).hexdigest() == DS.sha256
 
@@ -94,15 +93,18 @@ def test_a_path_passes_through_and_a_missing_one_is_a_usage_error(env):
 
 
 def test_data_dir_wins_without_network(env, monkeypatch):
-    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(SHARED.parent))
-    assert datasets.resolve_data("tinyshakespeare") == SHARED
+    (env / "data").mkdir()
+    (env / "data" / DS.filename).write_text("any text the user put there")
+    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(env / "data"))
+    assert datasets.resolve_data("tinyshakespeare") == env / "data" / DS.filename
     assert not (env / "cache").exists()
 
 
-def test_download_verifies_caches_atomically_then_reuses_cache(env, serve, monkeypatch):
+def test_download_verifies_caches_atomically_then_reuses_cache(env, serve, monkeypatch,
+                                                              tinyshakespeare):
     # A CHARLSTM_DATA_DIR without the file falls through to the download.
     monkeypatch.setenv("CHARLSTM_DATA_DIR", str(env / "empty"))
-    body = SHARED.read_bytes()
+    body = tinyshakespeare.read_bytes()
     serve(body)
     path = datasets.resolve_data("tinyshakespeare")
     assert path == env / "cache" / "charlstm" / "tinyshakespeare.txt"
@@ -123,8 +125,9 @@ def test_home_cache_used_when_xdg_unset(env, serve, monkeypatch):
     assert path.read_bytes() == body
 
 
-def test_corrupted_download_is_rejected_and_nothing_cached(env, serve):
-    body = bytearray(SHARED.read_bytes())
+def test_corrupted_download_is_rejected_and_nothing_cached(env, serve, monkeypatch):
+    body = bytearray(b"to be or not to be\n" * 100)
+    fake_dataset(monkeypatch, bytes(body))
     body[1000] ^= 1
     serve(bytes(body))
     with pytest.raises(UserError, match="failed its checksum.*nothing was cached.*--data FILE"):
@@ -160,3 +163,16 @@ def test_http_error_status_is_reported(env, serve):
     serve(b"not found", status=404)
     with pytest.raises(UserError, match="HTTP 404.*--data FILE"):
         datasets.resolve_data("tinyshakespeare")
+
+
+def test_fetch_command_caches_the_verified_file_and_prints_its_path(env, serve, monkeypatch,
+                                                                    capsys):
+    body = b"the real text\n"
+    fake_dataset(monkeypatch, body)
+    serve(body)
+    assert cli.main(["fetch", "tinyshakespeare"]) == 0
+    cached = env / "cache" / "charlstm" / "tinyshakespeare.txt"
+    assert capsys.readouterr().out == f"{cached}\n" and cached.read_bytes() == body
+    monkeypatch.setenv(DS.url_env, f"http://127.0.0.1:{closed_port()}/input.txt")
+    assert cli.main(["fetch", "tinyshakespeare"]) == 0  # offline now: the cache serves
+    assert datasets.locate("tinyshakespeare") == (cached, [])

@@ -16,8 +16,6 @@ from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 from charlstm.gradflow import decay_per_step, default_variants, keep_gate, measure, state_gradients
 from charlstm.model import backward, forward
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-SHAKESPEARE = Path(os.environ.get("CHARLSTM_DATA_DIR", SHARED.parent)) / "tinyshakespeare.txt"
 
 
 def _last_step_loss(params, config, x, y_last, state, t):
@@ -72,8 +70,8 @@ def test_decay_per_step_of_a_geometric_series():
     assert decay_per_step(0.9 ** np.arange(5)) == pytest.approx(0.9)
 
 
-def test_on_real_text_the_carousel_outlasts_the_tanh_rnn():
-    text = SHAKESPEARE.read_text(encoding="utf-8")[:20000]
+def test_on_real_text_the_carousel_outlasts_the_tanh_rnn(tinyshakespeare):
+    text = tinyshakespeare.read_text(encoding="utf-8")[:20000]
     chars = sorted(set(text))
     ids = np.array([chars.index(c) for c in text])
     rows = measure(ids, default_variants(len(chars), 32), seq_len=40, windows=4,

@@ -18,7 +18,6 @@ from charlstm.cli import main
 from charlstm.config import TrainConfig, load_toml
 from charlstm.errors import UserError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(40))
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--seq-len", "8", "--batch-size", "2",
         "--log-every", "2", "--eval-every", "4"]
@@ -226,8 +225,8 @@ def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, sign
     assert load_checkpoint(run / "last.safetensors").meta["step"] == ck.meta["step"] + 2
 
 
-def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(SHARED_DATA))
+def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch, tinyshakespeare):
+    monkeypatch.setenv("CHARLSTM_DATA_DIR", str(tinyshakespeare.parent))
     rc, out, _ = train(capsys, "--data", "tinyshakespeare", "--out", tmp_path / "r",
                        "--hidden-size", 8, "--max-steps", 1, "--seq-len", 8, "--eval-every", 0,
                        "--val-frac", 0.001)
