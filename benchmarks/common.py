@@ -39,7 +39,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-
 def torch_module():
     """torch with the same intra-op thread count as numpy's BLAS."""
     import torch

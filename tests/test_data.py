@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,7 +10,6 @@ from hypothesis import strategies as st
 from charlstm.data import Batches, Cursor, encode, eval_windows, make_corpus, split
 from charlstm.errors import UserError
 from charlstm.text import Vocab
-
 
 
 def test_encode_matches_vocab_encode_on_unicode():

@@ -10,7 +10,6 @@ import hashlib
 import http.server
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ from charlstm import ModelConfig, cli, layers
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 from charlstm.gradflow import decay_per_step, default_variants, keep_gate, measure, state_gradients
 from charlstm.model import backward, forward
-
 
 
 def _last_step_loss(params, config, x, y_last, state, t):
