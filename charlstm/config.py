@@ -7,6 +7,7 @@ from its file alone. CLI defaults are read from these dataclasses.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,8 +41,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         if self.cell not in CELL_TYPES:
             raise ValueError(f"cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
 
@@ -149,10 +152,11 @@ class TrainConfig:
         for name in ("lr", "epochs", "time_budget"):
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         for name in ("momentum", "weight_decay", "clip"):
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be a finite number >= 0, got "
+                                 f"{getattr(self, name)!r}")
         for name, low, high in (("dropout", 0.0, 1.0), ("val_frac", 0.0, 1.0),
                                 ("min_lr_ratio", 0.0, 1.0 + 1e-12)):
             value = getattr(self, name)
@@ -161,7 +165,7 @@ class TrainConfig:
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not _is_number(self.forget_bias):
-            raise ValueError(f"forget_bias must be a number, got {self.forget_bias!r}")
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         for name, choices in (("cell", CELL_TYPES), ("optimizer", OPTIMIZER_NAMES),
                               ("lr_schedule", LR_SCHEDULES),
                               ("encoding_errors", ENCODING_ERRORS)):
@@ -198,7 +202,10 @@ def _from_dict(cls, d: dict, what: str):
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: inf and nan pass every comparison they should fail (or
+    fail silently later, as a NaN loss or an endless run), so they are never valid."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _check_int(config, name: str, low: int) -> None:
