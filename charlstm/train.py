@@ -33,6 +33,7 @@ from .errors import UserError
 from .evaluate import evaluate
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .progress import Progress, StopSignals
+from .resources import check_fits
 from .runs import BEST, LAST, LOG
 from .text import Vocab, read_text
 
@@ -422,6 +423,8 @@ def start_training(config: TrainConfig, force: bool = False) -> Outcome:
     corpus, sha, path = load_data(config)
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
+    check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
+               config.seq_len)
     out = Path(config.out)
     prepare_run_dir(out, force)
     run = new_run(config, corpus, sha)

@@ -239,3 +239,24 @@ def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch, tinyshakespeare)
                        "--val-frac", 0.001)
     assert rc == 0 and "1,114,278 train / 1,116 val chars, vocab 65" in out
     assert load_toml(tmp_path / "r/config.toml")["data"] == "tinyshakespeare"
+
+
+@pytest.mark.parametrize("hidden", ["99999999999999999999999", "100000", "20000"])
+def test_a_model_too_big_for_the_memory_is_refused_up_front(tmp_path, corpus, capsys,
+                                                            monkeypatch, hidden):
+    monkeypatch.setattr("charlstm.resources.available_memory", lambda: 16 * 10**9)
+    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *TINY,
+                          "--hidden-size", hidden)
+    assert f"LSTM 1 x {hidden} model needs about" in line
+    assert "more than the 16.0 GB of memory available" in line and "--hidden-size" in line
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_memory_estimate_counts_parameters_optimizer_and_one_window():
+    from charlstm.config import ModelConfig
+    from charlstm.resources import training_bytes
+    config = ModelConfig(vocab_size=10, hidden_size=4, num_layers=1)
+    n_params = 16 * 10 + 16 * 4 + 16 + 16 + 10 * 4 + 10
+    window = 3 * 2 * (2 * 16 + 4 * 4 + 2 * 16 + 3 * 10)
+    assert training_bytes(config, "adam", 2, 3) == 4 * (5 * n_params + window)
+    assert training_bytes(config, "sgd", 2, 3) == 4 * (4 * n_params + window)
