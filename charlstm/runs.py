@@ -3,6 +3,10 @@
     RUN_DIR/last.safetensors   latest checkpoint (every --checkpoint-every steps, and at the end)
     RUN_DIR/best.safetensors   checkpoint with the lowest validation loss so far
     RUN_DIR/log.jsonl          one JSON object per logged step
+    RUN_DIR/loss.png           `charlstm plot RUN_DIR` (drawn from log.jsonl)
+
+A directory is a run once it holds a checkpoint: before the first one is written there
+is nothing to resume or lose, and `charlstm train` may start it again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from .errors import UserError
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 LOG = "log.jsonl"
+PLOT = "loss.png"
 
 
 def resolve_checkpoint(spec) -> Path:

@@ -34,11 +34,12 @@ from .evaluate import evaluate
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .progress import Progress, StopSignals
 from .resources import check_fits
-from .runs import BEST, LAST, LOG
+from .runs import BEST, LAST, LOG, PLOT
 from .text import Vocab, read_text
 
 CONFIG = "config.toml"
-RUN_FILES = (CONFIG, LOG, LAST, BEST)  # what --force may replace; nothing else is touched
+RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
+STOPPING = ("max_steps", "epochs", "time_budget")
 LN2 = math.log(2.0)
 DTYPE = np.float32
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
@@ -375,14 +376,21 @@ def with_default_stop(config: TrainConfig) -> TrainConfig:
 
 
 def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create out, refusing one that already holds a run unless force; force replaces
-    only run files (RUN_FILES), never anything else in the directory."""
+    """Create out, refusing one that already holds a run (a checkpoint) unless force.
+    The files of a run that stopped before its first checkpoint (config.toml, a log)
+    are replaced without asking: there is nothing in them to resume. Only RUN_FILES
+    are ever removed, never anything else in the directory."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     present = [name for name in RUN_FILES if (out / name).exists()]
-    if present and not force:
-        raise UserError(f"{out} already holds a run ({', '.join(present)}); resume it with "
-                        f"--resume {out}, pass --force to replace it, or choose another --out")
+    if (out / LAST).exists() or (out / BEST).exists():
+        if not force:
+            raise UserError(f"{out} already holds a run ({', '.join(present)}); resume it "
+                            f"with --resume {out}, pass --force to replace it, or choose "
+                            "another --out")
+    elif CONFIG in present:
+        print(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
+              "starting it again", flush=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in present:
@@ -443,6 +451,11 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
     if not out.is_dir():
         raise UserError(f"--resume {out}: no such run directory")
     if not (out / LAST).is_file():
+        if (out / CONFIG).is_file():
+            raise UserError(f"--resume {out}: the run stopped before its first checkpoint "
+                            f"(every --checkpoint-every steps), so there is nothing to "
+                            f"resume; start it again with: charlstm train --config "
+                            f"{shlex.quote(str(out / CONFIG))}")
         raise UserError(f"--resume {out}: no {LAST} in it; is it a run directory written "
                         "by charlstm train?")
     ckpt = load_checkpoint(out / LAST)
@@ -460,8 +473,11 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
                           config.time_budget * 60.0 if config.time_budget else None)
     if reason and not run.pending_eval:
-        print(f"charlstm: {out} is already finished ({reason} at step {run.step}); raise "
-              "--max-steps, --epochs or --time-budget to train further", flush=True)
+        raise_it = ("give a larger one" if any(k in (overrides or {}) for k in STOPPING)
+                    else "give a new limit, --max-steps N, --epochs E or --time-budget MIN "
+                    "(it replaces the run's limits)")
+        print(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
+              f"{raise_it} to train further", flush=True)
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
     _truncate_log(out / LOG, run.step)
     atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
@@ -471,7 +487,12 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
 
 def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfig:
     """The stored config with allowed overrides; changing anything else is refused,
-    because the continued run would no longer be the same run."""
+    because the continued run would no longer be the same run.
+
+    Stopping limits given replace all the stored ones: `--max-steps 6800` trains a run
+    that ended on its --time-budget to step 6800, rather than stopping at once because
+    the old budget is still spent.
+    """
     changed = sorted(k for k, v in overrides.items()
                      if k not in RESUME_OVERRIDABLE and getattr(stored, k) != v)
     if changed:
@@ -479,6 +500,8 @@ def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfi
         raise UserError(f"cannot change {flags} when resuming (only stopping, logging and "
                         f"--data location can change); start a new run with --config "
                         f"{out / CONFIG} and your changes instead")
+    if any(k in overrides for k in STOPPING):
+        stored = replace(stored, **{k: None for k in STOPPING})
     try:
         config = replace(stored, **{k: v for k, v in overrides.items() if k != "out"})
     except ValueError as e:

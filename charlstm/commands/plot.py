@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes
 from ..errors import UserError
-from ..runs import read_log, resolve_log
+from ..runs import PLOT, read_log, resolve_log
 from .argtypes import integer
 
 
@@ -32,7 +32,7 @@ def run(args) -> int:
                for r in records):
         raise UserError(f"{log} has no loss records yet; plot again once the run has logged "
                         "a step", exit_code=1)
-    out = Path(args.out) if args.out else log.parent / "loss.png"
+    out = Path(args.out) if args.out else log.parent / PLOT
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
     if not out.parent.is_dir():

@@ -1,0 +1,102 @@
+"""The conventions a user brings from other tools: `python -m charlstm`, rerunning a
+run that never reached a checkpoint, extending a finished run, hints that work."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train_cli import TEXT, TINY
+
+from charlstm import __version__
+from charlstm.checkpoint import load_checkpoint
+from charlstm.cli import main
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path / "corpus.txt"
+
+
+def charlstm(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_python_dash_m_charlstm_is_the_charlstm_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "charlstm", "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"charlstm {__version__}"
+    done = subprocess.run([sys.executable, "-m", "charlstm", "info", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("charlstm: error: no such checkpoint or run directory")
+
+
+def stopped_before_first_checkpoint(capsys, corpus, run) -> list:
+    """A run dir as `charlstm train ... | head -3` leaves it: the first log records and
+    config.toml, no checkpoint. Returns the command that made it."""
+    cmd = ["train", "--data", corpus, "--out", run, "--max-steps", 4, *TINY]
+    assert charlstm(capsys, *cmd)[0] == 0
+    for name in ("last.safetensors", "best.safetensors"):
+        (run / name).unlink()
+    return cmd
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_can_simply_be_rerun(
+        tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    cmd = stopped_before_first_checkpoint(capsys, corpus, run)
+    (run / "notes.md").write_text("mine")
+    rc, out, err = charlstm(capsys, *cmd)
+    assert rc == 0, err
+    assert "stopped before its first checkpoint; starting it again" in out
+    assert load_checkpoint(run / "last.safetensors").meta["step"] == 4
+    assert (run / "notes.md").read_text() == "mine"
+    # once it holds a checkpoint, it is a run: refused as before
+    rc, _, err = charlstm(capsys, *cmd)
+    assert rc == 2 and "already holds a run" in err
+
+
+def test_resuming_it_says_what_to_do_and_the_hint_works(tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    stopped_before_first_checkpoint(capsys, corpus, run)
+    rc, _, err = charlstm(capsys, "train", "--resume", run)
+    assert rc == 2 and "stopped before its first checkpoint" in err
+    hint = err.strip().split("start it again with: ")[1]
+    assert hint == f"charlstm train --config {shlex.quote(str(run / 'config.toml'))}"
+    rc, out, err = charlstm(capsys, *shlex.split(hint)[1:])
+    assert rc == 0, err
+    assert load_checkpoint(run / "last.safetensors").meta["step"] == 4
+
+
+def test_force_removes_the_old_runs_plot(tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    cmd = ["train", "--data", corpus, "--out", run, "--max-steps", 2, *TINY]
+    assert charlstm(capsys, *cmd)[0] == 0
+    assert charlstm(capsys, "plot", run)[0] == 0 and (run / "loss.png").exists()
+    assert charlstm(capsys, *cmd, "--force")[0] == 0
+    assert not (run / "loss.png").exists()  # it showed the old run's curves
+
+
+def test_a_run_finished_on_its_time_budget_trains_on_to_a_raised_max_steps(
+        tmp_path, corpus, capsys):
+    run = tmp_path / "r"
+    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", run,
+                          "--time-budget", 1e-6, *TINY)
+    assert rc == 0 and "reached --time-budget" in out
+    step = load_checkpoint(run / "last.safetensors").meta["step"]
+    # no new limit: still finished, and the message says what to give
+    rc, out, _ = charlstm(capsys, "train", "--resume", run)
+    assert rc == 0 and "already finished" in out and "give a new limit" in out
+    rc, out, err = charlstm(capsys, "train", "--resume", run, "--max-steps", step + 5)
+    assert rc == 0, err
+    assert f"done at step {step + 5}: reached --max-steps {step + 5}" in out
+    rc, out, _ = charlstm(capsys, "train", "--resume", run, "--max-steps", step + 5)
+    assert "already finished" in out and "give a larger one" in out
