@@ -1,7 +1,9 @@
-"""A naive LSTM language model, written independently of charlstm's fused code.
+"""Naive language models for every cell, written independently of charlstm's fused code.
 
-Per-gate matrices, one time step and one batch element at a time, plain
-formulas, float64: slow and obvious, used only as an oracle for the forward pass.
+One step function per cell, with per-gate matrices split out of torch's stacked
+layout, one time step and one batch element at a time, textbook formulas in
+float64: slow and obvious, an oracle for the forward pass. A new cell adds its
+step function to STEPS.
 """
 
 from __future__ import annotations
@@ -15,42 +17,64 @@ def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def split_gates(W, H):
-    """PyTorch stacks the gates as rows [i; f; g; o]."""
-    return {name: W[k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
+def lstm_step(x, state, Wi, Wh, bi, bh):
+    """One LSTM step for one stream; state (h, c); Wi etc. are dicts over i, f, g, o."""
+    h, c = state
+    pre = {n: Wi[n] @ x + bi[n] + Wh[n] @ h + bh[n] for n in "ifgo"}
+    i, f, o = sigmoid(pre["i"]), sigmoid(pre["f"]), sigmoid(pre["o"])
+    g = np.tanh(pre["g"])
+    c = f * c + i * g
+    return o * np.tanh(c), c
 
 
-def naive_lm_forward(params, x, h0, c0, num_layers, masks=None):
-    """params: charlstm names; x: (T, B) ids; h0, c0: (L, B, H).
-    Returns logits (T, B, V), hT, cT (L, B, H)."""
+def gru_step(x, state, Wi, Wh, bi, bh):
+    """One GRU step for one stream; state (h,); Wi etc. are dicts over r, z, n."""
+    (h,) = state
+    r = sigmoid(Wi["r"] @ x + bi["r"] + Wh["r"] @ h + bh["r"])
+    z = sigmoid(Wi["z"] @ x + bi["z"] + Wh["z"] @ h + bh["z"])
+    n = np.tanh(Wi["n"] @ x + bi["n"] + r * (Wh["n"] @ h + bh["n"]))
+    return ((1.0 - z) * n + z * h,)
+
+
+def rnn_step(x, state, Wi, Wh, bi, bh):
+    """One tanh-RNN step for one stream; state (h,); a single 'gate' named h."""
+    (h,) = state
+    return (np.tanh(Wi["h"] @ x + bi["h"] + Wh["h"] @ h + bh["h"]),)
+
+
+# cell -> (step function, gate names in torch's stacking order)
+STEPS = {"lstm": (lstm_step, "ifgo"), "gru": (gru_step, "rzn"), "rnn": (rnn_step, "h")}
+
+
+def naive_lm_forward(params, cell, x, state, num_layers, masks=None):
+    """params: charlstm names; x: (T, B) ids; state: tuple of (L, B, H).
+    Returns logits (T, B, V) and the final state, a tuple of (L, B, H)."""
+    step, names = STEPS[cell]
     T, B = x.shape
     V, H = params["decoder.weight"].shape
     logits = np.zeros((T, B, V))
-    hT = np.zeros((num_layers, B, H))
-    cT = np.zeros((num_layers, B, H))
+    final = tuple(np.zeros((num_layers, B, H)) for _ in state)
+
+    def split(W):  # torch stacks the gate blocks as rows
+        return {name: W[k * H:(k + 1) * H] for k, name in enumerate(names)}
+
     for b in range(B):
-        # Layer input for layer 0: a one-hot vector per step, built explicitly here.
-        seq = [np.eye(V)[x[t, b]] for t in range(T)]
+        seq = [np.eye(V)[x[t, b]] for t in range(T)]  # explicit one-hot vectors
         for k in range(num_layers):
-            Wi = split_gates(params[f"lstm.weight_ih_l{k}"], H)
-            Wh = split_gates(params[f"lstm.weight_hh_l{k}"], H)
-            bi = split_gates(params[f"lstm.bias_ih_l{k}"], H)
-            bh = split_gates(params[f"lstm.bias_hh_l{k}"], H)
-            h, c = h0[k, b].copy(), c0[k, b].copy()
+            Wi, Wh, bi, bh = (split(params[f"{cell}.{w}_l{k}"])
+                              for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            s = tuple(a[k, b].copy() for a in state)
             out = []
             for t in range(T):
-                pre = {n: Wi[n] @ seq[t] + bi[n] + Wh[n] @ h + bh[n] for n in "ifgo"}
-                i, f, o = sigmoid(pre["i"]), sigmoid(pre["f"]), sigmoid(pre["o"])
-                g = np.tanh(pre["g"])
-                c = f * c + i * g
-                h = o * np.tanh(c)
+                s = step(seq[t], s, Wi, Wh, bi, bh)
                 drop = masks[k][t, b] if masks is not None and k < num_layers - 1 else 1.0
-                out.append(h * drop)
-            hT[k, b], cT[k, b] = h, c
+                out.append(s[0] * drop)
+            for whole, part in zip(final, s):
+                whole[k, b] = part
             seq = out
         for t in range(T):
             logits[t, b] = params["decoder.weight"] @ seq[t] + params["decoder.bias"]
-    return logits, hT, cT
+    return logits, final
 
 
 def naive_cross_entropy(logits, y):

@@ -1,5 +1,6 @@
-"""Proofs for the fast paths: numba kernels == NumPy ufuncs, cache-free evaluation ==
-training forward, single-step sampling == whole-window forward."""
+"""Proofs for the fast paths: numba kernels == NumPy ufuncs. (Cache-free evaluation ==
+training forward and single-step sampling == whole window, with either backend, are
+proved for every cell in test_cells.py.)"""
 
 from __future__ import annotations
 
@@ -10,22 +11,15 @@ from charlstm import CharLSTM, ModelConfig, layers
 from charlstm.cells import lstm
 from charlstm.cells.lstm_numba import KERNELS, _tanh32
 from charlstm.gradcheck import random_problem
-from charlstm.model import backward, forward, step
+from charlstm.model import loss_and_grads
 
 BACKENDS = ["numpy", "numba"]
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
-def _loss_and_grads(params, config, x, y, state, masks=None, dstate=None):
-    logits, final, cache = forward(params, config, x, state, masks)
-    loss, dlogits = layers.softmax_cross_entropy(logits, y)
-    grads, dstate0 = backward(dlogits, dstate, cache)
-    return logits, final, grads, dstate0
-
-
 def _run_with_backend(monkeypatch, backend, *args, **kwargs):
     monkeypatch.setattr(lstm, "BACKEND", backend)
-    return _loss_and_grads(*args, **kwargs)
+    return loss_and_grads(*args, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -43,13 +37,13 @@ def test_numba_kernels_match_numpy_ufuncs(monkeypatch, dtype, V, H, L, T, B):
     ref = _run_with_backend(monkeypatch, "numpy", *args)
     fast = _run_with_backend(monkeypatch, "numba", *args)
     tol = TOL[dtype]
-    np.testing.assert_allclose(fast[0], ref[0], **tol)
-    for a, b in zip(fast[1], ref[1]):
+    assert fast.loss == pytest.approx(ref.loss, rel=tol["rtol"])
+    for a, b in zip(fast.state, ref.state):
         np.testing.assert_allclose(a, b, **tol)
     for name in params:
-        assert fast[2][name].dtype == dtype
-        np.testing.assert_allclose(fast[2][name], ref[2][name], err_msg=name, **tol)
-    for a, b in zip(fast[3], ref[3]):
+        assert fast.grads[name].dtype == dtype
+        np.testing.assert_allclose(fast.grads[name], ref.grads[name], err_msg=name, **tol)
+    for a, b in zip(fast.dstate0, ref.dstate0):
         np.testing.assert_allclose(a, b, **tol)
 
 
@@ -72,50 +66,6 @@ def test_nan_is_not_hidden_by_the_kernels(monkeypatch, backend):
     model.params["lstm.weight_hh_l0"][0, 0] = np.nan
     logits, _ = model.forward(np.zeros((3, 2), dtype=np.int64))
     assert np.isnan(logits).any()
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("L,B", [(1, 1), (2, 3), (3, 2)])
-def test_evaluation_path_without_cache_equals_training_forward(monkeypatch, backend, L, B):
-    monkeypatch.setattr(lstm, "BACKEND", backend)
-    config = ModelConfig(vocab_size=9, hidden_size=7, num_layers=L)
-    params, x, _, state, _ = random_problem(config, 6, B, seed=L * 10 + B)
-    logits, final, cache = forward(params, config, x, state)
-    fast_logits, fast_final, none = forward(params, config, x, state, need_cache=False)
-    assert none is None
-    np.testing.assert_allclose(fast_logits, logits, rtol=0, atol=1e-14)
-    for a, b in zip(fast_final, final):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
-    model = CharLSTM(config, params=params, dtype=np.float64)
-    np.testing.assert_allclose(model.forward(x, state)[0], logits, rtol=0, atol=1e-14)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("L,B", [(1, 1), (2, 1), (2, 4)])
-def test_sampling_step_equals_whole_window(monkeypatch, backend, L, B):
-    monkeypatch.setattr(lstm, "BACKEND", backend)
-    config = ModelConfig(vocab_size=10, hidden_size=6, num_layers=L)
-    params, x, _, state, _ = random_problem(config, 7, B, seed=L + B)
-    logits, final, _ = forward(params, config, x, state)
-    s = state
-    before = tuple(a.copy() for a in state)
-    for t in range(x.shape[0]):
-        out, s = step(params, config, x[t], s)
-        np.testing.assert_allclose(out, logits[t], rtol=0, atol=1e-13)
-    for a, b in zip(s, final):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
-    for a, b in zip(state, before):  # the caller's state is never modified
-        np.testing.assert_array_equal(a, b)
-    out, s = step(params, config, x[0], None)  # None means zeros
-    zero = tuple(np.zeros_like(a) for a in state)
-    np.testing.assert_allclose(out, step(params, config, x[0], zero)[0], rtol=0, atol=0)
-
-
-def test_sampling_step_in_float32_stays_float32():
-    model = CharLSTM(ModelConfig(vocab_size=8, hidden_size=5, num_layers=2), seed=0)
-    logits, (h, c) = step(model.params, model.config, np.array([1, 2]), None)
-    assert logits.dtype == h.dtype == c.dtype == np.float32
-    assert logits.shape == (2, 8) and h.shape == c.shape == (2, 2, 5)
 
 
 def test_one_hot_scatter_kernel_matches_numpy(monkeypatch):

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import torch
 
-TORCH_MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+from charlstm.interop.torch import RECURRENT as TORCH_MODULES
+
+
+def _load(module, params: dict, prefix: str, layer: int | None = None) -> None:
+    """Load the params named prefix* into module; with layer k, only layer k's, as _l0."""
+    tensors = {}
+    for name, value in params.items():
+        key = name.removeprefix(prefix)
+        if key == name or (layer is not None and not key.endswith(f"_l{layer}")):
+            continue
+        if layer is not None:
+            key = key.removesuffix(f"_l{layer}") + "_l0"
+        tensors[key] = torch.from_numpy(value.copy())
+    module.load_state_dict(tensors)
 
 
 def torch_lm(params: dict, cell: str, num_layers: int, dtype):
@@ -16,28 +29,54 @@ def torch_lm(params: dict, cell: str, num_layers: int, dtype):
     V, H = params["decoder.weight"].shape
     rnn = TORCH_MODULES[cell](V, H, num_layers).to(dtype)  # nn.RNN defaults to tanh
     decoder = torch.nn.Linear(H, V).to(dtype)
-    prefix = cell + "."
-    rnn.load_state_dict({k.removeprefix(prefix): torch.from_numpy(v.copy())
-                         for k, v in params.items() if k.startswith(prefix)})
-    decoder.load_state_dict({k.removeprefix("decoder."): torch.from_numpy(v.copy())
-                             for k, v in params.items() if k.startswith("decoder.")})
+    _load(rnn, params, cell + ".")
+    _load(decoder, params, "decoder.")
     return rnn, decoder
 
 
-def torch_loss_and_grads(params, cell, num_layers, x, y, state):
-    """Loss, logits, final state, parameter grads and initial-state grads via autograd."""
+def _layers(params: dict, cell: str, num_layers: int, dtype) -> list:
+    """One single-layer torch module per layer (so masks can go between them)."""
+    V, H = params["decoder.weight"].shape
+    mods = []
+    for k in range(num_layers):
+        mod = TORCH_MODULES[cell](V if k == 0 else H, H, 1).to(dtype)
+        _load(mod, params, cell + ".", layer=k)
+        mods.append(mod)
+    return mods
+
+
+def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None):
+    """Loss, logits, final state, parameter grads and initial-state grads via autograd.
+    masks: charlstm's L-1 dropout masks (T, B, H), applied between torch's layers."""
     dtype = torch.from_numpy(params["decoder.weight"]).dtype
-    rnn, decoder = torch_lm(params, cell, num_layers, dtype)
     V = params["decoder.weight"].shape[0]
+    _, decoder = torch_lm(params, cell, num_layers, dtype)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(x), V).to(dtype)
     state0 = [torch.from_numpy(s.copy()).requires_grad_() for s in state]
-    out, final = rnn(onehot, tuple(state0) if cell == "lstm" else state0[0])
-    final = final if cell == "lstm" else (final,)
+
+    def as_torch(s):
+        return tuple(s) if cell == "lstm" else s[0]
+
+    if masks is None:
+        rnn, _ = torch_lm(params, cell, num_layers, dtype)
+        out, final = rnn(onehot, as_torch(state0))
+        final = final if cell == "lstm" else (final,)
+        named = {f"{cell}.{n}": p for n, p in rnn.named_parameters()}
+    else:
+        out, finals, named = onehot, [], {}
+        for k, mod in enumerate(_layers(params, cell, num_layers, dtype)):
+            out, f = mod(out, as_torch([s[k:k + 1] for s in state0]))
+            finals.append(f if cell == "lstm" else (f,))
+            if k < num_layers - 1:
+                out = out * torch.from_numpy(masks[k])
+            named.update({f"{cell}.{n.replace('_l0', f'_l{k}')}": p
+                          for n, p in mod.named_parameters()})
+        final = tuple(torch.cat(parts) for parts in zip(*finals))
     logits = decoder(out)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V),
                                              torch.from_numpy(y).reshape(-1))
     loss.backward()
-    grads = {f"{cell}.{n}": p.grad.numpy() for n, p in rnn.named_parameters()}
+    grads = {name: p.grad.numpy() for name, p in named.items()}
     grads.update({f"decoder.{n}": p.grad.numpy() for n, p in decoder.named_parameters()})
     return (loss.item(), logits.detach().numpy(), tuple(f.detach().numpy() for f in final),
             grads, tuple(s.grad.numpy() for s in state0))
