@@ -2,11 +2,14 @@
 
 Layout of a file:
     tensors   model parameters under their PyTorch names ("lstm.weight_ih_l0", ...),
-              plus any further arrays under a prefix ("optim.exp_avg.<name>",
-              "train.h", ...): optimizer slots, carried hidden state.
+              plus, in a training checkpoint, optimizer slots "optim.<slot>.<name>"
+              ("optim.exp_avg.lstm.weight_ih_l0", ...) and the carried state
+              "train.state.<j>" (j indexes the cell's STATE_NAMES: 0 h, 1 c).
     metadata  (strings) format, format_version, package_version, config (JSON
-              ModelConfig), vocab (JSON list of characters), meta (JSON: step,
-              val loss, RNG states, training config, data cursor ...).
+              ModelConfig), vocab (JSON list of characters), meta (JSON, written by
+              train.Run.checkpoint: train_config, step, epoch, cursor, optimizer_step,
+              rng, val_loss, best_val_loss, best_step, elapsed_s, log_window,
+              pending_eval, data_sha256, package_version).
 
 No pickle anywhere: safetensors stores raw little-endian arrays and a JSON header.
 """

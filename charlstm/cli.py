@@ -24,8 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="charlstm",
         description="Character-level LSTM language models with hand-derived backprop in NumPy.")
     parser.add_argument("--version", action="version", version=f"charlstm {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show full tracebacks instead of one-line errors")
+    add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"charlstm.commands.{name}").register(sub)
@@ -34,9 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--threads", type=integer(1), metavar="N",
                        help="BLAS threads (default: the BLAS library's choice, usually every "
                        "core); 1 is often fastest for small models or on a busy machine")
-        g.add_argument("--debug", action="store_true",
-                       help="show full tracebacks instead of one-line errors")
+        add_debug(g, default=argparse.SUPPRESS)
     return parser
+
+
+def add_debug(parser, default) -> None:
+    """--debug, accepted before or after the command name. After it, the subparser's
+    default must be SUPPRESS: argparse copies a subparser's defaults over the values
+    the main parser has already set, which would undo a --debug given before it."""
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show full tracebacks instead of one-line errors")
 
 
 def blas_threads(n: int | None):
@@ -51,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    # --debug is also accepted after the command name
-    debug = args.debug or "--debug" in argv
     try:
         with blas_threads(args.threads):
             return int(args.run(args) or 0)
     except UserError as e:
-        if debug:
+        if args.debug:
             raise
         print(f"charlstm: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -157,10 +157,13 @@ def test_missing_or_corrupt_checkpoints(tmp_path, capsys):
     assert_one_line_error(rc, err, 1, "corrupt or truncated")
 
 
-def test_missing_onnxruntime_backend_is_a_one_line_error(ckpt, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "charlstm.interop.onnx", None)  # import fails
+def test_missing_onnx_for_the_onnxruntime_backend_is_a_one_line_error(ckpt, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the onnx extra were not installed
+    monkeypatch.delitem(sys.modules, "charlstm.interop.onnx", raising=False)
     rc, _, err = charlstm(capsys, "sample", ckpt[0], "--backend", "onnxruntime")
-    assert_one_line_error(rc, err, 1, "onnxruntime backend is not available")
+    assert_one_line_error(rc, err, 1, "the onnxruntime backend needs the onnx package")
+    assert "--backend numpy" in err and "export" not in err
 
 
 def test_sample_survives_a_closed_pipe(ckpt):

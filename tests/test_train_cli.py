@@ -85,6 +85,8 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     assert message in one_line_error(capsys, "--config", tmp_path / "c.toml")
     with pytest.raises(UserError, match=message.split(":")[0]):  # --debug: the traceback
         main(["--debug", "train", "--config", str(tmp_path / "c.toml")])
+    with pytest.raises(UserError, match=message.split(":")[0]):  # after the command too
+        main(["train", "--config", str(tmp_path / "c.toml"), "--debug"])
     assert "no such config file" in one_line_error(capsys, "--config", tmp_path / "nope.toml")
 
 

@@ -55,10 +55,10 @@ def make_step_fn(model: LanguageModel, backend: str):
         return numpy_step_fn(model.params, model.config), model.dtype
     try:
         from ..interop.onnx import ort_step_fn
-    except ImportError as e:
-        raise UserError(f"the onnxruntime backend is not available ({e}); install it with "
-                        "pip install 'charlstm[onnx]' or use --backend numpy",
-                        exit_code=1) from None
+    except UserError:  # interop.onnx refuses to load without the onnx package
+        raise UserError("the onnxruntime backend needs the onnx package (it builds the graph "
+                        "onnxruntime runs); install it with pip install 'charlstm[onnx]' or "
+                        "use --backend numpy", exit_code=1) from None
     return ort_step_fn(model.checkpoint()), np.float32
 
 
