@@ -13,7 +13,8 @@ import sys
 
 from . import __version__
 from .commands.argtypes import integer
-from .errors import UserError
+from .errors import UserError, os_error_message
+from .progress import silence_stdout
 
 COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
             "fetch"]
@@ -68,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("charlstm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output left (`| head`): that is fine
+        silence_stdout()
+        return 0
+    except OSError as e:  # the machine's fault (disk full, read-only...), not the user's
+        if debug:
+            raise
+        print(f"charlstm: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """User-facing errors: raised anywhere, printed by the CLI as one line."""
 
+from __future__ import annotations
+
+import errno
+
 
 class UserError(Exception):
     """A mistake in the user's input (bad flag value, missing file, ...).
@@ -11,3 +15,26 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# What to do about the file-system errors a user's machine produces (the CLI prints
+# these for any OSError that reaches it; every write is atomic, so nothing is half done).
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again (files "
+                  "written before are intact)",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again "
+                  "(files written before are intact)",
+    errno.EROFS: "the file system is read-only: copy the files somewhere writable, or "
+                 "write elsewhere",
+    errno.EACCES: "no permission: make it writable (and readable) for you, or use "
+                  "another place",
+    errno.EPERM: "not permitted: make it writable for you, or use another place",
+    errno.EIO: "the disk reported an I/O error: check it before trusting its files",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for a failed file operation: the file, the system's reason, what to do."""
+    where = f"{e.filename}: " if e.filename else ""
+    advice = _ADVICE.get(e.errno, "check the file and the disk, then run the command again")
+    return f"{where}{e.strerror or e}; {advice}"

@@ -1,12 +1,16 @@
 """What a training run shows while it works, and how it is stopped politely.
 
 Progress: a tqdm bar when stderr is a terminal, else one plain line per logged
-step (for log files, CI, nohup). StopSignals: the first Ctrl-C or SIGTERM asks
-the loop to finish its step and save; a second one stops at once.
+step (for log files, CI, nohup). StopSignals: the first Ctrl-C, SIGTERM or SIGHUP
+(a closed terminal) asks the loop to finish its step and save; a second one stops at
+once. echo: a line to stdout that outlives its reader: when the pipe is closed
+(`charlstm train ... | head`) or the terminal is gone, output is dropped and
+training goes on (log.jsonl still records every logged step).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -14,6 +18,23 @@ import sys
 def format_duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and Python would otherwise fail
+    again flushing it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def echo(text: str) -> None:
+    """print(text) to stdout; if nobody reads it any more (EPIPE from a closed pipe, EIO
+    from a hung-up terminal), drop this and all later output instead of failing."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        silence_stdout()
 
 
 class Progress:
@@ -50,9 +71,12 @@ class Progress:
 
     def line(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
+            try:
+                self.bar.write(text, file=sys.stdout)
+            except OSError:
+                silence_stdout()
         else:
-            print(text, flush=True)
+            echo(text)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -60,11 +84,11 @@ class Progress:
 
 
 class StopSignals:
-    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the current step and
-    save; a second signal stops at once (KeyboardInterrupt; the atomic writes still
-    leave every file whole)."""
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) ask training to stop
+    after the current step and save; a second signal stops at once (KeyboardInterrupt;
+    the atomic writes still leave every file whole)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, progress: Progress):
         self.received: int | None = None

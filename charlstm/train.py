@@ -29,10 +29,11 @@ from . import __version__, model
 from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, make_corpus
-from .errors import UserError
+from .errors import UserError, os_error_message
 from .evaluate import evaluate
+from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, make_optimizer
-from .progress import Progress, StopSignals
+from .progress import Progress, StopSignals, echo
 from .resources import check_fits
 from .runs import BEST, LAST, LOG, PLOT
 from .text import Vocab, read_text
@@ -186,7 +187,10 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
                    best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]),
                    window=LogWindow(**meta.get("log_window", {})),
                    pending_eval=bool(meta.get("pending_eval", False)))
-    except (KeyError, ValueError, TypeError) as e:
+    except KeyError as e:
+        raise TrainingError(f"{path} cannot be resumed: it lacks the training state "
+                            f"{e.args[0]!r} (not a training checkpoint, or incomplete)") from None
+    except (ValueError, TypeError) as e:
         raise TrainingError(f"{path} cannot be resumed (not a training checkpoint, or "
                             f"incomplete: {e})") from None
 
@@ -250,7 +254,20 @@ def _progress_fraction(run: Run, horizon: int | None, budget_s: float | None) ->
 
 
 def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
-    """Train until a stopping criterion or a signal; write log, checkpoints, best."""
+    """Train until a stopping criterion or a signal; write log, checkpoints, best.
+
+    A failed write (a full disk, say) stops training with a TrainingError that names
+    the file; every checkpoint is written atomically, so the last one is intact.
+    """
+    try:
+        return _fit(run, batches, val_ids, out_dir)
+    except OSError as e:
+        raise TrainingError(f"{os_error_message(e)}. Training stopped at step {run.step}; "
+                            f"{_last_saved(out_dir)} is intact: resume with charlstm train "
+                            f"--resume {shlex.quote(str(out_dir))}") from None
+
+
+def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
     cfg = run.config
     horizon = horizon_steps(cfg, batches.windows_per_epoch)
     budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
@@ -270,7 +287,7 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outco
                 loss, norm = train_step(run, batches, lr)
             except TrainingError as e:
                 progress.close()
-                raise TrainingError(f"{e}; training stopped. The last good checkpoint "
+                raise TrainingError(f"{e}; training stopped. The last checkpoint "
                                     f"{_last_saved(out_dir)} is intact; try a lower --lr "
                                     "or --clip") from None
             now = time.perf_counter()
@@ -341,7 +358,7 @@ def _last_saved(out_dir: Path) -> str:
     try:
         step = load_checkpoint(path).meta.get("step")
     except UserError:
-        return str(path)
+        return f"{path} (unreadable: check it with charlstm info)"
     return f"{path} (step {step})"
 
 
@@ -434,11 +451,14 @@ def start_training(config: TrainConfig, force: bool = False) -> Outcome:
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
                config.seq_len)
     out = Path(config.out)
-    prepare_run_dir(out, force)
-    run = new_run(config, corpus, sha)
-    atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
-    print(_describe(run, corpus, batches, path, resumed=False), flush=True)
-    return fit(run, batches, corpus.val, out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    with run_dir_lock(out):
+        prepare_run_dir(out, force)
+        run = new_run(config, corpus, sha)
+        atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
+        echo(_describe(run, corpus, batches, path, resumed=False))
+        return fit(run, batches, corpus.val, out)
 
 
 def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
@@ -458,12 +478,20 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
                             f"{shlex.quote(str(out / CONFIG))}")
         raise UserError(f"--resume {out}: no {LAST} in it; is it a run directory written "
                         "by charlstm train?")
+    with run_dir_lock(out):
+        return _resume_locked(out, overrides or {})
+
+
+def _resume_locked(out: Path, overrides: dict) -> Outcome:
     ckpt = load_checkpoint(out / LAST)
     try:
         stored = TrainConfig.from_dict(ckpt.meta["train_config"])
-    except (KeyError, ValueError, TypeError) as e:
+    except KeyError:
+        raise TrainingError(f"{out / LAST} holds no training config (a model-only "
+                            "checkpoint?); it cannot be resumed") from None
+    except (ValueError, TypeError) as e:
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
-    config = resume_config(stored, overrides or {}, out)
+    config = resume_config(stored, overrides, out)
     corpus, sha, path = load_data(config)
     if sha != ckpt.meta.get("data_sha256") or corpus.vocab.chars != ckpt.vocab:
         raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
@@ -473,15 +501,15 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
                           config.time_budget * 60.0 if config.time_budget else None)
     if reason and not run.pending_eval:
-        raise_it = ("give a larger one" if any(k in (overrides or {}) for k in STOPPING)
+        raise_it = ("give a larger one" if any(k in overrides for k in STOPPING)
                     else "give a new limit, --max-steps N, --epochs E or --time-budget MIN "
                     "(it replaces the run's limits)")
-        print(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
-              f"{raise_it} to train further", flush=True)
+        echo(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
+             f"{raise_it} to train further")
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
     _truncate_log(out / LOG, run.step)
     atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
-    print(_describe(run, corpus, batches, path, resumed=True), flush=True)
+    echo(_describe(run, corpus, batches, path, resumed=True))
     return fit(run, batches, corpus.val, out)
 
 

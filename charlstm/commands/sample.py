@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from ..errors import UserError
 from ..language_model import LanguageModel, load
 from ..model import zero_state
+from ..progress import silence_stdout
 from ..sample import encode_prime, numpy_step_fn, random_seed, sample_text, stream_rng
 from .argtypes import integer, number
 
@@ -95,5 +95,5 @@ def run(args) -> int:
         out.flush()
     except BrokenPipeError:
         # `charlstm sample ... | head`: the reader left; stop quietly, as cat does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_stdout()
     return 0

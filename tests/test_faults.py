@@ -1,0 +1,178 @@
+"""Faults a user's machine throws at a run: a full disk, a read-only directory, a closed
+pipe, a second writer, a killed write's litter, a hung-up terminal. Each ends in one
+line on stderr naming the file and what to do, a documented exit status, and nothing
+lost. In-process where possible; a subprocess only where a pipe or a signal needs one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from charlstm import checkpoint, cli
+from charlstm.checkpoint import load_checkpoint
+from charlstm.lockfile import run_dir_lock
+
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(40))
+TINY = ["--hidden-size", "8", "--num-layers", "1", "--seq-len", "8", "--batch-size", "2",
+        "--log-every", "2", "--eval-every", "4"]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlstm: error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def trained(tmp_path, corpus, capsys) -> Path:
+    """A finished 4-step run (last.safetensors at step 4)."""
+    run = tmp_path / "r"
+    assert run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 4,
+                   *TINY)[0] == 0
+    return run
+
+
+def fail_fsync_from(monkeypatch, n: int, code=errno.ENOSPC) -> None:
+    """os.fsync fails with `code` from its n-th call on (as a full disk does)."""
+    calls, real = [], os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) >= n:
+            raise OSError(code, os.strerror(code))
+        return real(fd)
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+
+
+def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, capsys,
+                                                          monkeypatch):
+    run = tmp_path / "r"
+    # fsyncs: config.toml (file, dir), last @ step 2 (file, dir), then best @ step 4 fails
+    fail_fsync_from(monkeypatch, 5)
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 20,
+                         "--checkpoint-every", 2, *TINY)
+    line = one_line(err)
+    assert rc == 1 and f"{run / 'best.safetensors'}: No space left on device" in line
+    assert "free some space" in line and f"charlstm train --resume {run}" in line
+    assert "(step 2) is intact" in line
+    assert load_checkpoint(run / "last.safetensors").meta["step"] == 2
+    assert not list(run.glob(".*.tmp")) and not (run / "best.safetensors").exists()
+    monkeypatch.undo()
+    rc, _, _ = run_cli(capsys, "train", "--resume", run, "--max-steps", 6)
+    assert rc == 0 and load_checkpoint(run / "last.safetensors").meta["step"] == 6
+
+
+def test_read_only_run_dir_for_resume_is_one_line(trained, capsys, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args)
+    monkeypatch.setattr("charlstm.lockfile.os.open", read_only)
+    before = (trained / "last.safetensors").read_bytes()
+    rc, _, err = run_cli(capsys, "train", "--resume", trained, "--max-steps", 8)
+    line = one_line(err)
+    assert rc == 1 and f"cannot write in the run directory {trained}" in line
+    assert "Read-only file system" in line and "writable" in line
+    assert (trained / "last.safetensors").read_bytes() == before
+
+
+def test_export_into_a_read_only_directory_is_one_line(trained, tmp_path, capsys,
+                                                       monkeypatch):
+    def mkstemp(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs.get("dir"))
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
+    rc, _, err = run_cli(capsys, "export", trained, tmp_path / "m.safetensors")
+    line = one_line(err)
+    assert rc == 1 and f"{tmp_path / 'm.safetensors'}: Permission denied" in line
+    assert "make it writable" in line
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(trained, tmp_path, corpus, capsys):
+    with run_dir_lock(trained):  # flock is per open file: this process counts as another
+        assert (trained / ".lock").read_text() == f"{os.getpid()}\n"
+        for argv in (["train", "--resume", trained, "--max-steps", 8],
+                     ["train", "--data", corpus, "--out", trained, "--force", *TINY]):
+            rc, _, err = run_cli(capsys, *argv)
+            line = one_line(err)
+            assert rc == 1 and f"{trained} is in use by another charlstm train " \
+                f"(pid {os.getpid()})" in line
+        assert load_checkpoint(trained / "last.safetensors").meta["step"] == 4  # untouched
+    assert not (trained / ".lock").exists()  # released and removed
+    assert run_cli(capsys, "train", "--resume", trained, "--max-steps", 6)[0] == 0
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(trained, capsys):
+    (trained / ".lock").write_text("999999\n")  # no process holds it
+    assert run_cli(capsys, "train", "--resume", trained, "--max-steps", 6)[0] == 0
+
+
+def test_stale_temp_files_are_cleaned_on_start(trained, capsys):
+    stale = trained / ".last.safetensors.k2j4h5g1.tmp"  # a write killed before its rename
+    stale.write_bytes(b"half a checkpoint")
+    other = trained / "notes.tmp"  # not ours: left alone
+    other.write_text("mine")
+    assert run_cli(capsys, "train", "--resume", trained, "--max-steps", 6)[0] == 0
+    assert not stale.exists() and other.exists()
+
+
+def shell(cmd: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+def test_info_into_a_closed_pipe_ends_quietly(trained):
+    # head -n 0 exits at once, before charlstm writes: its first line meets EPIPE
+    proc = shell(f"set -o pipefail; {sys.executable} -m charlstm.cli info {trained} | head -n 0",
+                 executable="/bin/bash")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+
+
+def test_training_whose_reader_left_keeps_training_and_saves(tmp_path, corpus):
+    run = tmp_path / "r"
+    proc = shell(f"set -o pipefail; {sys.executable} -m charlstm.cli train --data {corpus} "
+                 f"--out {run} --max-steps 200 --log-every 1 --eval-every 50 "
+                 f"{' '.join(TINY[:-4])} | head -2", executable="/bin/bash")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2 and "Traceback" not in proc.stderr
+    assert load_checkpoint(run / "last.safetensors").meta["step"] == 200  # trained on
+
+
+def test_sighup_saves_like_sigterm(tmp_path, corpus):
+    run = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "charlstm.cli", "train", "--data",
+                             str(corpus), "--out", str(run), "--max-steps", "1000000",
+                             "--checkpoint-every", "1000000", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log = run / "log.jsonl"
+    while not (log.exists() and log.stat().st_size > 0):
+        assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "stopped by SIGHUP" in out and f"charlstm train --resume {run}" in out
+    assert load_checkpoint(run / "last.safetensors").meta["step"] >= 2
