@@ -14,21 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train_cli import TEXT, TINY
 
 from charlstm import checkpoint, cli
 from charlstm.checkpoint import load_checkpoint
 from charlstm.lockfile import run_dir_lock
 
-TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(40))
-TINY = ["--hidden-size", "8", "--num-layers", "1", "--seq-len", "8", "--batch-size", "2",
-        "--log-every", "2", "--eval-every", "4"]
-
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path / "corpus.txt"
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
