@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         silence_stdout()
         return 0
     except OSError as e:  # the machine's fault (disk full, read-only...), not the user's
-        if debug:
+        if args.debug:
             raise
         print(f"charlstm: error: {os_error_message(e)}", file=sys.stderr)
         return 1
