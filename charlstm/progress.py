@@ -1,7 +1,8 @@
 """What a training run shows while it works, and how it is stopped politely.
 
-Progress: a tqdm bar when stderr is a terminal, else one plain line per logged
-step (for log files, CI, nohup). StopSignals: the first Ctrl-C, SIGTERM or SIGHUP
+Progress: a tqdm bar when stderr is a terminal, and one plain line per logged step
+on stdout when stdout is not one (a log file, a pipe, CI, nohup), or when there is
+no bar. StopSignals: the first Ctrl-C, SIGTERM or SIGHUP
 (a closed terminal) asks the loop to finish its step and save; a second one stops at
 once. echo: a line to stdout that outlives its reader: when the pipe is closed
 (`charlstm train ... | head`) or the terminal is gone, output is dropped and
@@ -38,7 +39,9 @@ def echo(text: str) -> None:
 
 
 class Progress:
-    """A tqdm bar when stderr is a terminal, else one plain line per logged step."""
+    """A tqdm bar when stderr is a terminal; one plain line per logged step on stdout
+    when stdout is a file or pipe (`train > train.log` from a terminal gets both: the bar
+    on screen, the lines in the file) or when there is no bar."""
 
     def __init__(self, total: int | None, initial: int):
         self.bar = None
@@ -47,6 +50,7 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                             file=sys.stderr)
         self.total = total
+        self.plain = self.bar is None or not sys.stdout.isatty()
 
     def update(self) -> None:
         if self.bar is not None:
@@ -57,9 +61,10 @@ class Progress:
             post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
                     "chars/s": f"{rec['chars_per_s']:,.0f}"}
             self.bar.set_postfix(post, refresh=False)
-            if rec["val_loss"] is not None:  # keep the history of val losses on screen
+            if not self.plain and rec["val_loss"] is not None:  # val history on screen
                 self.line(f"step {rec['step']}: val loss {rec['val_loss']:.4f} nats "
                           f"({rec['val_bpc']:.3f} bpc), train {rec['train_loss']:.4f}")
+        if not self.plain:
             return
         of = f"/{self.total}" if self.total else ""
         val = "" if rec["val_loss"] is None else (

@@ -3,6 +3,7 @@ run that never reached a checkpoint, extending a finished run, hints that work."
 
 from __future__ import annotations
 
+import io
 import shlex
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from test_train_cli import TEXT, TINY
 from charlstm import __version__
 from charlstm.checkpoint import load_checkpoint
 from charlstm.cli import main
+from charlstm.progress import Progress
 
 
 @pytest.fixture
@@ -100,3 +102,39 @@ def test_a_run_finished_on_its_time_budget_trains_on_to_a_raised_max_steps(
     assert f"done at step {step + 5}: reached --max-steps {step + 5}" in out
     rc, out, _ = charlstm(capsys, "train", "--resume", run, "--max-steps", step + 5)
     assert "already finished" in out and "give a larger one" in out
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stdout_tty, stderr_tty, plain_lines", [
+    (False, True, True),  # `charlstm train ... > train.log` typed at a terminal
+    (False, False, True),  # nohup, CI, a pipe
+    (True, True, False),  # a terminal: the bar alone
+    (True, False, True),  # `2> err.log`: no bar, so the lines
+])
+def test_progress_lines_go_wherever_stdout_is_a_file_or_pipe(monkeypatch, stdout_tty,
+                                                            stderr_tty, plain_lines):
+    out = Terminal() if stdout_tty else io.StringIO()
+    err = Terminal() if stderr_tty else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = Progress(total=40, initial=0)
+    rec = {"step": 20, "epoch": 0.5, "train_loss": 2.0, "train_bpc": 2.885, "val_loss": None,
+           "val_bpc": None, "lr": 1e-3, "grad_norm": 0.4, "chars_per_s": 5000.0,
+           "elapsed_s": 4.0}
+    for _ in range(20):
+        progress.update()
+    progress.record(rec)
+    progress.record({**rec, "step": 40, "val_loss": 2.1, "val_bpc": 3.03})
+    progress.close()
+    lines = out.getvalue().splitlines()
+    if plain_lines:
+        assert lines[0].startswith("step 20/40 | epoch 0.50 | loss 2.0000 nats")
+        assert lines[1].startswith("step 40/40") and "| val 2.1000" in lines[1]
+        assert len(lines) == 2
+    else:
+        assert lines == ["step 40: val loss 2.1000 nats (3.030 bpc), train 2.0000"]
+    assert ("20/40 [" in err.getvalue()) == stderr_tty  # the bar, on a terminal only
