@@ -406,8 +406,8 @@ def prepare_run_dir(out: Path, force: bool) -> None:
                             f"with --resume {out}, pass --force to replace it, or choose "
                             "another --out")
     elif CONFIG in present:
-        print(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
-              "starting it again", flush=True)
+        echo(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
+             "starting it again")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in present:
