@@ -9,13 +9,19 @@ Layout of a file:
               ModelConfig), vocab (JSON list of characters), meta (JSON, written by
               train.Run.checkpoint: train_config, step, epoch, cursor, optimizer_step,
               rng, val_loss, best_val_loss, best_step, elapsed_s, log_window,
-              pending_eval, data_sha256, package_version).
+              pending_eval, data_sha256, package_version), sha256 (of every tensor and
+              every other metadata entry, see content_digest).
+
+Every load verifies the sha256, so a flipped bit (a failing disk, a bad copy) is
+reported as a corrupt file instead of loading as a wrong model. Files written
+before the checksum existed (no sha256 entry) load as before.
 
 No pickle anywhere: safetensors stores raw little-endian arrays and a JSON header.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +39,7 @@ from .model import param_shapes
 
 FORMAT = "charlstm-checkpoint"
 FORMAT_VERSION = 1
+CHECKSUM = "sha256"  # metadata key of content_digest
 
 
 class CheckpointError(UserError):
@@ -83,6 +90,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def content_digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """SHA-256 of every tensor (name, dtype, shape and bytes, in name order) and every
+    metadata entry but the checksum itself."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a)
+    for key in sorted(k for k in metadata if k != CHECKSUM):
+        h.update(json.dumps([key, metadata[key]]).encode())
+    return h.hexdigest()
+
+
 def save_checkpoint(path, ckpt: Checkpoint) -> None:
     clash = set(ckpt.params) & set(ckpt.arrays)
     if clash:
@@ -96,6 +116,7 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         "vocab": json.dumps(ckpt.vocab, ensure_ascii=False),
         "meta": json.dumps(ckpt.meta),
     }
+    metadata[CHECKSUM] = content_digest(tensors, metadata)
     atomic_write_bytes(Path(path), st_save(tensors, metadata=metadata))
 
 
@@ -119,6 +140,10 @@ def load_checkpoint(path) -> Checkpoint:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated: "
                               f"{first})") from None
+    if CHECKSUM in metadata and metadata[CHECKSUM] != content_digest(tensors, metadata):
+        raise CheckpointError(f"{path} is corrupt: its contents no longer match the checksum "
+                              "it was saved with (a damaged disk or copy); use another "
+                              "checkpoint (the run's best or last) or a backup")
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a charlstm checkpoint")
     if metadata.get("format_version") != str(FORMAT_VERSION):
@@ -129,7 +154,9 @@ def load_checkpoint(path) -> Checkpoint:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
         vocab = json.loads(metadata["vocab"])
         meta = json.loads(metadata.get("meta", "{}"))
-    except (KeyError, ValueError, TypeError) as e:
+    except KeyError as e:
+        raise CheckpointError(f"{path} has invalid metadata: no {e.args[0]!r} entry") from None
+    except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
     if not isinstance(vocab, list) or len(vocab) != config.vocab_size:
         raise CheckpointError(f"{path}: vocabulary does not match vocab_size "

@@ -81,3 +81,49 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         save_checkpoint(path, _ckpt())
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def _rewrite(path, edit_metadata):
+    """Re-save path's tensors with edited metadata, as another writer would."""
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save as st_save
+
+    from charlstm.checkpoint import _read_metadata
+    data = path.read_bytes()
+    metadata = _read_metadata(data)
+    edit_metadata(metadata)
+    path.write_bytes(st_save(load_file(str(path)), metadata=metadata))
+
+
+def test_a_flipped_bit_anywhere_is_reported_as_corruption(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _ckpt())
+    good = path.read_bytes()
+    start = 8 + int.from_bytes(good[:8], "little")  # first byte of tensor data
+    for offset, bit in [(start + 3, 0x40), (len(good) - 1, 0x01)]:  # an exponent, a mantissa
+        bad = bytearray(good)
+        bad[offset] ^= bit
+        path.write_bytes(bytes(bad))
+        with pytest.raises(CheckpointError, match="c.safetensors is corrupt: its contents no "
+                           "longer match the checksum") as e:
+            load_checkpoint(path)
+        assert "\n" not in str(e.value)
+    path.write_bytes(good)
+    _rewrite(path, lambda m: m.update(meta='{"step": 8}'))  # valid JSON, not what was saved
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_from_before_the_checksum_still_load(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _ckpt())
+    _rewrite(path, lambda m: m.pop("sha256"))
+    assert load_checkpoint(path).meta == {"step": 7}
+
+
+def test_missing_metadata_entry_is_named_readably(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, _ckpt())
+    _rewrite(path, lambda m: (m.pop("sha256"), m.pop("config")))
+    with pytest.raises(CheckpointError, match="has invalid metadata: no 'config' entry$"):
+        load_checkpoint(path)

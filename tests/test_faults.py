@@ -172,3 +172,15 @@ def test_sighup_saves_like_sigterm(tmp_path, corpus):
     assert proc.returncode == 130, (out, err)
     assert "stopped by SIGHUP" in out and f"charlstm train --resume {run}" in out
     assert load_checkpoint(run / "last.safetensors").meta["step"] >= 2
+
+
+def test_resume_on_a_corrupt_checkpoint_blames_the_file(trained, capsys):
+    path = trained / "last.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x40  # one bit of one float's exponent, as a failing disk flips it
+    path.write_bytes(bytes(data))
+    for argv in (["train", "--resume", trained, "--max-steps", 8], ["eval", path],
+                 ["sample", path, "--length", 5]):
+        rc, _, err = run_cli(capsys, *argv)
+        line = one_line(err)
+        assert rc == 1 and f"{path} is corrupt" in line and "gradient" not in line
