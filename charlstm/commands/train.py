@@ -45,7 +45,7 @@ def register(sub) -> None:
         "train", help="train a model on a text file (or resume a run)",
         description="Train a character-level model with truncated BPTT. Writes RUN_DIR/"
         "config.toml, log.jsonl (one JSON record per logged step), last.safetensors and "
-        "best.safetensors. Ctrl-C or SIGTERM saves a checkpoint and prints the command "
+        "best.safetensors. Ctrl-C, SIGTERM or SIGHUP saves a checkpoint and prints the command "
         "that resumes; --resume continues bit-identically.")
     r = p.add_argument_group("run")
     r.add_argument("--config", metavar="FILE.toml", default=None,
