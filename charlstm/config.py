@@ -17,7 +17,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-CELL_TYPES = ("lstm", "gru", "rnn")
+# The name sets below come from their registries: the cells, optimizers and schedules
+# themselves, so a new one is valid here, and a CLI choice, by being registered there.
+from .cells import CELLS
+from .optim import OPTIMIZERS
+from .schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        if self.cell not in CELL_TYPES:
-            raise ValueError(f"cell must be one of {', '.join(CELL_TYPES)}, got {self.cell!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +60,6 @@ class ModelConfig:
         return _from_dict(cls, d, "model config")
 
 
-OPTIMIZER_NAMES = ("adam", "rmsprop", "sgd", "adagrad")
-LR_SCHEDULES = ("constant", "step", "cosine")
 ENCODING_ERRORS = ("strict", "replace")
 
 
@@ -166,8 +168,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        for name, choices in (("cell", CELL_TYPES), ("optimizer", OPTIMIZER_NAMES),
-                              ("lr_schedule", LR_SCHEDULES),
+        for name, choices in (("cell", CELLS), ("optimizer", OPTIMIZERS),
+                              ("lr_schedule", SCHEDULES),
                               ("encoding_errors", ENCODING_ERRORS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, "

@@ -6,12 +6,17 @@ Shape legend: T time, B batch, V vocabulary, H hidden, D input width, G gate row
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 try:  # optional: one-pass scatter-add for the one-hot input gradient
     from .numba_kernels import scatter_add_rows
 except ImportError:
     scatter_add_rows = None
+
+
+LN2 = math.log(2.0)  # nats per bit: bits/char = (nats/char) / LN2
 
 
 def is_ids(x: np.ndarray) -> bool:

@@ -14,8 +14,6 @@ import math
 
 import numpy as np
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad")
-
 
 def global_norm(grads: dict) -> float:
     """sqrt(sum of squares of every gradient element), accumulated in float64."""
@@ -150,15 +148,17 @@ class Adam(Optimizer):
         p -= tmp
 
 
+# The registry of --optimizer names: config validation and the CLI's choices come from it.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "rmsprop": RMSprop, "sgd": SGD,
+                                          "adagrad": Adagrad}
+
+
 def make_optimizer(name: str, params: dict, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> Optimizer:
-    """Build an optimizer by name ("adam", "rmsprop", "sgd", "adagrad")."""
-    if name == "adam":
-        return Adam(params, lr, weight_decay)
-    if name == "rmsprop":
-        return RMSprop(params, lr, weight_decay)
-    if name == "sgd":
-        return SGD(params, lr, weight_decay, momentum=momentum)
-    if name == "adagrad":
-        return Adagrad(params, lr, weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    """Build an optimizer by its name in OPTIMIZERS (momentum is read by SGD only)."""
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}"
+                         ) from None
+    return cls(params, lr, weight_decay, momentum=momentum)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: render to files on any machine, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-LN2 = math.log(2)
+from .layers import LN2  # noqa: E402
 
 
 def _series(records: list[dict], x_key: str, y_key: str, scale: float = 1.0):

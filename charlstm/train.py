@@ -31,17 +31,18 @@ from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
+from .layers import LN2
 from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .progress import Progress, StopSignals, echo
 from .resources import check_fits
 from .runs import BEST, LAST, LOG, PLOT
+from .schedules import horizon_steps, learning_rate
 from .text import Vocab, read_text
 
 CONFIG = "config.toml"
 RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
 STOPPING = ("max_steps", "epochs", "time_budget")
-LN2 = math.log(2.0)
 DTYPE = np.float32
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
@@ -55,35 +56,6 @@ class TrainingError(UserError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=1)
-
-
-# ----------------------------------------------------------------------------- schedule
-
-def horizon_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
-    """Total steps the run will take, if a step or epoch limit fixes it."""
-    limits = []
-    if config.max_steps is not None:
-        limits.append(config.max_steps)
-    if config.epochs is not None:
-        limits.append(max(1, math.ceil(config.epochs * windows_per_epoch)))
-    return min(limits) if limits else None
-
-
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """The lr of update number step + 1.
-
-    progress: fraction of the run done, in [0, 1] (steps of the horizon, or
-    minutes of the time budget when no step limit is set); only cosine uses it.
-    """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "step":
-        return config.lr * config.lr_decay ** (step // config.lr_decay_every)
-    if config.lr_schedule == "cosine":
-        p = min(max(progress, 0.0), 1.0)
-        r = config.min_lr_ratio
-        return config.lr * (r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p)))
-    return config.lr
 
 
 # ----------------------------------------------------------------------------- run state

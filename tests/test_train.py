@@ -15,6 +15,7 @@ from charlstm.checkpoint import load_checkpoint
 from charlstm.config import TrainConfig, dump_toml, load_toml
 from charlstm.evaluate import evaluate
 from charlstm.model import init_params
+from charlstm.schedules import horizon_steps, learning_rate
 
 # A 125-character corpus: with B=2, T=8 an epoch is 6 windows, so a 16-step run wraps twice.
 TEXT = ("To be, or not to be, that is the question: whether 'tis nobler in the mind "
@@ -32,19 +33,19 @@ def tiny_config(tmp_path, name="run", **kw) -> TrainConfig:
 
 def test_learning_rate_schedules():
     cfg = TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, lr_schedule="cosine")
-    assert [tr.learning_rate(cfg, s, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert tr.learning_rate(cfg, 4, 0.0) == 1.0
-    assert tr.learning_rate(cfg, 9, 0.5) == pytest.approx(0.55)
-    assert tr.learning_rate(cfg, 9, 1.0) == pytest.approx(0.1)
-    assert tr.learning_rate(cfg, 9, 7.0) == pytest.approx(0.1)  # never past the end
+    assert [learning_rate(cfg, s, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate(cfg, 4, 0.0) == 1.0
+    assert learning_rate(cfg, 9, 0.5) == pytest.approx(0.55)
+    assert learning_rate(cfg, 9, 1.0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9, 7.0) == pytest.approx(0.1)  # never past the end
     step = TrainConfig(lr=1.0, warmup_steps=0, lr_schedule="step", lr_decay=0.5,
                        lr_decay_every=10)
-    assert [tr.learning_rate(step, s, 0) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    assert [learning_rate(step, s, 0) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
     const = TrainConfig(lr=0.3, warmup_steps=0, lr_schedule="constant")
-    assert tr.learning_rate(const, 1000, 1.0) == 0.3
-    assert tr.horizon_steps(TrainConfig(max_steps=100, epochs=2.5), 30) == 75
-    assert tr.horizon_steps(TrainConfig(max_steps=50, epochs=2.5), 30) == 50
-    assert tr.horizon_steps(TrainConfig(time_budget=1.0), 30) is None
+    assert learning_rate(const, 1000, 1.0) == 0.3
+    assert horizon_steps(TrainConfig(max_steps=100, epochs=2.5), 30) == 75
+    assert horizon_steps(TrainConfig(max_steps=50, epochs=2.5), 30) == 50
+    assert horizon_steps(TrainConfig(time_budget=1.0), 30) is None
 
 
 def test_evaluation_is_independent_of_chunking():

@@ -262,3 +262,18 @@ def test_memory_estimate_counts_parameters_optimizer_and_one_window():
     window = 3 * 2 * (2 * 16 + 4 * 4 + 2 * 16 + 3 * 10)
     assert training_bytes(config, "adam", 2, 3) == 4 * (5 * n_params + window)
     assert training_bytes(config, "sgd", 2, 3) == 4 * (4 * n_params + window)
+
+
+def test_name_sets_come_from_their_registries(monkeypatch):
+    """A registered cell, optimizer or schedule is valid in the config and a CLI choice."""
+    from charlstm.cells import CELLS
+    from charlstm.cli import build_parser
+    from charlstm.optim import OPTIMIZERS
+    from charlstm.schedules import SCHEDULES
+    for registry, key, flag in ((CELLS, "cell", "--cell"), (OPTIMIZERS, "optimizer", "--optimizer"),
+                                (SCHEDULES, "lr_schedule", "--lr-schedule")):
+        with pytest.raises(ValueError, match=f"{key} must be one of {', '.join(registry)}"):
+            TrainConfig(**{key: "new"})
+        monkeypatch.setitem(registry, "new", next(iter(registry.values())))
+        assert getattr(TrainConfig(**{key: "new"}), key) == "new"
+        assert getattr(build_parser().parse_args(["train", flag, "new"]), key) == "new"

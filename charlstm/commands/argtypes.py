@@ -40,3 +40,16 @@ def number(low: float, high: float = math.inf, low_open: bool = False,
                                              f"{interval}, got {text}")
         return value
     return parse
+
+
+def unchecked(kind):
+    """An int or float (kind) with no range check: for settings a config dataclass
+    validates, so flags and --config files get the same message naming the setting."""
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

@@ -15,6 +15,7 @@ from ..datasets import resolve_data
 from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
+from ..layers import LN2
 from ..runs import resolve_checkpoint
 from ..sample import list_chars
 from ..text import Vocab, read_text
@@ -114,7 +115,7 @@ def run(args) -> int:
     print(f"checkpoint  {path}")
     print(f"data        {data}: {what}, {len(ids) - 1:,} characters scored")
     print(f"loss        {loss:.4f} nats/char")
-    print(f"            {loss / math.log(2):.4f} bits/char")
+    print(f"            {loss / LN2:.4f} bits/char")
     print(f"perplexity  {math.exp(loss):.4f}")
     print(f"time        {seconds:.1f}s ({(len(ids) - 1) / max(seconds, 1e-9):,.0f} chars/s, "
           f"batch {batch_size} x seq-len {seq_len})")

@@ -12,8 +12,6 @@ from .argtypes import integer
 TOLERANCE = 1e-6
 
 
-positive_int = integer(1)
-
 
 def register(sub) -> None:
     p = sub.add_parser("gradcheck", help="check every gradient against finite differences",
@@ -21,15 +19,15 @@ def register(sub) -> None:
                        "central differences in float64, for every parameter and the initial "
                        f"state. Exits 1 if any max relative error exceeds {TOLERANCE:g}.")
     m = p.add_argument_group("model")
-    m.add_argument("--vocab-size", type=positive_int, default=7, help="characters (default 7)")
-    m.add_argument("--hidden-size", type=positive_int, default=5, help="H (default 5)")
-    m.add_argument("--num-layers", type=positive_int, default=2, help="L (default 2)")
+    m.add_argument("--vocab-size", type=integer(1), default=7, help="characters (default 7)")
+    m.add_argument("--hidden-size", type=integer(1), default=5, help="H (default 5)")
+    m.add_argument("--num-layers", type=integer(1), default=2, help="L (default 2)")
     m.add_argument("--cell", default="lstm", help="recurrent cell (default lstm)")
     m.add_argument("--dropout", type=float, default=0.0,
                    help="check with a fixed dropout mask of this rate (default 0)")
     d = p.add_argument_group("data")
-    d.add_argument("--seq-len", type=positive_int, default=4, help="T (default 4)")
-    d.add_argument("--batch-size", type=positive_int, default=3, help="B (default 3)")
+    d.add_argument("--seq-len", type=integer(1), default=4, help="T (default 4)")
+    d.add_argument("--batch-size", type=integer(1), default=3, help="B (default 3)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(run=run)
 

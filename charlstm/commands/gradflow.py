@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -11,29 +10,9 @@ from ..datasets import resolve_data
 from ..errors import UserError
 from ..gradflow import default_variants, format_table, measure, plot_png, write_csv
 from ..text import Vocab, read_text
-from .gradcheck import positive_int
+from .argtypes import integer, number
 
 OUTPUTS = ("gradflow.csv", "gradflow.png")
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def register(sub) -> None:
@@ -47,24 +26,24 @@ def register(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data", default="tinyshakespeare", metavar="PATH|NAME",
                    help="UTF-8 text file, or 'tinyshakespeare' (default)")
-    d.add_argument("--seq-len", type=positive_int, default=200, metavar="T",
+    d.add_argument("--seq-len", type=integer(1), default=200, metavar="T",
                    help="window behind the loss, in characters (default 200)")
-    d.add_argument("--windows", type=positive_int, default=16, metavar="N",
+    d.add_argument("--windows", type=integer(1), default=16, metavar="N",
                    help="windows measured and averaged (default 16)")
     m = p.add_argument_group("model")
-    m.add_argument("--hidden-size", type=positive_int, default=128, metavar="H",
+    m.add_argument("--hidden-size", type=integer(1), default=128, metavar="H",
                    help="H of every model (default 128)")
     m.add_argument("--seed", type=int, default=0, metavar="S",
                    help="init, data and training seed (default 0)")
     t = p.add_argument_group("short training run")
-    t.add_argument("--train-steps", type=non_negative_int, default=150, metavar="N",
+    t.add_argument("--train-steps", type=integer(0), default=150, metavar="N",
                    help="Adam steps per model before the second measurement; 0 skips it "
                    "(default 150)")
-    t.add_argument("--train-batch-size", type=positive_int, default=32, metavar="B",
+    t.add_argument("--train-batch-size", type=integer(1), default=32, metavar="B",
                    help="streams per training step (default 32)")
-    t.add_argument("--train-seq-len", type=positive_int, default=64, metavar="T",
+    t.add_argument("--train-seq-len", type=integer(1), default=64, metavar="T",
                    help="BPTT window while training (default 64)")
-    t.add_argument("--lr", type=positive_float, default=2e-3, metavar="LR",
+    t.add_argument("--lr", type=number(0, low_open=True), default=2e-3, metavar="LR",
                    help="Adam rate (default 2e-3)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="gradflow", metavar="DIR", help="directory for the CSV and PNG "

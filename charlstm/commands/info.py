@@ -8,6 +8,7 @@ import math
 from safetensors import safe_open
 
 from ..checkpoint import load_checkpoint
+from ..layers import LN2
 from ..progress import format_duration
 from ..runs import resolve_checkpoint
 
@@ -56,7 +57,7 @@ def _loss_text(value) -> str:
         return str(value)
     # exp overflows a float past 709 nats; such a loss is only ever a sign of a broken run
     perplexity = f"{math.exp(value):,.3f}" if value < 700 else "overflows a float"
-    return f"{value:.4f} nats/char ({value / math.log(2):.4f} bits/char, " \
+    return f"{value:.4f} nats/char ({value / LN2:.4f} bits/char, " \
            f"perplexity {perplexity})"
 
 

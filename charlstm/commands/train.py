@@ -8,29 +8,21 @@ namespace holds exactly what the user typed and nothing shadows the file.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 from dataclasses import fields
 
 from ..cells import CELLS
-from ..config import ENCODING_ERRORS, LR_SCHEDULES, OPTIMIZER_NAMES, TrainConfig, load_toml
+from ..config import ENCODING_ERRORS, TrainConfig, load_toml
 from ..errors import UserError
+from ..layers import LN2
+from ..optim import OPTIMIZERS
 from ..runs import BEST, LAST
+from ..schedules import SCHEDULES, describe
 from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
+from .argtypes import unchecked
 
 DEFAULTS = TrainConfig()
 KEYS = [f.name for f in fields(TrainConfig)]
-
-
-def _number(kind):
-    def parse(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def _add(group, key: str, help: str, **kwargs) -> None:
@@ -58,52 +50,53 @@ def register(sub) -> None:
                    help="replace the run files in an --out that already holds a run "
                    "(other files there are left alone)")
     m = p.add_argument_group("model")
-    _add(m, "hidden_size", "H: width of each layer's state", type=_number(int), metavar="H")
-    _add(m, "num_layers", "L: stacked recurrent layers", type=_number(int), metavar="L")
-    _add(m, "dropout", "dropout between layers, in [0, 1)", type=_number(float), metavar="P")
+    _add(m, "hidden_size", "H: width of each layer's state", type=unchecked(int), metavar="H")
+    _add(m, "num_layers", "L: stacked recurrent layers", type=unchecked(int), metavar="L")
+    _add(m, "dropout", "dropout between layers, in [0, 1)", type=unchecked(float), metavar="P")
     _add(m, "forget_bias", "init bias on the LSTM forget gate (GRU: update gate z)",
-         type=_number(float), metavar="B")
-    _add(m, "cell", "recurrent cell", choices=sorted(CELLS))
+         type=unchecked(float), metavar="B")
+    _add(m, "cell", "recurrent cell", choices=list(CELLS))
     o = p.add_argument_group("optimisation")
-    _add(o, "optimizer", "update rule", choices=OPTIMIZER_NAMES)
-    _add(o, "lr", "peak learning rate", type=_number(float), metavar="LR")
-    _add(o, "momentum", "momentum (sgd only)", type=_number(float), metavar="M")
-    _add(o, "weight_decay", "decoupled weight decay on matrices", type=_number(float),
+    _add(o, "optimizer", "update rule", choices=list(OPTIMIZERS))
+    _add(o, "lr", "peak learning rate", type=unchecked(float), metavar="LR")
+    _add(o, "momentum", "momentum (sgd only)", type=unchecked(float), metavar="M")
+    _add(o, "weight_decay", "decoupled weight decay on matrices", type=unchecked(float),
          metavar="WD")
-    _add(o, "clip", "clip the global gradient norm to this (0 = off)", type=_number(float),
+    _add(o, "clip", "clip the global gradient norm to this (0 = off)", type=unchecked(float),
          metavar="NORM")
-    _add(o, "lr_schedule", "learning-rate schedule after the warmup", choices=LR_SCHEDULES)
-    _add(o, "warmup_steps", "steps of linear warmup from 0", type=_number(int), metavar="N")
-    _add(o, "lr_decay", "step schedule: multiply lr by this", type=_number(float),
+    _add(o, "lr_schedule", f"learning-rate schedule after the warmup ({describe()})",
+         choices=list(SCHEDULES))
+    _add(o, "warmup_steps", "steps of linear warmup from 0", type=unchecked(int), metavar="N")
+    _add(o, "lr_decay", "step schedule: multiply lr by this", type=unchecked(float),
          metavar="F")
-    _add(o, "lr_decay_every", "step schedule: steps between decays", type=_number(int),
+    _add(o, "lr_decay_every", "step schedule: steps between decays", type=unchecked(int),
          metavar="N")
     _add(o, "min_lr_ratio", "cosine schedule: final lr as a fraction of --lr",
-         type=_number(float), metavar="R")
+         type=unchecked(float), metavar="R")
     d = p.add_argument_group("data")
     _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
          "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
-    _add(d, "seq_len", "T: characters per BPTT window", type=_number(int), metavar="T")
-    _add(d, "batch_size", "B: parallel streams per step", type=_number(int), metavar="B")
+    _add(d, "seq_len", "T: characters per BPTT window", type=unchecked(int), metavar="T")
+    _add(d, "batch_size", "B: parallel streams per step", type=unchecked(int), metavar="B")
     _add(d, "val_frac", "last fraction of the text held out for validation",
-         type=_number(float), metavar="F")
+         type=unchecked(float), metavar="F")
     _add(d, "encoding_errors", "invalid UTF-8: strict = error, replace = U+FFFD",
          choices=ENCODING_ERRORS)
     s = p.add_argument_group(
         "stopping", f"the first limit reached stops; with none, --time-budget "
         f"{DEFAULT_TIME_BUDGET:g}")
-    _add(s, "max_steps", "total optimizer steps", type=_number(int), metavar="N")
-    _add(s, "epochs", "passes over the training text", type=_number(float), metavar="E")
-    _add(s, "time_budget", "minutes of training", type=_number(float), metavar="MIN")
+    _add(s, "max_steps", "total optimizer steps", type=unchecked(int), metavar="N")
+    _add(s, "epochs", "passes over the training text", type=unchecked(float), metavar="E")
+    _add(s, "time_budget", "minutes of training", type=unchecked(float), metavar="MIN")
     w = p.add_argument_group("output")
     _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
     _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
-         type=_number(int), metavar="N")
-    _add(w, "log_every", "steps between progress lines / log records", type=_number(int),
+         type=unchecked(int), metavar="N")
+    _add(w, "log_every", "steps between progress lines / log records", type=unchecked(int),
          metavar="N")
-    _add(w, "checkpoint_every", "steps between last.safetensors saves", type=_number(int),
+    _add(w, "checkpoint_every", "steps between last.safetensors saves", type=unchecked(int),
          metavar="N")
-    _add(w, "seed", "seed of the initialisation and dropout", type=_number(int),
+    _add(w, "seed", "seed of the initialisation and dropout", type=unchecked(int),
          metavar="S")
     p.set_defaults(run=run)
 
@@ -135,7 +128,7 @@ def run(args) -> int:
     summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
     if outcome.val_loss is not None:
         summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
-                    f"({outcome.val_loss / math.log(2):.3f} bpc)")
+                    f"({outcome.val_loss / LN2:.3f} bpc)")
     if outcome.best_val is not None:
         summary += f", best {outcome.best_val:.4f}"
     run_dir = shlex.quote(str(outcome.out_dir))

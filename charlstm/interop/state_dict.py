@@ -30,8 +30,9 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from ..cells import CELLS
 from ..checkpoint import Checkpoint, atomic_write_bytes
-from ..config import CELL_TYPES, ModelConfig
+from ..config import ModelConfig
 from ..errors import UserError
 from ..model import param_shapes
 from ..text import Vocab
@@ -65,12 +66,13 @@ def infer_config(shapes: dict[str, tuple[int, ...]], source: str = "state dict")
         UserError (one line) naming the first missing, unexpected or mis-shaped key.
     """
     prefixes = sorted({name.split(".", 1)[0] for name in shapes} - {"decoder"})
-    if len(prefixes) != 1 or prefixes[0] not in CELL_TYPES:
+    if len(prefixes) != 1 or prefixes[0] not in CELLS:
         hint = ""
         if any(name.startswith("weight_ih_l") for name in shapes):
             hint = " (this looks like a bare nn.LSTM/GRU/RNN state dict; save CharRNN's instead)"
-        raise UserError(f"{source}: expected parameters of exactly one cell, lstm.*, gru.* or "
-                        f"rnn.*, plus decoder.weight and decoder.bias; found prefixes "
+        cells = ", ".join(f"{c}.*" for c in CELLS)
+        raise UserError(f"{source}: expected parameters of exactly one cell ({cells}), "
+                        f"plus decoder.weight and decoder.bias; found prefixes "
                         f"{', '.join(prefixes) or 'none'}{hint}")
     cell = prefixes[0]
     dec = shapes.get("decoder.weight")
