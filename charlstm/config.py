@@ -141,6 +141,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     # Seeds the initialisation and the dropout stream.
     seed: int = 0
+    # Fine-tuning: a run directory or checkpoint whose weights (and so shape and
+    # vocabulary) the run starts from, instead of a random init; "" = from scratch.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "log_every",
@@ -176,8 +179,9 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ValueError("data must be a non-empty string")
-        if not isinstance(self.out, str):
-            raise ValueError("out must be a string")
+        for name in ("out", "init_from"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,

@@ -49,9 +49,21 @@ def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     return ids[:n_train], ids[n_train:]
 
 
-def make_corpus(text: str, val_frac: float, source: str = "the text") -> Corpus:
-    """Vocabulary of the whole text (train and val), then the split."""
-    vocab = Vocab.from_text(text)
+def make_corpus(text: str, val_frac: float, source: str = "the text",
+                vocab: Vocab | None = None) -> Corpus:
+    """Vocabulary of the whole text (train and val), then the split.
+
+    vocab: a model's vocabulary to encode with instead (fine-tuning, resuming); a
+    character of text outside it is a UserError that lists them.
+    """
+    if vocab is None:
+        vocab = Vocab.from_text(text)
+    missing = vocab.unknown(text)
+    if missing:
+        from .sample import list_chars
+        raise UserError(f"{source} has characters the model's vocabulary lacks: "
+                        f"{list_chars(missing)}; remove them from the text, or train a new "
+                        "model on it")
     train, val = split(encode(text, vocab), val_frac)
     if val_frac > 0 and len(val) < 2:
         raise UserError(f"the validation split of {source} has {len(val)} character(s); "

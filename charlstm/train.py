@@ -31,6 +31,7 @@ from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
+from .finetune import load_init
 from .layers import LN2
 from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, make_optimizer
@@ -123,9 +124,13 @@ class Run:
         return Checkpoint(self.model_config, list(self.vocab.chars), self.params, arrays, meta)
 
 
-def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str) -> Run:
+def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str,
+            init: Checkpoint | None = None) -> Run:
+    """Step 0 of a run: fresh weights from config.seed, or init's weights (fine-tuning:
+    same shape and vocabulary, the caller checks); fresh optimizer and schedule."""
     model_config = config.model_config(len(corpus.vocab))
-    net = model.CharLSTM(model_config, seed=config.seed, dtype=DTYPE)
+    params = None if init is None else {k: v.astype(DTYPE) for k, v in init.params.items()}
+    net = model.CharLSTM(model_config, seed=config.seed, dtype=DTYPE, params=params)
     optimizer = make_optimizer(config.optimizer, net.params, config.lr, config.momentum,
                                config.weight_decay)
     # Dropout has its own stream, so changing the dropout rate never changes the init.
@@ -336,13 +341,18 @@ def _last_saved(out_dir: Path) -> str:
 
 # ----------------------------------------------------------------------------- set-up
 
-def load_data(config: TrainConfig) -> tuple[Corpus, str, str]:
-    """(corpus, sha256 of the decoded text, path) for config.data."""
+def load_text(config: TrainConfig) -> tuple[str, str, str]:
+    """(text, sha256 of the decoded text, path) for config.data."""
     from .datasets import resolve_data
     path = resolve_data(config.data)
     text = read_text(path, config.encoding_errors)
-    corpus = make_corpus(text, config.val_frac, source=str(path))
-    return corpus, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
+
+
+def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, str, str]:
+    """(corpus, sha256 of the decoded text, path) for config.data; vocab: see make_corpus."""
+    text, sha, path = load_text(config)
+    return make_corpus(text, config.val_frac, source=path, vocab=vocab), sha, path
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
@@ -354,7 +364,8 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
         data = str(Path(data).expanduser().resolve())
     out = config.out or str(Path("runs") / (
         f"{Path(config.data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    return replace(config, data=data, out=out)
+    init_from = config.init_from and str(Path(config.init_from).expanduser().resolve())
+    return replace(config, data=data, out=out, init_from=init_from)
 
 
 def with_default_stop(config: TrainConfig) -> TrainConfig:
@@ -392,6 +403,8 @@ def _describe(run: Run, corpus: Corpus, batches: Batches, path: str, resumed: bo
     cfg, mc = run.config, run.model_config
     n_params = sum(int(p.size) for p in run.params.values())
     how = f"resuming {cfg.out} at step {run.step}" if resumed else f"training into {cfg.out}"
+    if cfg.init_from and not resumed:
+        how += f", starting from the weights of {cfg.init_from}"
     return (f"charlstm: {how}\n"
             f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
             f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
@@ -417,7 +430,8 @@ def _describe_stop(cfg: TrainConfig) -> str:
 def start_training(config: TrainConfig, force: bool = False) -> Outcome:
     """A new run in config.out (see resolve_paths, with_default_stop)."""
     config = with_default_stop(resolve_paths(config))
-    corpus, sha, path = load_data(config)
+    init = load_init(config.init_from) if config.init_from else None
+    corpus, sha, path = load_data(config, None if init is None else Vocab(init.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
@@ -427,7 +441,7 @@ def start_training(config: TrainConfig, force: bool = False) -> Outcome:
         raise UserError(f"--out {out} exists and is not a directory")
     with run_dir_lock(out):
         prepare_run_dir(out, force)
-        run = new_run(config, corpus, sha)
+        run = new_run(config, corpus, sha, init)
         atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
         echo(_describe(run, corpus, batches, path, resumed=False))
         return fit(run, batches, corpus.val, out)
@@ -464,10 +478,12 @@ def _resume_locked(out: Path, overrides: dict) -> Outcome:
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     config = resume_config(stored, overrides, out)
-    corpus, sha, path = load_data(config)
-    if sha != ckpt.meta.get("data_sha256") or corpus.vocab.chars != ckpt.vocab:
+    text, sha, path = load_text(config)
+    if sha != ckpt.meta.get("data_sha256"):
         raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
                             "differs); resume with the original --data")
+    # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
+    corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
@@ -499,7 +515,9 @@ def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfi
         flags = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise UserError(f"cannot change {flags} when resuming (only stopping, logging and "
                         f"--data location can change); start a new run with --config "
-                        f"{out / CONFIG} and your changes instead")
+                        f"{shlex.quote(str(out / CONFIG))} --out NEW_RUN_DIR and your "
+                        f"changes instead, or fine-tune this one on new text with "
+                        f"--init-from {shlex.quote(str(out))}")
     if any(k in overrides for k in STOPPING):
         stored = replace(stored, **{k: None for k in STOPPING})
     try:

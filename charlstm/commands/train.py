@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import fields
+from pathlib import Path
 
 from ..cells import CELLS
 from ..config import ENCODING_ERRORS, TrainConfig, load_toml
 from ..errors import UserError
+from ..finetune import init_settings, load_init
 from ..layers import LN2
 from ..optim import OPTIMIZERS
 from ..runs import BEST, LAST
@@ -46,6 +48,9 @@ def register(sub) -> None:
     r.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR exactly where it stopped; only stopping "
                    "and logging flags (and --data, for a moved file) may be given")
+    _add(r, "init_from", "fine-tune: start from the weights of a trained model (its shape "
+         "and vocabulary; fresh optimizer and schedule) instead of a random init",
+         metavar="RUN_DIR|CHECKPOINT")
     r.add_argument("--force", action="store_true",
                    help="replace the run files in an --out that already holds a run "
                    "(other files there are left alone)")
@@ -101,6 +106,14 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check_config_out(out, config_file, force: bool) -> None:
+    """A run's own config.toml names the run as its out: using it for a new run without
+    --out must not read as "this directory already holds a run, resume it"."""
+    if out and not force and any((Path(out) / name).exists() for name in (LAST, BEST)):
+        raise UserError(f"{out} (the out of {config_file}) already holds a run; pass --out "
+                        "NEW_RUN_DIR to start a new run with these settings")
+
+
 def run(args) -> int:
     given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
     if args.resume is not None:
@@ -108,6 +121,9 @@ def run(args) -> int:
             raise UserError("--resume takes the run's own settings: drop --config/--force")
         if "out" in given:
             raise UserError("--resume RUN_DIR names the run; drop --out")
+        if "init_from" in given:
+            raise UserError("--resume continues a run, --init-from starts a new one from "
+                            "its weights: give one of them")
         outcome = resume_training(args.resume, given)
     else:
         settings = {}
@@ -117,6 +133,10 @@ def run(args) -> int:
             except ValueError as e:
                 raise UserError(str(e)) from None
         settings.update(given)
+        if "out" not in given:
+            check_config_out(settings.get("out"), args.config, args.force)
+        if settings.get("init_from"):
+            settings = init_settings(settings, load_init(settings["init_from"]))
         try:
             config = TrainConfig.from_dict(settings)
         except (ValueError, TypeError) as e:
