@@ -1,6 +1,7 @@
 """The two implementations under test, with identical weights and hyperparameters.
 
-charlstm: charlstm.model forward/backward + charlstm.optim (clip, Adam), float32.
+charlstm: charlstm.engine (model.loss_and_grads, the streams split across --threads
+          workers) + charlstm.optim (clip, Adam), float32.
 PyTorch:  torch.nn.LSTM(V, H, L) on one-hot float input + nn.Linear(H, V),
           torch.optim.Adam, torch.nn.utils.clip_grad_norm_, float32.
 
@@ -10,14 +11,16 @@ Shape legend: T window, B streams, V vocabulary, H hidden, L layers.
 
 from __future__ import annotations
 
-from common import torch_module
+from common import THREADS, torch_module
 
-from charlstm import CharLSTM, ModelConfig
+import charlstm
+from charlstm import CharLSTM, ModelConfig, engine
 from charlstm import model as cm
 from charlstm.data import eval_windows
 from charlstm.optim import Adam, clip_grad_norm
 
 CLIP = 5.0
+charlstm.set_num_threads(int(THREADS))  # stream-parallel workers, as torch's intra-op threads
 
 
 class OursTrainer:
@@ -30,8 +33,8 @@ class OursTrainer:
         self.state = cm.zero_state(self.config, B)
 
     def step(self, x, y) -> float:
-        loss, grads, self.state, _ = cm.loss_and_grads(self.params, self.config, x, y,
-                                                       self.state)
+        loss, grads, self.state, _ = engine.loss_and_grads(self.params, self.config, x, y,
+                                                           self.state)
         clip_grad_norm(grads, CLIP)
         self.opt.step(self.params, grads)
         return loss

@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     for command_parser in sub.choices.values():  # options every command shares
         g = command_parser.add_argument_group("runtime")
         g.add_argument("--threads", type=integer(1), metavar="N",
-                       help="BLAS threads (default: the BLAS library's choice, usually every "
-                       "core); 1 is often fastest for small models or on a busy machine")
+                       help="worker threads (default: every core this process may use): the "
+                       "batch's streams are split across them, each on a one-thread BLAS; "
+                       "also caps the BLAS pool elsewhere. 1 is often fastest on a busy machine")
         add_debug(g, default=argparse.SUPPRESS)
     return parser
 
@@ -46,12 +47,18 @@ def add_debug(parser, default) -> None:
                         help="show full tracebacks instead of one-line errors")
 
 
+@contextlib.contextmanager
 def blas_threads(n: int | None):
-    """Context limiting the BLAS thread pool to n threads (None: leave it alone)."""
-    if n is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=n, user_api="blas")
+    """Context running the command on n threads (None: the defaults): n stream-parallel
+    workers (charlstm.engine) and a BLAS pool limited to n threads."""
+    from . import engine
+    with engine.num_threads(n):
+        if n is None:
+            yield
+        else:
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=n, user_api="blas"):
+                yield
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import layers, model
+from . import engine
 from .config import ModelConfig
 from .data import eval_windows
 
@@ -20,16 +20,15 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
     """Mean cross-entropy (nats/char) over every next-character target of ids (N,).
 
     Forward only, no dropout, no cache, state carried across (T, B) windows (see
-    data.eval_windows). abort: optional callable checked between windows; if it
-    returns True, None is returned. None also when ids has no target.
+    data.eval_windows); the streams run in parallel (see engine). abort: optional
+    callable checked between windows; if it returns True, None is returned. None
+    also when ids has no target.
     """
     total, count, state = 0.0, 0, None
     for x, y, mask in eval_windows(ids, batch_size, seq_len):
         if abort is not None and abort():
             return None
-        logits, state, _ = model.forward(params, config, x, state, need_cache=False)
-        logp = layers.log_softmax(logits)  # (T, B, V)
-        nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-        total += float(nll[mask].sum(dtype=np.float64))
-        count += int(mask.sum())
+        nll, n, state = engine.window_nll(params, config, x, y, mask, state)
+        total += nll
+        count += n
     return total / count if count else None

@@ -100,13 +100,16 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, y):
+def softmax_cross_entropy(logits, y, count: int | None = None):
     """Mean cross-entropy (nats) over all T*B positions, and its gradient.
 
     Args:
         logits: (T, B, V).  y: (T, B) int targets.
+        count: the number of positions the mean is over (default T*B); a slice of
+            a batch's streams passes the whole batch's count, so that the slices'
+            losses and gradients sum to the batch's.
     Returns:
-        loss (float), dlogits (T, B, V) = (softmax - onehot(y)) / (T*B).
+        loss (float), dlogits (T, B, V) = (softmax - onehot(y)) / count.
     """
     T, B, V = logits.shape
     N = T * B
@@ -117,9 +120,9 @@ def softmax_cross_entropy(logits, y):
     target = y.reshape(N)
     # -log softmax(logits)[y] = log(sum(exp(shifted))) - shifted[y], never log(0)
     nll = np.log(sums.reshape(N)) - shifted.reshape(N, V)[rows, target]
-    loss = nll.mean(dtype=np.float64)
-    # d(-log p_y)/dlogits = p - onehot(y), averaged over the N positions
+    loss = nll.mean(dtype=np.float64) if count is None else nll.sum(dtype=np.float64) / count
+    # d(-log p_y)/dlogits = p - onehot(y), averaged over the positions
     probs /= sums
     probs.reshape(N, V)[rows, target] -= 1.0
-    probs /= N
+    probs /= N if count is None else count
     return float(loss), probs

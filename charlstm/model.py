@@ -166,7 +166,7 @@ class WindowGrads(NamedTuple):
 
 
 def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarray,
-                   state=None, masks=None, dstate=None) -> WindowGrads:
+                   state=None, masks=None, dstate=None, count=None) -> WindowGrads:
     """Loss and gradients of one window: forward -> softmax cross-entropy -> backward.
 
     Args:
@@ -175,11 +175,13 @@ def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarr
         masks: L-1 dropout masks (T, B, H) (see make_dropout_masks), or None.
         dstate: dL/d(final state) from a later window or an extra loss term, tuple
             of (L, B, H), or None for zeros (truncated BPTT).
+        count: the number of targets the mean is over (default T*B); a slice of a
+            batch's streams passes the whole batch's (see engine).
     Returns:
         WindowGrads(loss, grads, final state, dstate0).
     """
     logits, final_state, cache = forward(params, config, x, state, masks)
-    loss, dlogits = layers.softmax_cross_entropy(logits, y)
+    loss, dlogits = layers.softmax_cross_entropy(logits, y, count)
     grads, dstate0 = backward(dlogits, dstate, cache)
     return WindowGrads(loss, grads, final_state, dstate0)
 
@@ -210,10 +212,10 @@ class CharLSTM:
         return sum(int(v.size) for v in self.params.values())
 
     def forward(self, x, state=None):
-        """Evaluation-mode forward (no dropout). x: (T, B) ids -> logits (T, B, V), state."""
-        x = self._check_ids(x)
-        logits, state, _ = forward(self.params, self.config, x, state, need_cache=False)
-        return logits, state
+        """Evaluation-mode forward (no dropout). x: (T, B) ids -> logits (T, B, V), state.
+        The streams run in parallel on charlstm.set_num_threads() workers (see engine)."""
+        from . import engine  # engine builds on this module's forward/backward
+        return engine.forward(self.params, self.config, self._check_ids(x), state)
 
     def loss_and_grads(self, x, y, state=None, train=True, rng=None):
         """Mean cross-entropy (nats/char) over the window and its gradients.
@@ -225,7 +227,9 @@ class CharLSTM:
                 (default: the model's own generator).
         Returns:
             loss (float), grads (dict like params), final state (detached).
+        The streams run in parallel on charlstm.set_num_threads() workers (see engine).
         """
+        from . import engine  # engine builds on this module's forward/backward
         x, y = self._check_ids(x), self._check_ids(y)
         if x.shape != y.shape:
             raise ValueError(f"x and y shapes differ: {x.shape} vs {y.shape}")
@@ -233,7 +237,8 @@ class CharLSTM:
         masks = None
         if train:
             masks = make_dropout_masks(self.config, T, B, rng or self.rng, self.dtype)
-        loss, grads, state, _ = loss_and_grads(self.params, self.config, x, y, state, masks)
+        loss, grads, state, _ = engine.loss_and_grads(self.params, self.config, x, y, state,
+                                                      masks)
         return loss, grads, state
 
     def _check_ids(self, x) -> np.ndarray:

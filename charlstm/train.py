@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, model
+from . import __version__, engine, model
 from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, dump_toml
 from .data import Batches, Corpus, Cursor, make_corpus
@@ -185,8 +185,10 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
         run.state = model.zero_state(cfg, batches.batch_size, DTYPE)
     x, y = batches.get(run.cursor)
     T, B = x.shape
+    # masks for the whole batch, whatever the thread count: resuming draws the same ones
     masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
-    loss, grads, final_state, _ = model.loss_and_grads(run.params, cfg, x, y, run.state, masks)
+    loss, grads, final_state, _ = engine.loss_and_grads(run.params, cfg, x, y, run.state,
+                                                        masks)
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping

@@ -1,0 +1,221 @@
+"""Stream-parallel execution: one window's B streams split across worker threads.
+
+Shape legend: T time, B batch (independent streams), V vocab, H hidden, L layers.
+
+The B streams of a window never interact inside the model: each has its own
+state, its own gates, its own loss terms. Only the weight gradients sum over
+them. So the engine cuts the streams into contiguous slices, one per worker, and
+each worker runs the whole stack's forward and backward (model.forward /
+model.backward, unchanged) on its slice with no synchronisation inside the time
+loop. The per-step work is one small GEMM plus fused element-wise kernels, so
+a multi-threaded BLAS would pay a barrier per GEMM per step; instead the BLAS
+pool is set to one thread for the whole parallel region (threadpoolctl's limit
+is process-wide, which is what we want while every worker calls BLAS), and the
+threads run concurrently because NumPy's BLAS calls and ufuncs and the numba
+kernels (nogil) release the GIL.
+
+Weight gradients are computed per slice (each slice's backward already ends in
+one GEMM over its T*B/n rows, large enough to run near peak) and then summed in
+slice order. Nothing depends on which thread finishes first, so the same thread
+count gives bit-identical results run to run; different thread counts add the
+same terms in a different grouping and may differ in the last bits.
+
+    set_num_threads(2)                       # or charlstm.set_num_threads / --threads
+    loss, grads, state, dstate0 = loss_and_grads(params, config, x, y, state, masks)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import layers, model
+
+# Fewest streams a worker gets: below this the per-step GEMM of a slice is so thin
+# (a few rows) that BLAS runs it far below peak and the Python per-step overhead,
+# paid once per worker, dominates; then fewer workers get wider slices.
+MIN_STREAMS = 8
+
+_num_threads: int | None = None  # None: every core this process may use
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_blas = None  # threadpoolctl.ThreadpoolController, built on first parallel use
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use n worker threads (like torch.set_num_threads); None restores the default,
+    the number of cores this process may use."""
+    global _num_threads
+    if n is not None and (not isinstance(n, int | np.integer) or n < 1):
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    _num_threads = None if n is None else int(n)
+
+
+def get_num_threads() -> int:
+    return _num_threads if _num_threads is not None else available_cores()
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Context: set_num_threads(n) while it is open, then the previous setting."""
+    before = _num_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
+
+
+def stream_slices(B: int, threads: int | None = None) -> list[slice]:
+    """Contiguous slices of range(B), one per worker: as many workers as
+    `threads` (default get_num_threads()) allows while each keeps MIN_STREAMS
+    streams; sizes differ by at most one, the wider slices first."""
+    n = max(1, min(threads or get_num_threads(), B // MIN_STREAMS))
+    base, extra = divmod(B, n)
+    bounds = np.cumsum([0] + [base + (k < extra) for k in range(n)])
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool with at least `workers` threads (kept between calls)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="charlstm")
+        return _pool
+
+
+def _one_blas_thread():
+    """Context: the BLAS pool limited to one thread (process-wide) while it is open."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def map_streams(fn, B: int, threads: int | None = None) -> list:
+    """[fn(s) for s in stream_slices(B, threads)], the slices run concurrently.
+
+    The calling thread runs the first slice itself; the results come back in slice
+    order whatever order the workers finish in. With one slice, fn runs directly
+    under the caller's BLAS settings (the serial path is the plain library)."""
+    parts = stream_slices(B, threads)
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    with _one_blas_thread():
+        futures = [_executor(len(parts) - 1).submit(fn, s) for s in parts[1:]]
+        try:
+            first = fn(parts[0])
+        finally:  # never leave the region (and restore BLAS threads) with workers running
+            for f in futures:
+                f.exception()
+        return [first] + [f.result() for f in futures]
+
+
+def _slice_state(state, s: slice):
+    """Streams s of a state tuple of (L, B, H) arrays (None stays None)."""
+    return None if state is None else tuple(part[:, s] for part in state)
+
+
+def _join_states(states) -> tuple:
+    """Concatenate per-slice state tuples along the stream axis, in slice order."""
+    if len(states) == 1:
+        return states[0]
+    return tuple(np.concatenate(parts, axis=1) for parts in zip(*states))
+
+
+def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=None,
+                   masks=None, dstate=None, threads: int | None = None) -> model.WindowGrads:
+    """model.loss_and_grads with the streams split across workers.
+
+    Args:
+        params: name -> ndarray (model.param_shapes).
+        x, y: (T, B) int ids; y[t] is the character after x[t].
+        state: tuple of (L, B, H) arrays, or None for zeros.
+        masks: L-1 dropout masks (T, B, H) drawn for the whole batch, or None.
+        dstate: dL/d(final state), tuple of (L, B, H), or None for zeros.
+        threads: workers (default get_num_threads()).
+    Returns:
+        WindowGrads(loss, grads, final state, dstate0), as model.loss_and_grads.
+    With one slice this is exactly model.loss_and_grads.
+    """
+    T, B = x.shape
+    if len(stream_slices(B, threads)) == 1:
+        return model.loss_and_grads(params, config, x, y, state, masks, dstate)
+
+    def work(s: slice) -> model.WindowGrads:
+        # every slice divides by the whole window's T*B, so the slices' losses and
+        # gradients sum to the whole batch's mean
+        return model.loss_and_grads(
+            params, config, x[:, s], y[:, s], _slice_state(state, s),
+            None if masks is None else [m[:, s] for m in masks], _slice_state(dstate, s),
+            count=T * B)
+
+    results = map_streams(work, B, threads)
+    loss, grads = results[0].loss, results[0].grads
+    for part in results[1:]:  # a fixed order: sums that do not depend on scheduling
+        loss += part.loss
+        for name, g in part.grads.items():
+            grads[name] += g
+    return model.WindowGrads(loss, grads, _join_states([r.state for r in results]),
+                             _join_states([r.dstate0 for r in results]))
+
+
+def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None = None):
+    """Evaluation-mode forward (no dropout, no cache), streams in parallel.
+
+    Args:
+        x: (T, B) int ids.  state: tuple of (L, B, H) arrays, or None for zeros.
+    Returns:
+        logits (T, B, V), final state (tuple of (L, B, H)).
+    """
+    def work(s: slice):
+        logits, final, _ = model.forward(params, config, x[:, s], _slice_state(state, s),
+                                         need_cache=False)
+        return logits, final
+
+    results = map_streams(work, x.shape[1], threads)
+    if len(results) == 1:
+        return results[0]
+    return (np.concatenate([r[0] for r in results], axis=1),
+            _join_states([r[1] for r in results]))
+
+
+def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
+               state=None, threads: int | None = None):
+    """Summed cross-entropy of the positions `mask` selects, and the final state.
+
+    Args:
+        x, y: (T, B) int ids.  mask: (T, B) bool, the positions that count.
+        state: tuple of (L, B, H) arrays, or None for zeros.
+    Returns:
+        total nll (float, nats, summed in float64), count (int), final state.
+    Each slice reduces its own logits, so no (T, B, V) array is ever joined.
+    """
+    def work(s: slice):
+        logits, final, _ = model.forward(params, config, x[:, s], _slice_state(state, s),
+                                         need_cache=False)
+        logp = layers.log_softmax(logits)  # (T, b, V)
+        nll = -np.take_along_axis(logp, y[:, s, None], axis=-1)[..., 0]
+        m = mask[:, s]
+        return float(nll[m].sum(dtype=np.float64)), int(m.sum()), final
+
+    results = map_streams(work, x.shape[1], threads)
+    total = 0.0
+    for part, _, _ in results:
+        total += part
+    return total, sum(r[1] for r in results), _join_states([r[2] for r in results])

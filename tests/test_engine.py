@@ -1,0 +1,172 @@
+"""The stream-parallel engine: any number of workers computes what one does.
+
+Proofs: parallel == serial for every cell (float64 to 1e-12, float32 to its
+tolerance), with B not divisible by the workers and with dropout; gradients
+checked against finite differences and against PyTorch with two workers; the
+same thread count is bit-identical run to run; exact resume with two threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch_oracle import torch_loss_and_grads
+
+import charlstm
+from charlstm import ModelConfig, engine, model
+from charlstm import train as tr
+from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
+
+CELLS = ["lstm", "gru", "rnn"]
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
+@pytest.fixture(autouse=True)
+def thin_slices(monkeypatch):
+    """Let tiny test batches split (a slice may hold a single stream); restore the
+    default thread count afterwards."""
+    monkeypatch.setattr(engine, "MIN_STREAMS", 1)
+    yield
+    engine.set_num_threads(None)
+
+
+def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
+    parts = engine.stream_slices(7, 3)
+    assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]
+    assert engine.stream_slices(2, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
+    monkeypatch.setattr(engine, "MIN_STREAMS", 8)
+    assert len(engine.stream_slices(15, 4)) == 1 and len(engine.stream_slices(32, 4)) == 4
+
+
+def test_set_num_threads_validates_and_defaults_to_the_affinity():
+    charlstm.set_num_threads(3)
+    assert charlstm.get_num_threads() == 3
+    charlstm.set_num_threads(None)
+    assert charlstm.get_num_threads() == engine.available_cores()
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="positive integer"):
+            charlstm.set_num_threads(bad)
+
+
+def _problem(cell, dtype, B=7, L=2, seed=0):
+    config = ModelConfig(vocab_size=11, hidden_size=6, num_layers=L, dropout=0.3, cell=cell)
+    params, x, y, state, masks = random_problem(config, 5, B, seed, dropout_mask=True)
+    cast = lambda a: a.astype(dtype)  # noqa: E731
+    return (config, {k: cast(v) for k, v in params.items()}, x, y,
+            tuple(map(cast, state)), [cast(m) for m in masks])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", CELLS)
+def test_parallel_equals_serial(cell, dtype):
+    """B = 7 over 2 and 3 workers (uneven slices), two layers with dropout and a
+    gradient from a later window: loss, every gradient, the final state, the initial
+    state's gradient, eval logits and the eval loss all agree."""
+    config, params, x, y, state, masks = _problem(cell, dtype)
+    dstate = tuple(s[::-1] * 0.3 for s in state)
+    tol = TOL[dtype]
+    serial = engine.loss_and_grads(params, config, x, y, state, masks, dstate, threads=1)
+    logits1, final1 = engine.forward(params, config, x, state, threads=1)
+    mask = np.ones(x.shape, bool)
+    mask[3:, 5] = False
+    nll1 = engine.window_nll(params, config, x, y, mask, state, threads=1)
+    for threads in (2, 3):
+        loss, grads, final, dstate0 = engine.loss_and_grads(params, config, x, y, state,
+                                                            masks, dstate, threads=threads)
+        assert loss == pytest.approx(serial.loss, rel=tol["rtol"])
+        assert set(grads) == set(params)
+        for name in params:
+            np.testing.assert_allclose(grads[name], serial.grads[name], err_msg=name, **tol)
+        for a, b in zip(final + dstate0, serial.state + serial.dstate0):
+            np.testing.assert_allclose(a, b, **tol)
+        logits, final = engine.forward(params, config, x, state, threads=threads)
+        np.testing.assert_allclose(logits, logits1, **tol)
+        for a, b in zip(final, final1):
+            np.testing.assert_allclose(a, b, **tol)
+        nll = engine.window_nll(params, config, x, y, mask, state, threads=threads)
+        assert nll[1] == nll1[1] == mask.sum()
+        assert nll[0] == pytest.approx(nll1[0], rel=tol["rtol"])
+
+
+def test_one_worker_is_exactly_model_loss_and_grads():
+    config, params, x, y, state, masks = _problem("lstm", np.float32)
+    loss, grads, _, _ = model.loss_and_grads(params, config, x, y, state, masks)
+    ours = engine.loss_and_grads(params, config, x, y, state, masks, threads=1)
+    assert ours.loss == loss
+    assert all(ours.grads[k].tobytes() == grads[k].tobytes() for k in grads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_same_thread_count_is_bit_identical_run_to_run(cell):
+    config, params, x, y, state, masks = _problem(cell, np.float32, B=9)
+    runs = [engine.loss_and_grads(params, config, x, y, state, masks, threads=2)
+            for _ in range(3)]
+    for loss, grads, final, dstate0 in runs[1:]:
+        assert loss == runs[0].loss
+        assert all(grads[k].tobytes() == runs[0].grads[k].tobytes() for k in grads)
+        assert all(a.tobytes() == b.tobytes()
+                   for a, b in zip(final + dstate0, runs[0].state + runs[0].dstate0))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_with_two_workers_match_finite_differences(cell):
+    config, params, x, y, state, masks = _problem(cell, np.float64, B=5, L=2, seed=3)
+
+    def loss() -> float:
+        return engine.loss_and_grads(params, config, x, y, state, masks, threads=2).loss
+
+    _, grads, _, dstate0 = engine.loss_and_grads(params, config, x, y, state, masks,
+                                                 threads=2)
+    for name, value in params.items():
+        assert relative_error(grads[name], numeric_gradient(loss, value)) < 1e-6, name
+    for s, ds in zip(state, dstate0):
+        assert relative_error(ds, numeric_gradient(loss, s)) < 1e-6
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_two_workers_match_torch_autograd(cell):
+    config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
+    loss, grads, final, dstate0 = engine.loss_and_grads(params, config, x, y, state,
+                                                        threads=2)
+    theirs = torch_loss_and_grads(params, cell, config.num_layers, x, y, state)
+    assert loss == pytest.approx(theirs[0], rel=1e-10)
+    for name in params:
+        np.testing.assert_allclose(grads[name], theirs[3][name], rtol=1e-9, atol=1e-10,
+                                   err_msg=name)
+    for a, b in zip(final + dstate0, theirs[2] + theirs[4]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_charlstm_methods_use_the_engine():
+    net = charlstm.CharLSTM(ModelConfig(vocab_size=9, hidden_size=5, num_layers=2),
+                            dtype=np.float64)
+    x = np.random.default_rng(0).integers(0, 9, size=(4, 6))
+    charlstm.set_num_threads(1)
+    one = net.loss_and_grads(x, x, train=False), net.forward(x)
+    charlstm.set_num_threads(3)
+    three = net.loss_and_grads(x, x, train=False), net.forward(x)
+    assert three[0][0] == pytest.approx(one[0][0], rel=1e-12)
+    np.testing.assert_allclose(three[1][0], one[1][0], rtol=1e-12, atol=1e-12)
+
+
+def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
+    """Training on 2 threads (B = 3: uneven slices, with dropout): stopping by a signal
+    and resuming ends bit-identical to the straight run; a second straight run too."""
+    from test_train import _final_arrays, _stop_by_signal_after, tiny_config
+
+    charlstm.set_num_threads(2)
+    straight = [tr.start_training(tiny_config(tmp_path, name, batch_size=3))
+                for name in ("a", "b")]
+    _stop_by_signal_after(monkeypatch, 7)
+    first = tr.start_training(tiny_config(tmp_path, "resumed", batch_size=3))
+    assert first.interrupted and first.step == 7
+    monkeypatch.undo()
+    monkeypatch.setattr(engine, "MIN_STREAMS", 1)
+    second = tr.resume_training(tmp_path / "resumed")
+    assert second.step == straight[0].step == 16
+    assert second.val_loss == straight[0].val_loss == straight[1].val_loss
+    a, _ = _final_arrays(tmp_path / "a")
+    for other in ("b", "resumed"):
+        b, _ = _final_arrays(tmp_path / other)
+        assert set(a) == set(b)
+        assert all(a[k].tobytes() == b[k].tobytes() for k in a), other
