@@ -43,10 +43,32 @@ CHECKSUM = "sha256"  # metadata key of content_digest
 
 
 class CheckpointError(UserError):
-    """A checkpoint that cannot be read or does not describe a valid model."""
+    """A checkpoint that cannot be read or does not describe a valid model: exit 1 (a
+    damaged file), or 2 for a file that was never a charlstm checkpoint (the user's
+    mistake, with a hint at what reads it)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, exit_code=1)
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message, exit_code=exit_code)
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    """An 8-byte header length of a plausible size, then a JSON object (a truncated
+    checkpoint still starts so, and is reported as damaged, not as a wrong file)."""
+    return int.from_bytes(data[:8], "little") < 100_000_000 and data[8:9] == b"{"
+
+
+def not_a_checkpoint(path: Path, safetensors: bool) -> CheckpointError:
+    """The error for a file that is not a charlstm checkpoint, saying what it may be."""
+    if path.suffix == ".onnx":
+        hint = ("it is an ONNX graph (charlstm export writes those; charlstm reads only "
+                "checkpoints): give the checkpoint it was exported from")
+    elif safetensors:
+        hint = ("if it is a PyTorch state dict (charlstm export writes those), make it a "
+                f"checkpoint with: charlstm import {path} OUT.safetensors --vocab VOCAB.json")
+    else:
+        hint = ("a checkpoint is the .safetensors file charlstm train, charlstm import or "
+                "LanguageModel.save writes")
+    return CheckpointError(f"{path} is not a charlstm checkpoint; {hint}", exit_code=2)
 
 
 @dataclass
@@ -133,6 +155,8 @@ def load_checkpoint(path) -> Checkpoint:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not _looks_like_safetensors(data):
+        raise not_a_checkpoint(path, safetensors=False)
     try:
         tensors = st_load(data)
         metadata = _read_metadata(data)
@@ -145,7 +169,7 @@ def load_checkpoint(path) -> Checkpoint:
                               "it was saved with (a damaged disk or copy); use another "
                               "checkpoint (the run's best or last) or a backup")
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a charlstm checkpoint")
+        raise not_a_checkpoint(path, safetensors=True)
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(f"{path} has checkpoint format version "
                               f"{metadata.get('format_version')}; this charlstm reads "

@@ -53,10 +53,11 @@ RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_e
 
 
 class TrainingError(UserError):
-    """Training cannot go on (diverged, data changed): exit 1, one line."""
+    """Training cannot go on, in one line: exit 1 when it failed (diverged, the disk
+    filled), 2 when what it was given cannot be resumed (other data, a model-only file)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, exit_code=1)
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message, exit_code=exit_code)
 
 
 # ----------------------------------------------------------------------------- run state
@@ -166,7 +167,9 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
                    pending_eval=bool(meta.get("pending_eval", False)))
     except KeyError as e:
         raise TrainingError(f"{path} cannot be resumed: it lacks the training state "
-                            f"{e.args[0]!r} (not a training checkpoint, or incomplete)") from None
+                            f"{e.args[0]!r} (a model-only checkpoint?); a new run can start "
+                            f"from its weights with --init-from {shlex.quote(str(path))}",
+                            exit_code=2) from None
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{path} cannot be resumed (not a training checkpoint, or "
                             f"incomplete: {e})") from None
@@ -476,14 +479,18 @@ def _resume_locked(out: Path, overrides: dict) -> Outcome:
         stored = TrainConfig.from_dict(ckpt.meta["train_config"])
     except KeyError:
         raise TrainingError(f"{out / LAST} holds no training config (a model-only "
-                            "checkpoint?); it cannot be resumed") from None
+                            "checkpoint?); it cannot be resumed, but a new run can start "
+                            f"from its weights with --init-from {shlex.quote(str(out))}",
+                            exit_code=2) from None
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     config = resume_config(stored, overrides, out)
     text, sha, path = load_text(config)
     if sha != ckpt.meta.get("data_sha256"):
         raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
-                            "differs); resume with the original --data")
+                            "differs); resume with the original --data, or fine-tune on "
+                            f"this text with --init-from {shlex.quote(str(out))}",
+                            exit_code=2)
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
     corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)

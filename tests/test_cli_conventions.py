@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_train_cli import TEXT, TINY
 
@@ -138,3 +139,20 @@ def test_progress_lines_go_wherever_stdout_is_a_file_or_pipe(monkeypatch, stdout
     else:
         assert lines == ["step 40: val loss 2.1000 nats (3.030 bpc), train 2.0000"]
     assert ("20/40 [" in err.getvalue()) == stderr_tty  # the bar, on a terminal only
+
+
+def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, capsys):
+    from safetensors.numpy import save_file
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x032.1" + bytes(200))
+    rc, _, err = charlstm(capsys, "sample", onnx)
+    assert rc == 2 and err.count("\n") == 1
+    assert "is not a charlstm checkpoint; it is an ONNX graph" in err
+    exported = tmp_path / "exported.safetensors"
+    save_file({"lstm.weight_ih_l0": np.zeros((8, 3), np.float32)}, str(exported))
+    rc, _, err = charlstm(capsys, "sample", exported)
+    assert rc == 2 and f"charlstm import {exported} OUT.safetensors --vocab VOCAB.json" in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    rc, _, err = charlstm(capsys, "info", notes)
+    assert rc == 2 and "is not a charlstm checkpoint; a checkpoint is the .safetensors" in err

@@ -104,3 +104,18 @@ def test_the_hint_for_changing_the_model_size_works_when_followed(base, tmp_path
                                 "--hidden-size", 16)
     assert rc == 0, err
     assert load_checkpoint(new / "last.safetensors").config.hidden_size == 16
+
+
+def test_resuming_on_other_text_is_a_usage_error_pointing_at_init_from(base, tmp_path, capsys):
+    rc, _, err = charlstm_cli(capsys, "train", "--resume", base, "--data",
+                              tmp_path / "new.txt", "--max-steps", 8)
+    assert rc == 2 and "is not the text this run was trained on" in err
+    assert f"fine-tune on this text with --init-from {shlex.quote(str(base))}" in err
+    rc, _, err = charlstm_cli(capsys, "train", "--init-from", base, "--data",
+                              tmp_path / "new.txt", "--out", tmp_path / "ft", "--max-steps", 2,
+                              "--seq-len", 8, "--batch-size", 2)
+    assert rc == 0, err
+    # a model-only checkpoint cannot be resumed, but it can start a run
+    charlstm.load(base).save(tmp_path / "ft" / "last.safetensors")
+    rc, _, err = charlstm_cli(capsys, "train", "--resume", tmp_path / "ft")
+    assert rc == 2 and "cannot be resumed" in err and "--init-from" in err
