@@ -17,7 +17,7 @@ from .errors import UserError, os_error_message
 from .progress import silence_stdout
 
 COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
-            "fetch"]
+            "fetch", "visualize"]
 
 
 def build_parser() -> argparse.ArgumentParser:
