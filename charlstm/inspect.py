@@ -12,7 +12,8 @@ GRU: h and gates r, z, n; RNN: h). Then, as in Karpathy, Johnson & Fei-Fei,
   * measure gate saturation: how often each sigmoid gate is < 0.1 or > 0.9.
 
 Everything here is a pure function of arrays; `charlstm visualize` shows the
-same numbers on a page and in --json. Only `cell_signals` knows cell layouts.
+same numbers on a page and in --json, for any cell: `cell_signals` reads a cell's
+activations through the cell interface.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import layers
+from .cells import get_cell
 from .config import ModelConfig
 from .model import forward
 
@@ -40,27 +42,17 @@ class Activations(NamedTuple):
 
 
 def cell_signals(cell: str, cache) -> list[Signal]:
-    """A layer's signals from its forward cache (one stream, B = 1).
+    """A layer's signals from its forward cache (one stream, B = 1), through the
+    cell interface (charlstm.cells.Cell.activations): states, then gates."""
+    module = get_cell(cell)
 
-    The only cell-specific code in this module: it names the cache fields.
-    cache: the cell's NamedTuple (h is (N+1, 1, H) with h[0] the initial state;
-    gates (N, 1, G*H) post-activation, in torch's block order).
-    """
-    h = cache.h[1:, 0]
-    if cell == "rnn":
-        return [Signal("h", "state", h)]
-    gates = cache.gates[:, 0]
-    H = h.shape[1]
-    if cell == "lstm":
-        blocks = [("i", "gate"), ("f", "gate"), ("g", "tanh"), ("o", "gate")]
-        states = [Signal("h", "state", h), Signal("c", "state", cache.c[1:, 0])]
-    elif cell == "gru":
-        blocks = [("r", "gate"), ("z", "gate"), ("n", "tanh")]
-        states = [Signal("h", "state", h)]
-    else:
-        raise ValueError(f"unknown cell {cell!r}")
-    return states + [Signal(name, kind, gates[:, j * H:(j + 1) * H])
-                     for j, (name, kind) in enumerate(blocks)]
+    def kind(name):
+        if name in module.STATE_NAMES:
+            return "state"
+        return "tanh" if name in module.TANH_GATES else "gate"
+
+    return [Signal(name, kind(name), values[:, 0])
+            for name, values in module.activations(cache).items()]
 
 
 def record(params: dict, config: ModelConfig, ids: np.ndarray, window: int = 1000

@@ -63,17 +63,37 @@ def test_cell_implements_the_whole_interface(cell):
     assert cell in RECURRENT  # its torch twin, for interop and the parity proofs
 
 
-@pytest.mark.parametrize("cell", NAMES)
-def test_keep_gate_is_a_cached_sigmoid_gate_or_none(cell):
-    module, rng = CELLS[cell], np.random.default_rng(0)
-    T, B, H = 3, 2, 4
+def run_window(module, T=3, B=2, H=4):
+    """A cell's forward() on a random window: hs (T, B, H), final state, cache."""
+    rng = np.random.default_rng(0)
     xw = rng.normal(size=(T, B, module.GATES * H))
     state0 = tuple(rng.normal(size=(B, H)) for _ in module.STATE_NAMES)
     W_hh, b_hh = rng.normal(size=(module.GATES * H, H)), rng.normal(size=module.GATES * H)
-    _, _, cache = module.forward(xw, state0, W_hh, b_hh)
-    gate = module.keep_gate(cache)
+    return module.forward(xw, state0, W_hh, b_hh)
+
+
+@pytest.mark.parametrize("cell", NAMES)
+def test_keep_gate_is_a_cached_sigmoid_gate_or_none(cell):
+    module = CELLS[cell]
+    gate = module.keep_gate(run_window(module)[2])
     if gate is not None:
-        assert gate.shape == (T, B, H) and np.all((gate > 0) & (gate < 1))
+        assert gate.shape == (3, 2, 4) and np.all((gate > 0) & (gate < 1))
+
+
+@pytest.mark.parametrize("cell", NAMES)
+def test_activations_name_every_state_and_gate(cell):
+    module = CELLS[cell]
+    hs, stateT, cache = run_window(module)
+    acts = module.activations(cache)
+    assert list(acts) == [*module.STATE_NAMES, *module.GATE_NAMES]
+    assert set(module.TANH_GATES) <= set(module.GATE_NAMES)
+    assert all(a.shape == hs.shape for a in acts.values())
+    np.testing.assert_array_equal(acts["h"], hs)
+    for k, s in enumerate(module.STATE_NAMES):
+        np.testing.assert_array_equal(acts[s][-1], stateT[k])
+    for g in module.GATE_NAMES:  # sigmoid gates in (0, 1), tanh ones in (-1, 1)
+        low = -1 if g in module.TANH_GATES else 0
+        assert np.all((acts[g] > low) & (acts[g] < 1)), g
 
 
 # ----------------------------------------------------------------------------- forward

@@ -29,6 +29,8 @@ class Cell(Protocol):
 
     GATES: int  # blocks of H rows in W_ih / W_hh (4 LSTM, 3 GRU, 1 RNN)
     STATE_NAMES: tuple[str, ...]  # the per-layer state arrays, "h" first: ("h", "c"), ("h",)
+    GATE_NAMES: tuple[str, ...]  # the cached post-activation gates, in block order (RNN: none)
+    TANH_GATES: tuple[str, ...]  # those of GATE_NAMES squashed by tanh, not a sigmoid
 
     def init_bias(self, b_ih: np.ndarray, forget_bias: float) -> None:
         """Bias b_ih (G,) in place at init so the cell keeps its state longer (or nothing)."""
@@ -55,6 +57,10 @@ class Cell(Protocol):
     def keep_gate(self, cache: Any) -> np.ndarray | None:
         """(T, B, H) view of the cached gate that carries the state from step to step
         (LSTM f, GRU z), or None for a cell without one (the tanh RNN)."""
+
+    def activations(self, cache: Any) -> dict[str, np.ndarray]:
+        """(T, B, H) views of the window's states after each step and its gates, by
+        name, STATE_NAMES then GATE_NAMES (what charlstm.inspect reads)."""
 
 
 CELLS: dict[str, Cell] = {"lstm": lstm, "gru": gru, "rnn": rnn}

@@ -32,6 +32,8 @@ from .activations import sigmoid_
 
 GATES = 3  # blocks of H rows in W_ih / W_hh
 STATE_NAMES = ("h",)
+GATE_NAMES = ("r", "z", "n")
+TANH_GATES = ("n",)
 
 
 class GRUCache(NamedTuple):
@@ -106,6 +108,13 @@ def step(xw, state0, W_hh, b_hh, out) -> None:
     B, G = xw.shape
     a, hn = np.empty((B, G), dtype=xw.dtype), np.empty((B, G // GATES), dtype=xw.dtype)
     _step(xw, state0[0], W_hh.T, b_hh, a, hn, out[0])
+
+
+def activations(cache: GRUCache) -> dict[str, np.ndarray]:
+    """(T, B, H) views: h after each step, then the gates r, z, n."""
+    H = cache.hn.shape[-1]
+    gates = {name: cache.gates[..., j * H:(j + 1) * H] for j, name in enumerate(GATE_NAMES)}
+    return {"h": cache.h[1:], **gates}
 
 
 def keep_gate(cache: GRUCache) -> np.ndarray:

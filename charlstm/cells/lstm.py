@@ -43,6 +43,8 @@ except ImportError:
 
 GATES = 4  # blocks of H rows in W_ih / W_hh
 STATE_NAMES = ("h", "c")
+GATE_NAMES = ("i", "f", "g", "o")
+TANH_GATES = ("g",)
 # Per-step element-wise maths: "numba" (fused kernels) when numba is installed and
 # CHARLSTM_BACKEND is not "numpy", else "numpy". Tests switch it to prove both agree.
 BACKEND = ("numba" if _NUMBA_KERNELS and os.environ.get("CHARLSTM_BACKEND") != "numpy"
@@ -202,6 +204,13 @@ def keep_gate(cache: LSTMCache) -> np.ndarray:
     """The forget gate f (T, B, H) of the window: c = f*c_prev + i*g."""
     H = cache.c.shape[-1]
     return cache.gates[..., H : 2 * H]
+
+
+def activations(cache: LSTMCache) -> dict[str, np.ndarray]:
+    """(T, B, H) views: h and c after each step, then the gates i, f, g, o."""
+    H = cache.c.shape[-1]
+    gates = {name: cache.gates[..., j * H:(j + 1) * H] for j, name in enumerate(GATE_NAMES)}
+    return {"h": cache.h[1:], "c": cache.c[1:], **gates}
 
 
 def _backward_factors(gates, c_prev, tanh_c, F, A) -> None:

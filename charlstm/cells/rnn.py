@@ -20,6 +20,8 @@ import numpy as np
 
 GATES = 1  # blocks of H rows in W_ih / W_hh
 STATE_NAMES = ("h",)
+GATE_NAMES = ()  # its one block of W_ih rows is h's own pre-activation
+TANH_GATES = ()
 
 
 class RNNCache(NamedTuple):
@@ -68,6 +70,11 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
 def step(xw, state0, W_hh, b_hh, out) -> None:
     """One step for sampling: xw (B, H), state0 (h_prev,), out (h,), each (B, H)."""
     _step(xw, state0[0], W_hh.T, b_hh, out[0])
+
+
+def activations(cache: RNNCache) -> dict[str, np.ndarray]:
+    """(T, B, H) view: h after each step (the RNN has no gates)."""
+    return {"h": cache.h[1:]}
 
 
 def keep_gate(cache: RNNCache) -> None:
