@@ -61,7 +61,9 @@ def load_text(args, ckpt) -> tuple[str, str]:
         text, where, which, val_frac = read_text(args.text, errors), args.text, "all", 0.0
     else:
         data = resolve_eval_data(None, trained)
-        text, where, which = read_text(data, errors), f"{data} ({args.split} split)", args.split
+        # named as the run names it ("tinyshakespeare"), not by where it was found
+        where = f"{trained.data} ({args.split} split)"
+        text, which = read_text(data, errors), args.split
         val_frac = (trained or TrainConfig()).val_frac
         if which == "val" and val_frac == 0:
             raise UserError("the model was trained with --val-frac 0: it has no validation "
