@@ -28,8 +28,8 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-from .checkpoint import atomic_write_bytes
 from .errors import UserError
+from .fsutil import atomic_write_bytes
 
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation; a dead network fails in this time
 

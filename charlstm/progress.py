@@ -43,9 +43,11 @@ class Progress:
     when stdout is a file or pipe (`train > train.log` from a terminal gets both: the bar
     on screen, the lines in the file) or when there is no bar."""
 
-    def __init__(self, total: int | None, initial: int):
+    def __init__(self, total: int | None, initial: int, say=echo):
+        """say(text) prints a line (echo for the CLI); None: a silent run, no bar either."""
+        self.say = say
         self.bar = None
-        if sys.stderr.isatty():
+        if say is not None and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                             file=sys.stderr)
@@ -57,6 +59,8 @@ class Progress:
             self.bar.update(1)
 
     def record(self, rec: dict) -> None:
+        if self.say is None:
+            return
         if self.bar is not None:
             post = {"loss": f"{rec['train_loss']:.4f}", "bpc": f"{rec['train_bpc']:.3f}",
                     "chars/s": f"{rec['chars_per_s']:,.0f}"}
@@ -75,13 +79,15 @@ class Progress:
                   f"{rec['chars_per_s']:,.0f} chars/s | {format_duration(rec['elapsed_s'])}")
 
     def line(self, text: str) -> None:
+        if self.say is None:
+            return
         if self.bar is not None:
             try:
                 self.bar.write(text, file=sys.stdout)
             except OSError:
                 silence_stdout()
         else:
-            echo(text)
+            self.say(text)
 
     def close(self) -> None:
         if self.bar is not None:

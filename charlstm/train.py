@@ -10,6 +10,9 @@ on is in a `Run`: parameters, optimizer slots and step count, data cursor,
 carried state, the dropout generator, best validation loss, elapsed time. A
 checkpoint stores all of it (arrays as tensors, the rest as JSON meta), so
 `charlstm train --resume RUN_DIR` continues bit for bit as if never stopped.
+
+This module owns the loop, the schedule's use and what a checkpoint holds; where the
+files go is runs.py's, and what is shown is the caller's (see `Say`).
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import math
 import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, engine, model
-from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, dump_toml
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
 from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
@@ -35,16 +39,26 @@ from .finetune import load_init
 from .layers import LN2
 from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, make_optimizer
-from .progress import Progress, StopSignals, echo
+from .progress import Progress, StopSignals
 from .resources import check_fits
-from .runs import BEST, LAST, LOG, PLOT
+from .runs import (
+    BEST,
+    CONFIG,
+    LAST,
+    LOG,
+    prepare_run_dir,
+    resolve_paths,
+    truncate_log,
+    write_config,
+)
 from .schedules import horizon_steps, learning_rate
 from .text import Vocab, read_text
 
-CONFIG = "config.toml"
-RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
 STOPPING = ("max_steps", "epochs", "time_budget")
 DTYPE = np.float32
+# The trainer prints nothing: its progress lines and messages go to a say(text) the caller
+# gives (the train command passes progress.echo), or nowhere.
+Say = Callable[[str], None]
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
 # any step computes (a new stopping point does move a cosine schedule's horizon).
@@ -235,25 +249,28 @@ def _progress_fraction(run: Run, horizon: int | None, budget_s: float | None) ->
     return run.elapsed / budget_s if budget_s else 0.0
 
 
-def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
+def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
+        say: Say | None = None) -> Outcome:
     """Train until a stopping criterion or a signal; write log, checkpoints, best.
+    Progress lines and messages go to say (None: a silent run; the CLI passes echo).
 
     A failed write (a full disk, say) stops training with a TrainingError that names
     the file; every checkpoint is written atomically, so the last one is intact.
     """
     try:
-        return _fit(run, batches, val_ids, out_dir)
+        return _fit(run, batches, val_ids, out_dir, say)
     except OSError as e:
         raise TrainingError(f"{os_error_message(e)}. Training stopped at step {run.step}; "
                             f"{_last_saved(out_dir)} is intact: resume with charlstm train "
                             f"--resume {shlex.quote(str(out_dir))}") from None
 
 
-def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path) -> Outcome:
+def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
+         say: Say | None) -> Outcome:
     cfg = run.config
     horizon = horizon_steps(cfg, batches.windows_per_epoch)
     budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
-    progress = Progress(horizon, run.step)
+    progress = Progress(horizon, run.step, say)
     start, elapsed0 = time.perf_counter(), run.elapsed
     val_loss, reason = None, None
     with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
@@ -360,48 +377,11 @@ def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, 
     return make_corpus(text, config.val_frac, source=path, vocab=vocab), sha, path
 
 
-def resolve_paths(config: TrainConfig) -> TrainConfig:
-    """Make the stored config independent of the working directory: a data path becomes
-    absolute (a dataset name stays a name), an empty --out becomes runs/<data>-<time>."""
-    from .datasets import DATASETS
-    data = config.data
-    if data not in DATASETS or Path(data).expanduser().is_file():
-        data = str(Path(data).expanduser().resolve())
-    out = config.out or str(Path("runs") / (
-        f"{Path(config.data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    init_from = config.init_from and str(Path(config.init_from).expanduser().resolve())
-    return replace(config, data=data, out=out, init_from=init_from)
-
-
 def with_default_stop(config: TrainConfig) -> TrainConfig:
     """No --max-steps, --epochs or --time-budget: train for DEFAULT_TIME_BUDGET minutes."""
     if config.max_steps is None and config.epochs is None and config.time_budget is None:
         return replace(config, time_budget=DEFAULT_TIME_BUDGET)
     return config
-
-
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create out, refusing one that already holds a run (a checkpoint) unless force.
-    The files of a run that stopped before its first checkpoint (config.toml, a log)
-    are replaced without asking: there is nothing in them to resume. Only RUN_FILES
-    are ever removed, never anything else in the directory."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if (out / LAST).exists() or (out / BEST).exists():
-        if not force:
-            raise UserError(f"{out} already holds a run ({', '.join(present)}); resume it "
-                            f"with --resume {out}, pass --force to replace it, or choose "
-                            "another --out")
-    elif CONFIG in present:
-        echo(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
-             "starting it again")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in present:
-            (out / name).unlink()
-    except OSError as e:
-        raise UserError(f"cannot prepare --out {out}: {e.strerror or e}") from None
 
 
 def _describe(run: Run, corpus: Corpus, batches: Batches, path: str, resumed: bool) -> str:
@@ -432,8 +412,8 @@ def _describe_stop(cfg: TrainConfig) -> str:
     return " or ".join(parts) + ", whichever comes first; Ctrl-C saves and stops"
 
 
-def start_training(config: TrainConfig, force: bool = False) -> Outcome:
-    """A new run in config.out (see resolve_paths, with_default_stop)."""
+def start_training(config: TrainConfig, force: bool = False, say: Say | None = None) -> Outcome:
+    """A new run in config.out (see runs.resolve_paths, with_default_stop); say as in fit."""
     config = with_default_stop(resolve_paths(config))
     init = load_init(config.init_from) if config.init_from else None
     corpus, sha, path = load_data(config, None if init is None else Vocab(init.vocab))
@@ -445,15 +425,18 @@ def start_training(config: TrainConfig, force: bool = False) -> Outcome:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     with run_dir_lock(out):
-        prepare_run_dir(out, force)
+        if prepare_run_dir(out, force) and say:
+            say(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
+                "starting it again")
         run = new_run(config, corpus, sha, init)
-        atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
-        echo(_describe(run, corpus, batches, path, resumed=False))
-        return fit(run, batches, corpus.val, out)
+        write_config(out, config)
+        if say:
+            say(_describe(run, corpus, batches, path, resumed=False))
+        return fit(run, batches, corpus.val, out, say)
 
 
-def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
-    """Continue the run in run_dir from its last checkpoint, exactly.
+def resume_training(run_dir, overrides: dict | None = None, say: Say | None = None) -> Outcome:
+    """Continue the run in run_dir from its last checkpoint, exactly; say as in fit.
 
     overrides: settings to change, only those in RESUME_OVERRIDABLE (stopping,
     logging, a moved data file); the data must be the same text.
@@ -470,10 +453,10 @@ def resume_training(run_dir, overrides: dict | None = None) -> Outcome:
         raise UserError(f"--resume {out}: no {LAST} in it; is it a run directory written "
                         "by charlstm train?")
     with run_dir_lock(out):
-        return _resume_locked(out, overrides or {})
+        return _resume_locked(out, overrides or {}, say)
 
 
-def _resume_locked(out: Path, overrides: dict) -> Outcome:
+def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
     ckpt = load_checkpoint(out / LAST)
     try:
         stored = TrainConfig.from_dict(ckpt.meta["train_config"])
@@ -501,13 +484,15 @@ def _resume_locked(out: Path, overrides: dict) -> Outcome:
         raise_it = ("give a larger one" if any(k in overrides for k in STOPPING)
                     else "give a new limit, --max-steps N, --epochs E or --time-budget MIN "
                     "(it replaces the run's limits)")
-        echo(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
-             f"{raise_it} to train further")
+        if say:
+            say(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
+                f"{raise_it} to train further")
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
-    _truncate_log(out / LOG, run.step)
-    atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
-    echo(_describe(run, corpus, batches, path, resumed=True))
-    return fit(run, batches, corpus.val, out)
+    truncate_log(out / LOG, run.step)
+    write_config(out, config)
+    if say:
+        say(_describe(run, corpus, batches, path, resumed=True))
+    return fit(run, batches, corpus.val, out, say)
 
 
 def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfig:
@@ -534,20 +519,3 @@ def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfi
     except ValueError as e:
         raise UserError(str(e)) from None
     return replace(resolve_paths(replace(config, out=str(out))), out=str(out))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records past the checkpoint's step (written after it, before a crash),
-    so the log of a resumed run reads as one run."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a crash
-    if len(keep) != len(lines):
-        atomic_write_bytes(path, "".join(keep).encode("utf-8"))

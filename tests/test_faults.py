@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_train_cli import TEXT, TINY
 
-from charlstm import checkpoint, cli
+from charlstm import cli, fsutil
 from charlstm.checkpoint import load_checkpoint
 from charlstm.lockfile import run_dir_lock
 
@@ -57,7 +57,7 @@ def fail_fsync_from(monkeypatch, n: int, code=errno.ENOSPC) -> None:
         if len(calls) >= n:
             raise OSError(code, os.strerror(code))
         return real(fd)
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(fsutil.os, "fsync", fsync)
 
 
 def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, capsys,
@@ -98,7 +98,7 @@ def test_export_into_a_read_only_directory_is_one_line(trained, tmp_path, capsys
                                                        monkeypatch):
     def mkstemp(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs.get("dir"))
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", mkstemp)
     rc, _, err = run_cli(capsys, "export", trained, tmp_path / "m.safetensors")
     line = one_line(err)
     assert rc == 1 and f"{tmp_path / 'm.safetensors'}: Permission denied" in line

@@ -15,6 +15,7 @@ from charlstm.checkpoint import load_checkpoint
 from charlstm.config import TrainConfig, dump_toml, load_toml
 from charlstm.evaluate import evaluate
 from charlstm.model import init_params
+from charlstm.runs import resolve_paths
 from charlstm.schedules import horizon_steps, learning_rate
 
 # A 125-character corpus: with B=2, T=8 an epoch is 6 windows, so a 16-step run wraps twice.
@@ -70,7 +71,7 @@ def test_training_learns_a_repetitive_text(tmp_path, capsys):
     cfg = TrainConfig(data=str(tmp_path / "abc.txt"), out=str(tmp_path / "run"),
                       hidden_size=16, num_layers=1, seq_len=16, batch_size=4, lr=1e-2,
                       max_steps=80, warmup_steps=5, eval_every=40, log_every=10)
-    outcome = tr.start_training(cfg)
+    outcome = tr.start_training(cfg, say=print)  # the trainer prints only through say
     assert outcome.val_loss < 0.25 < math.log(4)  # a deterministic text: loss towards 0
     records = [json.loads(line) for line in (tmp_path / "run/log.jsonl").open()]
     assert [r["step"] for r in records] == [10, 20, 30, 40, 50, 60, 70, 80]
@@ -145,7 +146,8 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path, monkeypatch, stop_a
 def test_resume_extends_a_finished_run_and_refuses_changed_settings(tmp_path, capsys):
     cfg = tiny_config(tmp_path, max_steps=4, lr_schedule="constant", dropout=0.0)
     tr.start_training(cfg)
-    assert tr.resume_training(tmp_path / "run").step == 4
+    assert capsys.readouterr().out == ""  # no say: a silent run
+    assert tr.resume_training(tmp_path / "run", say=print).step == 4
     assert "already finished" in capsys.readouterr().out
     assert tr.resume_training(tmp_path / "run", {"max_steps": 7}).step == 7
     assert load_toml(tmp_path / "run/config.toml")["max_steps"] == 7
@@ -190,7 +192,7 @@ def test_non_finite_gradient_stops(tmp_path, monkeypatch):
 def test_config_toml_round_trips_and_paths_are_resolved(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    cfg = tr.resolve_paths(TrainConfig(data="corpus.txt", epochs=1.5))
+    cfg = resolve_paths(TrainConfig(data="corpus.txt", epochs=1.5))
     assert cfg.data == str(tmp_path / "corpus.txt")
     assert cfg.out.startswith("runs/corpus-")
     (tmp_path / "c.toml").write_text(dump_toml(cfg), encoding="utf-8")

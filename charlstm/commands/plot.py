@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes
 from ..runs import PLOT, read_log, resolve_log
 from .argtypes import integer
 

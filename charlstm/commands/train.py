@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
 from ..optim import OPTIMIZERS
+from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe
 from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
@@ -124,7 +125,7 @@ def run(args) -> int:
         if "init_from" in given:
             raise UserError("--resume continues a run, --init-from starts a new one from "
                             "its weights: give one of them")
-        outcome = resume_training(args.resume, given)
+        outcome = resume_training(args.resume, given, say=echo)
     else:
         settings = {}
         if args.config is not None:
@@ -142,7 +143,7 @@ def run(args) -> int:
         except (ValueError, TypeError) as e:
             where = f" (in {args.config} or the flags)" if args.config else ""
             raise UserError(f"{e}{where}") from None
-        outcome = start_training(config, force=args.force)
+        outcome = start_training(config, force=args.force, say=echo)
     if outcome.interrupted:
         return 130
     summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"

@@ -29,9 +29,10 @@ import numpy as np
 
 from .. import __version__
 from ..cells import get_cell
-from ..checkpoint import Checkpoint, atomic_write_bytes
+from ..checkpoint import Checkpoint
 from ..config import ModelConfig
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes
 
 try:
     import onnx

@@ -31,9 +31,10 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from ..cells import CELLS
-from ..checkpoint import Checkpoint, atomic_write_bytes
+from ..checkpoint import Checkpoint
 from ..config import ModelConfig
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes
 from ..model import param_shapes
 from ..text import Vocab
 
