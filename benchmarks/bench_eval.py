@@ -1,8 +1,10 @@
 """Evaluation throughput: forward only over Tiny Shakespeare's validation split.
 
-    python benchmarks/bench_eval.py [--repeats N] [--threads N] [--batch-size 64 --seq-len 100]
+    python benchmarks/bench_eval.py [--repeats N] [--threads N] [--load]
+                                    [--batch-size 64 --seq-len 100]
 
-charlstm: model.forward(..., need_cache=False) (no per-step cache); PyTorch:
+charlstm: charlstm.evaluate (no per-step cache; the streams split across --threads
+workers, as validation runs); PyTorch:
 nn.LSTM + nn.Linear under torch.no_grad(). Same weights, same windows, state
 carried; both losses are printed as a check that the two computed the same thing.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
-from common import interleaved, machine_line, median, read_corpus, table
+from common import add_load_flag, interleaved, median, read_corpus, session, table
 from impls import OursTrainer, TorchTrainer, torch_eval
 
 from charlstm.evaluate import evaluate
@@ -25,11 +27,18 @@ def main() -> None:
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=100)
-    ap.add_argument("--threads", type=int, help="BLAS/torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, help="charlstm workers and torch threads "
+                    "(default: all cores)")
+    add_load_flag(ap)
     args = ap.parse_args()
+    with session(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
     _, val, V = read_corpus()
     L, H, B, T = args.num_layers, args.hidden_size, args.batch_size, args.seq_len
-    print(machine_line() + "\n")
+    print()
     ours = OursTrainer(V, H, L, B)
     theirs = TorchTrainer(ours.params, L, B)
     loss = {}

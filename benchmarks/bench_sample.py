@@ -1,6 +1,7 @@
 """Sampling throughput: characters/second generated one at a time, charlstm vs PyTorch.
 
-    python benchmarks/bench_sample.py [--chars N] [--threads N] [--hidden-size 512 --num-layers 2]
+    python benchmarks/bench_sample.py [--chars N] [--threads N] [--load]
+                                      [--hidden-size 512 --num-layers 2]
 
 Both run the same generation loop (charlstm.sample.generate: temperature 1, one
 character per step per stream), with charlstm.model.step or torch.nn.LSTM +
@@ -14,7 +15,7 @@ import argparse
 
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
 import numpy as np
-from common import interleaved, machine_line, median, table
+from common import add_load_flag, interleaved, median, session, table
 from impls import OursTrainer, TorchTrainer, torch_step_fn
 
 from charlstm import model as cm
@@ -41,9 +42,15 @@ def main() -> None:
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--threads", type=int, help="BLAS/torch threads (default: all cores)")
+    add_load_flag(ap)
     args = ap.parse_args()
+    with session(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
     L, H = args.num_layers, args.hidden_size
-    print(machine_line() + "\n")
+    print()
     rows = []
     for B in (1, 64):
         ours = OursTrainer(V, H, L, B)

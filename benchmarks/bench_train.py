@@ -1,6 +1,7 @@
 """Training-step throughput: charlstm vs torch.nn.LSTM, alternated in one run.
 
-    python benchmarks/bench_train.py [--repeats N] [--threads N] [--configs 2x512:64:100 ...]
+    python benchmarks/bench_train.py [--repeats N] [--threads N] [--load]
+                                     [--configs 2x512:64:100 ...]
 
 One step = forward + backward + global-norm clip (5) + Adam, float32, vocabulary 65,
 hidden state carried between windows. Prints a markdown table: median chars/s of
@@ -17,12 +18,13 @@ import time
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
 import numpy as np
 from common import (
+    add_load_flag,
     interleaved,
-    machine_line,
     measure_peak_growth,
     median,
     peak_gemm_gflops,
     run_child,
+    session,
     table,
     train_flops,
 )
@@ -90,13 +92,19 @@ def main() -> None:
                     help="timed steps per implementation (default: about 5 s of work each)")
     ap.add_argument("--configs", nargs="+", default=CONFIGS, help="LxH:B:T entries")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
-    ap.add_argument("--threads", type=int, help="BLAS/torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, help="charlstm workers and torch threads "
+                    "(default: all cores)")
+    add_load_flag(ap)
     ap.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.configs[0])
         return
-    print(machine_line())
+    with session(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
     peak = peak_gemm_gflops()
     best = max(peak.values())
     print(f"float32 GEMM peak (2048^3): numpy {peak['numpy']:.0f} GFLOP/s, "

@@ -29,6 +29,7 @@ THREADS = (_threads_flag() or os.environ.get("CHARLSTM_BENCH_THREADS")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = THREADS
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -48,7 +49,7 @@ def torch_module():
 
 
 def machine_line() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_1min()
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,6 +62,35 @@ def machine_line() -> str:
 
     return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both; numpy "
             f"{np.__version__}, torch {torch.__version__}; 1-min load at start {load:.2f}")
+
+
+def add_load_flag(ap) -> None:
+    ap.add_argument("--load", action="store_true",
+                    help="spin a second process on one core for the whole run (a busy machine)")
+
+
+def load_1min() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+@contextlib.contextmanager
+def session(load: bool = False):
+    """The frame of one benchmark run: prints the machine line (with the 1-minute
+    load at the start) and, at the end, the load then; with load=True a child
+    process busy-loops on the last core this process may use for the whole run."""
+    spinner = None
+    if load:
+        core = max(os.sched_getaffinity(0))
+        spinner = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, "
+                                    f"{{{core}}})\nwhile True:\n    pass"])
+    try:
+        print(machine_line() + (f"; --load: a process spinning on core {core}" if load else ""))
+        yield
+        print(f"\n1-min load at end {load_1min():.2f}")
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
