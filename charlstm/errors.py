@@ -30,6 +30,7 @@ _ADVICE = {
                   "another place",
     errno.EPERM: "not permitted: make it writable for you, or use another place",
     errno.EIO: "the disk reported an I/O error: check it before trusting its files",
+    errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter path",
 }
 
 

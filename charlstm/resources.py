@@ -11,7 +11,6 @@ from pathlib import Path
 from .cells import get_cell
 from .config import ModelConfig
 from .errors import UserError
-from .model import param_shapes
 
 # Arrays of one parameter's size alive during training, besides optimizer slots:
 # the parameters, their gradients, and the transposed/scaled copies the step keeps.
@@ -25,13 +24,10 @@ def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len
     state, plus the activations one (seq_len, batch_size) window caches for BPTT.
     """
     H, L, V = config.hidden_size, config.num_layers, config.vocab_size
-    n_params = 0
-    for shape in param_shapes(config).values():
-        size = 1
-        for d in shape:
-            size *= d
-        n_params += size
     G = get_cell(config.cell).GATES * H
+    # model.param_shapes in closed form (a dict of 4L shapes would itself exhaust memory
+    # for an absurd --num-layers): W_ih, W_hh, two biases per layer; the decoder
+    n_params = G * V + (L - 1) * G * H + L * (G * H + 2 * G) + V * H + V
     # per layer and step: input projections and gates (2G), states and their tanh (4H);
     # once per step: backward's gate gradients (2G) and logits, probabilities, dlogits (3V)
     per_step = L * (2 * G + 4 * H) + 2 * G + 3 * V

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -256,12 +257,23 @@ def test_a_model_too_big_for_the_memory_is_refused_up_front(tmp_path, corpus, ca
 
 def test_memory_estimate_counts_parameters_optimizer_and_one_window():
     from charlstm.config import ModelConfig
+    from charlstm.model import param_shapes
     from charlstm.resources import training_bytes
     config = ModelConfig(vocab_size=10, hidden_size=4, num_layers=1)
     n_params = 16 * 10 + 16 * 4 + 16 + 16 + 10 * 4 + 10
     window = 3 * 2 * (2 * 16 + 4 * 4 + 2 * 16 + 3 * 10)
     assert training_bytes(config, "adam", 2, 3) == 4 * (5 * n_params + window)
     assert training_bytes(config, "sgd", 2, 3) == 4 * (4 * n_params + window)
+    for cell, L in (("lstm", 3), ("gru", 2), ("rnn", 1)):  # the closed form is param_shapes
+        config = ModelConfig(vocab_size=7, hidden_size=5, num_layers=L, cell=cell)
+        n_params = sum(math.prod(s) for s in param_shapes(config).values())
+        assert training_bytes(config, "sgd", 1, 0) == 4 * 4 * n_params
+
+
+def test_absurd_layer_counts_are_refused_without_building_the_model(tmp_path, corpus, capsys):
+    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *TINY,
+                          "--num-layers", "100000000000")
+    assert "LSTM 100000000000 x 8 model needs about" in line
 
 
 def test_name_sets_come_from_their_registries(monkeypatch):
