@@ -18,10 +18,22 @@ from .progress import silence_stdout
 
 COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
             "fetch", "visualize"]
+# The commands that run the model on real amounts of data, where --threads matters.
+THREADED = ("train", "eval", "sample", "gradcheck", "gradflow", "visualize")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with charlstm's one error style: `charlstm: error: --flag: what is wrong
+    (see charlstm COMMAND --help)`, one line, exit 2, instead of a usage block."""
+
+    def error(self, message: str):
+        message = message.replace("argument ", "", 1) if message.startswith("argument ") \
+            else message
+        self.exit(2, f"charlstm: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="charlstm",
         description="Character-level LSTM language models with hand-derived backprop in NumPy.")
     parser.add_argument("--version", action="version", version=f"charlstm {__version__}")
@@ -29,12 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"charlstm.commands.{name}").register(sub)
-    for command_parser in sub.choices.values():  # options every command shares
+    for name, command_parser in sub.choices.items():  # options every command shares
         g = command_parser.add_argument_group("runtime")
-        g.add_argument("--threads", type=integer(1), metavar="N",
-                       help="worker threads (default: every core this process may use): the "
-                       "batch's streams are split across them, each on a one-thread BLAS; "
-                       "also caps the BLAS pool elsewhere. 1 is often fastest on a busy machine")
+        if name in THREADED:
+            g.add_argument("--threads", type=integer(1), metavar="N",
+                           help="worker threads (default: every core this process may use): "
+                           "the batch's streams are split across them, each on a one-thread "
+                           "BLAS; also caps the BLAS pool elsewhere. 1 is often fastest on a "
+                           "busy machine")
         add_debug(g, default=argparse.SUPPRESS)
     return parser
 
@@ -66,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with blas_threads(args.threads):
+        with blas_threads(getattr(args, "threads", None)):
             return int(args.run(args) or 0)
     except UserError as e:
         if args.debug:

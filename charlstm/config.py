@@ -207,6 +207,13 @@ def _from_dict(cls, d: dict, what: str):
     return cls(**d)
 
 
+def name_flag(message: str, given) -> str:
+    """A config ValueError's message ("max_steps must be ...") with the setting written
+    as the flag the user typed ("--max-steps must be ..."), if it is one of `given`."""
+    key = message.split(" ", 1)[0]
+    return "--" + key.replace("_", "-") + message[len(key):] if key in given else message
+
+
 def _is_number(value) -> bool:
     """A finite int or float: inf and nan pass every comparison they should fail (or
     fail silently later, as a NaN loss or an endless run), so they are never valid."""

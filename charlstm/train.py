@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__, engine, model
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, name_flag
 from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
@@ -517,5 +517,5 @@ def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfi
     try:
         config = replace(stored, **{k: v for k, v in overrides.items() if k != "out"})
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(name_flag(str(e), overrides)) from None
     return replace(resolve_paths(replace(config, out=str(out))), out=str(out))

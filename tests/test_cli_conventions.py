@@ -156,3 +156,48 @@ def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, capsys):
     notes.write_text("hello")
     rc, _, err = charlstm(capsys, "info", notes)
     assert rc == 2 and "is not a charlstm checkpoint; a checkpoint is the .safetensors" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--seq-len", "abc"], "--seq-len: expected an integer, got 'abc' "
+                                    "(see charlstm train --help)"),
+    (["train", "--cell", "transformer"], "--cell: invalid choice: 'transformer'"),
+    (["sample", "x", "--top-k", "0"], "--top-k: must be >= 1, got 0 (see charlstm sample --help)"),
+    (["eval", "x", "--split", "test"], "--split: invalid choice: 'test'"),
+    (["gradcheck", "--cell", "lstmm"], "--cell: invalid choice: 'lstmm' (choose from 'gru', "
+                                       "'lstm', 'rnn')"),
+    (["info", "x", "--threads", "2"], "unrecognized arguments: --threads 2"),
+    (["train", "--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
+    (["gradcheck", "--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+])
+def test_every_usage_error_is_one_line_naming_the_flag_as_typed(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        rc = main(argv)
+        raise SystemExit(rc)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("charlstm: error: ") and message in err
+
+
+def test_config_file_errors_name_the_key_and_the_file(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text("max_steps = 0\n")
+    rc, _, err = charlstm(capsys, "train", "--config", tmp_path / "c.toml")
+    assert rc == 2 and f"max_steps must be a positive integer, got 0 (in {tmp_path / 'c.toml'})" \
+        in err
+
+
+def test_threads_only_on_the_commands_that_compute():
+    from charlstm.cli import THREADED, build_parser
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        assert ("--threads" in parser.format_help()) == (name in THREADED), name
+    assert set(THREADED) == {"train", "eval", "sample", "gradcheck", "gradflow", "visualize"}
+
+
+def test_dropout_with_one_layer_warns(tmp_path, corpus, capsys):
+    rc, _, err = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "r",
+                          "--max-steps", 1, *TINY, "--dropout", 0.2)
+    assert rc == 0 and "warning: --dropout 0.2 does nothing with one layer" in err
+    rc, _, err = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "r2",
+                          "--max-steps", 1, *TINY, "--dropout", 0.2, "--num-layers", 2)
+    assert rc == 0 and "warning" not in err

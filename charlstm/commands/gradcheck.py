@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+from ..cells import CELLS
 from ..config import ModelConfig
 from ..errors import UserError
 from ..gradcheck import check_gradients, format_table, random_problem
-from .argtypes import integer
+from .argtypes import integer, number
 
 TOLERANCE = 1e-6
 
@@ -22,8 +23,9 @@ def register(sub) -> None:
     m.add_argument("--vocab-size", type=integer(1), default=7, help="characters (default 7)")
     m.add_argument("--hidden-size", type=integer(1), default=5, help="H (default 5)")
     m.add_argument("--num-layers", type=integer(1), default=2, help="L (default 2)")
-    m.add_argument("--cell", default="lstm", help="recurrent cell (default lstm)")
-    m.add_argument("--dropout", type=float, default=0.0,
+    m.add_argument("--cell", default="lstm", choices=sorted(CELLS),
+                   help="recurrent cell (default lstm)")
+    m.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.0,
                    help="check with a fixed dropout mask of this rate (default 0)")
     d = p.add_argument_group("data")
     d.add_argument("--seq-len", type=integer(1), default=4, help="T (default 4)")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from ..cells import CELLS
-from ..config import ENCODING_ERRORS, TrainConfig, load_toml
+from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
 from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
@@ -141,8 +142,13 @@ def run(args) -> int:
         try:
             config = TrainConfig.from_dict(settings)
         except (ValueError, TypeError) as e:
-            where = f" (in {args.config} or the flags)" if args.config else ""
-            raise UserError(f"{e}{where}") from None
+            message = name_flag(str(e), given)
+            where = f" (in {args.config})" if args.config and message == str(e) else ""
+            raise UserError(f"{message}{where}") from None
+        if config.dropout > 0 and config.num_layers == 1:
+            print(f"charlstm: warning: --dropout {config.dropout:g} does nothing with one "
+                  "layer (it acts between layers, as in torch.nn.LSTM); add --num-layers 2 "
+                  "or more to use it", file=sys.stderr)
         outcome = start_training(config, force=args.force, say=echo)
     if outcome.interrupted:
         return 130
