@@ -153,3 +153,14 @@ def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
     assert proc.stderr == ("charlstm: error: ONNX export needs the onnx package; install it "
                            "with: pip install 'charlstm[onnx]'\n")
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.vocab.json").exists()
+
+
+def test_a_cell_without_an_onnx_operator_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """A new cell registered without its ONNX mapping: export says so, writes nothing."""
+    from charlstm.interop import onnx as onnx_export
+    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("rnn", 1))
+    monkeypatch.delitem(onnx_export.ONNX_OPS, "rnn")
+    rc = cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "no operator for the rnn cell" in err
+    assert not (tmp_path / "m.onnx").exists()

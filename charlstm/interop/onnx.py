@@ -75,6 +75,10 @@ def build_model(ckpt: Checkpoint) -> onnx.ModelProto:
     """The ONNX graph of ckpt's model (see the module docstring); passes onnx.checker."""
     config, params = ckpt.config, ckpt.params
     cell, V, H, L = config.cell, config.vocab_size, config.hidden_size, config.num_layers
+    if cell not in ONNX_OPS:  # a cell with no standard ONNX operator mapped to it
+        raise UserError(f"ONNX export has no operator for the {cell} cell (it maps "
+                        f"{', '.join(ONNX_OPS)}); export it with --format torch instead",
+                        exit_code=1)
     states = state_names(cell)
     nodes, inits = [], []
 
