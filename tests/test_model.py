@@ -8,13 +8,6 @@ import pytest
 from charlstm import CharLSTM, ModelConfig
 from charlstm.cells import CELLS
 
-# the gate block init_bias shifts by forget_bias: LSTM f, GRU z; the tanh RNN has none
-FORGET_BLOCK = {"lstm": 1, "gru": 1, "rnn": None}
-
-
-def test_every_cell_says_which_block_gets_the_forget_bias():
-    assert set(FORGET_BLOCK) == set(CELLS)
-
 
 def test_initial_loss_is_close_to_log_vocab():
     V = 65
@@ -27,22 +20,35 @@ def test_initial_loss_is_close_to_log_vocab():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("fb", [0.0, 1.0])
-def test_forget_bias_and_init_range(cell, fb):
-    H, L = 16, 2
-    config = ModelConfig(vocab_size=10, hidden_size=H, num_layers=L, forget_bias=fb, cell=cell)
-    p = CharLSTM(config, seed=3, dtype=np.float64).params
+def test_forget_bias_opens_the_keep_gate_and_init_range(cell):
+    """Init is torch's U(-1/sqrt(H), 1/sqrt(H)) everywhere; forget_bias is added to one
+    H-block of bias_ih, and it is the cell's keep gate (with zero weights the cached keep
+    gate is sigmoid(forget_bias)); a cell without a keep gate ignores forget_bias."""
+    H, L, fb = 16, 2, 1.5
+    configs = [ModelConfig(vocab_size=10, hidden_size=H, num_layers=L, forget_bias=b,
+                           cell=cell) for b in (0.0, fb)]
+    p0, p1 = (CharLSTM(c, seed=3, dtype=np.float64).params for c in configs)
     bound = 1 / np.sqrt(H)
-    block = FORGET_BLOCK[cell]
-    for name, value in p.items():
-        if name.startswith(f"{cell}.bias_ih") and block is not None:
-            rows = slice(block * H, (block + 1) * H)
-            assert np.all(np.abs(value[rows] - fb) <= bound)
-            assert np.all(np.abs(np.delete(value, np.r_[rows])) <= bound)
+    assert all(np.all(np.abs(v) <= bound) for v in p0.values())
+    module = CELLS[cell]
+    for name in p0:
+        shift = p1[name] - p0[name]
+        if not name.startswith(f"{cell}.bias_ih"):
+            assert not shift.any(), name
+            continue
+        shifted = np.flatnonzero(shift.reshape(module.GATES, H).any(axis=1))
+        rng = np.random.default_rng(0)
+        xw = np.broadcast_to(shift, (2, 3, module.GATES * H)).copy()  # zero weights
+        state0 = tuple(rng.normal(size=(3, H)) for _ in module.STATE_NAMES)
+        zeros = np.zeros((module.GATES * H, H))
+        keep = module.keep_gate(module.forward(xw, state0, zeros, zeros[:, 0])[2])
+        if keep is None:
+            assert len(shifted) == 0
         else:
-            assert np.all(np.abs(value) <= bound), name
-    same = CharLSTM(config, seed=3, dtype=np.float64).params
-    assert all(np.array_equal(p[k], same[k]) for k in p)
+            assert len(shifted) == 1 and np.allclose(shift[shifted[0] * H:][:H], fb)
+            np.testing.assert_allclose(keep, 1 / (1 + np.exp(-fb)), rtol=1e-12)
+    same = CharLSTM(configs[1], seed=3, dtype=np.float64).params
+    assert all(np.array_equal(p1[k], same[k]) for k in p1)
 
 
 def test_bad_ids_are_rejected():
