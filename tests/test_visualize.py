@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from charlstm import cli, inspect
-from charlstm.checkpoint import load_checkpoint
+from charlstm.checkpoint import load_checkpoint, save_checkpoint
 from charlstm.text import Vocab
 
 TEXT = ('ROMEO:\nShe said "hi (and more)" to me,\nand [so] on.\n\n'
@@ -122,6 +122,20 @@ def test_text_file_and_bad_input(runs, tmp_path, capsys):
     assert rc == 2 and "--unknown skip" in err
     rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", tmp_path / "no" / "p.html")
     assert rc == 2 and "no such directory" in err
+
+
+def test_training_text_gone_or_unknown_points_at_text(runs, tmp_path, capsys):
+    ckpt = load_checkpoint(runs["lstm"] / "last.safetensors")
+    moved = tmp_path / "moved.safetensors"
+    ckpt.meta["train_config"]["data"] = str(tmp_path / "gone.txt")
+    save_checkpoint(moved, ckpt)
+    rc, _, err = charlstm(capsys, "visualize", moved, "--out", tmp_path / "p.html")
+    assert rc != 0 and "training text cannot be found" in err and "pass --text FILE" in err
+    del ckpt.meta["train_config"]
+    save_checkpoint(moved, ckpt)
+    rc, _, err = charlstm(capsys, "visualize", moved, "--out", tmp_path / "p.html")
+    assert rc == 2 and "does not say what it was trained on; pass --text FILE" in err
+    assert not (tmp_path / "p.html").exists()
 
 
 # --------------------------------------------------------------------- in a real browser

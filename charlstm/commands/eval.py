@@ -55,16 +55,17 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_eval_data(spec: str | None, trained: TrainConfig | None):
-    """--data, else the text the model was trained on, with a hint when that is gone."""
+def resolve_eval_data(spec: str | None, trained: TrainConfig | None, flag: str = "--data"):
+    """--data, else the text the model was trained on, with a hint (naming the
+    command's own `flag`) when that is gone."""
     if spec is not None:
         return resolve_data(spec)
     if trained is None:
-        raise UserError("this checkpoint does not say what it was trained on; pass --data FILE")
+        raise UserError(f"this checkpoint does not say what it was trained on; pass {flag} FILE")
     try:
         return resolve_data(trained.data)
     except UserError as e:
-        raise UserError(f"the training text cannot be found ({e}); pass --data FILE",
+        raise UserError(f"the training text cannot be found ({e}); pass {flag} FILE",
                         exit_code=e.exit_code) from None
 
 

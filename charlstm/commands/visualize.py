@@ -60,7 +60,7 @@ def load_text(args, ckpt) -> tuple[str, str]:
     if args.text is not None:
         text, where, which, val_frac = read_text(args.text, errors), args.text, "all", 0.0
     else:
-        data = resolve_eval_data(None, trained)
+        data = resolve_eval_data(None, trained, flag="--text")
         # named as the run names it ("tinyshakespeare"), not by where it was found
         where = f"{trained.data} ({args.split} split)"
         text, which = read_text(data, errors), args.split
