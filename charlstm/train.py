@@ -260,9 +260,13 @@ def fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
     try:
         return _fit(run, batches, val_ids, out_dir, say)
     except OSError as e:
+        if (out_dir / LAST).is_file():
+            kept = (f"{_last_saved(out_dir)} is intact: resume with charlstm train --resume "
+                    f"{shlex.quote(str(out_dir))}")
+        else:  # before the first checkpoint, or the run directory was moved away
+            kept = f"no checkpoint is left in {out_dir}"
         raise TrainingError(f"{os_error_message(e)}. Training stopped at step {run.step}; "
-                            f"{_last_saved(out_dir)} is intact: resume with charlstm train "
-                            f"--resume {shlex.quote(str(out_dir))}") from None
+                            f"{kept}") from None
 
 
 def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,

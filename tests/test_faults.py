@@ -78,6 +78,16 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, caps
     assert rc == 0 and load_checkpoint(run / "last.safetensors").meta["step"] == 6
 
 
+def test_disk_full_before_the_first_checkpoint_says_none_is_left(tmp_path, corpus, capsys,
+                                                                 monkeypatch):
+    fail_fsync_from(monkeypatch, 3)  # config.toml is written; last @ step 2 is not
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "r",
+                         "--max-steps", 20, "--checkpoint-every", 2, *TINY)
+    line = one_line(err)
+    assert rc == 1 and "No space left on device" in line
+    assert line.endswith(f"Training stopped at step 2; no checkpoint is left in {tmp_path / 'r'}")
+
+
 def test_read_only_run_dir_for_resume_is_one_line(trained, capsys, monkeypatch):
     real_open = os.open
 
