@@ -241,7 +241,8 @@ def test_eval_bad_inputs(tmp_path, ckpt, capsys):
     data.write_text(TEXT)
     rc, _, err = charlstm(capsys, "eval", path, "--data", tmp_path / "none.txt")
     assert_one_line_error(rc, err, 2, "no such file")
-    rc, _, err = charlstm(capsys, "eval", path, "--data", data, "--val-frac", 0)
+    rc, _, err = charlstm(capsys, "eval", path, "--data", data, "--val-frac", 0,
+                            "--split", "val")
     assert_one_line_error(rc, err, 2, "leaves nothing to evaluate")
     (tmp_path / "bad.txt").write_bytes(b"To be\xff")
     rc, _, err = charlstm(capsys, "eval", path, "--data", tmp_path / "bad.txt")

@@ -167,3 +167,22 @@ def test_every_public_function_of_the_api_has_a_docstring():
             ("generate", "stream", "save", "evaluate", "encode", "decode", "checkpoint")]
     for obj in api:
         assert obj.__doc__ and len(obj.__doc__.strip()) > 20, obj
+
+
+def test_eval_scores_all_of_another_text_and_the_val_split_of_its_own(run_dir, capsys,
+                                                                       tmp_path):
+    import json
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT[:300])
+    result = json.loads(cli_out(capsys, "eval", run_dir, "--data", other, "--json"))
+    assert result["split"] == "all" and result["characters"] == 299
+    assert result["loss"] == pytest.approx(charlstm.load(run_dir).evaluate(TEXT[:300]),
+                                           rel=1e-6)
+    assert result["bits_per_char"] == pytest.approx(result["loss"] / np.log(2))
+    # the text it was trained on (found by its checksum, wherever it lies): its val split
+    own = tmp_path / "copy.txt"
+    own.write_text(TEXT)
+    result = json.loads(cli_out(capsys, "eval", run_dir, "--data", own, "--json"))
+    assert result["split"] == "val" and result["val_frac"] == 0.1
+    assert result == {**json.loads(cli_out(capsys, "eval", run_dir, "--json")),
+                      "data": str(own), "seconds": result["seconds"]}

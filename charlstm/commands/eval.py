@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 
@@ -37,8 +39,9 @@ def register(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, metavar="FILE|tinyshakespeare",
                    help="text to evaluate on (default: the text the model was trained on)")
-    d.add_argument("--split", choices=SPLITS, default="val",
-                   help="the held-out end of the text (default), the training part, or all")
+    d.add_argument("--split", choices=SPLITS, default=None,
+                   help="the held-out end of the text, the training part, or all of it "
+                   "(default: val for the text the model was trained on, all for another)")
     d.add_argument("--val-frac", metavar="F", type=number(0, 1, high_open=True), default=None,
                    help="fraction held out at the end, as in training (default: the "
                    "model's own, else 0.1)")
@@ -47,6 +50,8 @@ def register(sub) -> None:
                    "(remove them from the text)")
     d.add_argument("--encoding-errors", choices=("strict", "replace"), default=None,
                    help="invalid UTF-8: strict = error, replace = U+FFFD (default: as trained)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object instead of a table")
     w = p.add_argument_group("windows (results barely depend on them)")
     w.add_argument("--batch-size", metavar="B", type=integer(1), default=None,
                    help="contiguous streams evaluated side by side (default: as trained)")
@@ -86,6 +91,15 @@ def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
     return ids[ids >= 0]
 
 
+def default_split(text: str, meta: dict, data_flag: str | None) -> str:
+    """val for the text the model was trained on (its held-out end is what it has not
+    seen), all for any other text (none of it was seen, so all of it is scored)."""
+    if data_flag is None:
+        return "val"
+    trained_on = meta.get("data_sha256")
+    return "val" if trained_on == hashlib.sha256(text.encode("utf-8")).hexdigest() else "all"
+
+
 def run(args) -> int:
     path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(path)
@@ -94,12 +108,13 @@ def run(args) -> int:
     trained = trained or TrainConfig()  # defaults for the settings below
     text = read_text(data, args.encoding_errors or trained.encoding_errors)
     val_frac = trained.val_frac if args.val_frac is None else args.val_frac
-    if args.split == "val" and val_frac == 0:
+    which = args.split or default_split(text, ckpt.meta, args.data)
+    if which == "val" and val_frac == 0:
         raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
                         "pass --split all or a positive --val-frac")
-    ids = split_ids(text, Vocab(ckpt.vocab), val_frac, args.split, args.unknown == "skip")
+    ids = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
     if len(ids) < 2:
-        raise UserError(f"the {args.split} split of {data} has {len(ids)} character(s); "
+        raise UserError(f"the {which} split of {data} has {len(ids)} character(s); "
                         "it needs at least 2 to score one prediction")
     batch_size = args.batch_size or trained.batch_size
     seq_len = args.seq_len or trained.seq_len
@@ -112,7 +127,14 @@ def run(args) -> int:
         loss = evaluate(ckpt.params, ckpt.config, ids, batch_size, seq_len,
                         abort=lambda: bar.update() and False)
     seconds = time.perf_counter() - start
-    what = f"{args.split} split (val-frac {val_frac:g})" if args.split != "all" else "all"
+    if args.json:
+        print(json.dumps({
+            "checkpoint": str(path), "data": str(data), "split": which,
+            "val_frac": val_frac if which != "all" else None, "characters": len(ids) - 1,
+            "loss": loss, "bits_per_char": loss / LN2, "perplexity": math.exp(loss),
+            "seconds": round(seconds, 3), "batch_size": batch_size, "seq_len": seq_len}))
+        return 0
+    what = f"{which} split (val-frac {val_frac:g})" if which != "all" else "all"
     print(f"checkpoint  {path}")
     print(f"data        {data}: {what}, {len(ids) - 1:,} characters scored")
     print(f"loss        {loss:.4f} nats/char")
