@@ -29,8 +29,8 @@ from common import (
     train_flops,
 )
 
-V = 65
-CONFIGS = ["1x128:32:64", "2x256:32:64", "2x512:64:100", "3x512:50:50"]
+V = 65  # 1x384 B32 T64 is the default model (charlstm train)
+CONFIGS = ["1x128:32:64", "1x384:32:64", "2x256:32:64", "2x512:64:100", "3x512:50:50"]
 
 
 def parse_config(text: str) -> tuple[int, int, int, int]:
