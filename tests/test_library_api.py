@@ -186,3 +186,32 @@ def test_eval_scores_all_of_another_text_and_the_val_split_of_its_own(run_dir, c
     assert result["split"] == "val" and result["val_frac"] == 0.1
     assert result == {**json.loads(cli_out(capsys, "eval", run_dir, "--json")),
                       "data": str(own), "seconds": result["seconds"]}
+
+
+def test_export_weights_only_is_the_small_checkpoint_to_share(run_dir, capsys, tmp_path):
+    out = tmp_path / "share.safetensors"
+    text = cli_out(capsys, "export", run_dir, out, "--weights-only")
+    assert f"wrote {out} (charlstm checkpoint, weights only" in text
+    assert load_checkpoint(out).arrays == {}
+    assert out.stat().st_size < (run_dir / "best.safetensors").stat().st_size
+    assert charlstm.load(out).generate("ROMEO:", 40, seed=4) == \
+        charlstm.load(run_dir).generate("ROMEO:", 40, seed=4)
+    capsys.readouterr()
+    assert cli.main(["export", str(run_dir), str(out), "--weights-only"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert cli.main(["export", str(run_dir), str(tmp_path / "x.pt"), "--weights-only"]) == 2
+    assert "name OUT x.safetensors" in capsys.readouterr().err
+
+
+def test_prime_file_is_the_prime(run_dir, capsys, tmp_path):
+    prime = "ROMEO:\nBut soft, what light"
+    (tmp_path / "prime.txt").write_text(prime)
+    args = ["sample", run_dir, "--length", 30, "--seed", 6]
+    from_file = cli_out(capsys, *args, "--prime-file", tmp_path / "prime.txt")
+    assert from_file == cli_out(capsys, *args, "--prime", prime)
+    assert from_file.startswith(prime)
+    assert cli.main(["sample", str(run_dir), "--prime", "R", "--prime-file",
+                     str(tmp_path / "prime.txt")]) == 2
+    assert "give the prime once" in capsys.readouterr().err
+    assert cli.main(["sample", str(run_dir), "--prime-file", str(tmp_path / "none.txt")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..interop.state_dict import save_state_dict, vocab_bytes, write_vocab
+from ..language_model import load
 from ..runs import resolve_checkpoint
 
 FORMATS = {".onnx": "onnx", ".safetensors": "torch", ".pt": "torch"}
@@ -26,8 +27,28 @@ def register(sub) -> None:
                    help="torch or onnx (default: from OUT's suffix)")
     o.add_argument("--vocab-out", metavar="VOCAB.json",
                    help="where to write the vocabulary (default: OUT with suffix .vocab.json)")
+    o.add_argument("--weights-only", action="store_true",
+                   help="instead, write OUT.safetensors as a charlstm checkpoint without the "
+                   "optimizer state (the small file to share: every command and "
+                   "charlstm.load read it; no VOCAB.json needed)")
     o.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(run=run)
+
+
+def export_weights(args, out: Path) -> int:
+    """--weights-only: the model as a charlstm checkpoint (LanguageModel.save)."""
+    if args.format or args.vocab_out:
+        raise UserError("--weights-only writes a charlstm checkpoint (vocabulary inside): "
+                        "drop --format/--vocab-out")
+    if out.suffix != ".safetensors":
+        raise UserError(f"--weights-only writes a .safetensors checkpoint; name OUT "
+                        f"{out.with_suffix('.safetensors').name}")
+    check_writable(out, args.force)
+    model = load(args.checkpoint)
+    model.save(out)
+    print(f"wrote {out} (charlstm checkpoint, weights only: {model.num_params():,} "
+          f"parameters, {out.stat().st_size / 1e6:.2f} MB)")
+    return 0
 
 
 def check_writable(path: Path, force: bool) -> None:
@@ -42,6 +63,8 @@ def check_writable(path: Path, force: bool) -> None:
 
 def run(args) -> int:
     out = Path(args.out)
+    if args.weights_only:
+        return export_weights(args, out)
     fmt = args.format or FORMATS.get(out.suffix)
     if fmt is None:
         raise UserError(f"cannot tell the format from {out.name!r}; pass --format torch|onnx "

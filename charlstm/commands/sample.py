@@ -11,6 +11,7 @@ from ..language_model import LanguageModel, load
 from ..model import zero_state
 from ..progress import silence_stdout
 from ..sample import encode_prime, numpy_step_fn, random_seed, sample_text, stream_rng
+from ..text import read_text
 from .argtypes import integer, number
 
 
@@ -40,6 +41,9 @@ def register(sub) -> None:
     r.add_argument("--prime", default=None, metavar="TEXT",
                    help="text to condition on, echoed before the sample (default: start "
                    "as at the beginning of a line)")
+    r.add_argument("--prime-file", default=None, metavar="FILE",
+                   help="read the prime from a UTF-8 text file (for long or multi-line "
+                   "primes) instead of --prime")
     r.add_argument("--unknown", choices=("error", "skip"), default="error",
                    help="prime characters the model has never seen: error (default) or skip")
     b = p.add_argument_group("backend")
@@ -63,6 +67,10 @@ def make_step_fn(model: LanguageModel, backend: str):
 
 
 def run(args) -> int:
+    if args.prime_file is not None:
+        if args.prime is not None:
+            raise UserError("give the prime once: --prime TEXT or --prime-file FILE")
+        args.prime = read_text(args.prime_file)
     model = load(args.checkpoint)
     vocab = model.vocab
     seed = args.seed
