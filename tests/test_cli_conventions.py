@@ -201,3 +201,14 @@ def test_dropout_with_one_layer_warns(tmp_path, corpus, capsys):
     rc, _, err = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "r2",
                           "--max-steps", 1, *TINY, "--dropout", 0.2, "--num-layers", 2)
     assert rc == 0 and "warning" not in err
+
+
+def test_the_library_and_the_cli_default_to_the_same_model():
+    from dataclasses import fields
+
+    from charlstm.config import ModelConfig, TrainConfig
+    model, train = ModelConfig(vocab_size=65), TrainConfig()
+    for f in fields(ModelConfig):
+        if f.name != "vocab_size":
+            assert getattr(model, f.name) == getattr(train, f.name), f.name
+    assert train.model_config(65) == model and (model.hidden_size, model.num_layers) == (384, 1)
