@@ -17,7 +17,7 @@ from .errors import UserError, os_error_message
 from .progress import silence_stdout
 
 COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
-            "fetch", "visualize"]
+            "fetch", "visualize", "completion"]
 # The commands that run the model on real amounts of data, where --threads matters.
 THREADED = ("train", "eval", "sample", "gradcheck", "gradflow", "visualize")
 

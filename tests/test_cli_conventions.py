@@ -212,3 +212,25 @@ def test_the_library_and_the_cli_default_to_the_same_model():
         if f.name != "vocab_size":
             assert getattr(model, f.name) == getattr(train, f.name), f.name
     assert train.model_config(65) == model and (model.hidden_size, model.num_layers) == (384, 1)
+
+
+def test_bash_completion_completes_commands_flags_and_choices(capsys):
+    import shutil
+    rc, script, _ = charlstm(capsys, "completion", "bash")
+    assert rc == 0 and "complete -o filenames -F _charlstm charlstm" in script
+    if shutil.which("bash") is None:
+        pytest.skip("no bash to run the script in")
+
+    def complete(*words):
+        line = " ".join(shlex.quote(w) for w in words)
+        probe = (f"{script}\nCOMP_WORDS=(charlstm {line}); COMP_CWORD={len(words)}; "
+                 "_charlstm; echo \"${COMPREPLY[@]}\"")
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+    assert complete("tr") == ["train"]
+    assert complete("train", "--init") == ["--init-from"]
+    assert complete("--debug", "sample", "--top") == ["--top-k", "--top-p"]
+    assert complete("train", "--cell", "") == ["gru", "lstm", "rnn"]
+    assert "--threads" not in complete("info", "--")
