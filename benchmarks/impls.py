@@ -33,8 +33,8 @@ class OursTrainer:
         self.state = cm.zero_state(self.config, B)
 
     def step(self, x, y) -> float:
-        loss, grads, self.state, _ = engine.loss_and_grads(self.params, self.config, x, y,
-                                                           self.state)
+        loss, grads, self.state, _, _ = engine.loss_and_grads(self.params, self.config,
+                                                              x, y, self.state)
         clip_grad_norm(grads, CLIP)
         self.opt.step(self.params, grads)
         return loss

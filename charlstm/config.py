@@ -106,6 +106,14 @@ class TrainConfig:
     # Cosine schedule: the final lr as a fraction of lr (nanoGPT uses 0.1).
     min_lr_ratio: float = 0.1
 
+    # --- regularisation (AWD-LSTM's; see charlstm.penalties, docs/derivation.md) ---
+    # AR: adds ar * mean(h^2) of the top layer's output to the objective, keeping
+    # activations small (AWD-LSTM uses 2 on word models); 0 = off.
+    ar: float = 0.0
+    # TAR: adds tar * mean((h[t] - h[t-1])^2) of the top layer's output, so the state
+    # changes slowly from one character to the next (AWD-LSTM uses 1); 0 = off.
+    tar: float = 0.0
+
     # --- data ---
     # A text file, or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
     data: str = "tinyshakespeare"
@@ -156,7 +164,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and value > 0):
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-        for name in ("momentum", "weight_decay", "clip"):
+        for name in ("momentum", "weight_decay", "clip", "ar", "tar"):
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)!r}")

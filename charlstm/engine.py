@@ -21,7 +21,7 @@ count gives bit-identical results run to run; different thread counts add the
 same terms in a different grouping and may differ in the last bits.
 
     set_num_threads(2)                       # or charlstm.set_num_threads / --threads
-    loss, grads, state, dstate0 = loss_and_grads(params, config, x, y, state, masks)
+    loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def _join_states(states) -> tuple:
 
 
 def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=None,
-                   masks=None, dstate=None, threads: int | None = None) -> model.WindowGrads:
+                   masks=None, dstate=None, threads: int | None = None,
+                   penalty=None) -> model.WindowGrads:
     """model.loss_and_grads with the streams split across workers.
 
     Args:
@@ -149,30 +150,33 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
         masks: L-1 dropout masks (T, B, H) drawn for the whole batch, or None.
         dstate: dL/d(final state), tuple of (L, B, H), or None for zeros.
         threads: workers (default get_num_threads()).
+        penalty: AR and TAR weights (penalties.Penalty), or None.
     Returns:
-        WindowGrads(loss, grads, final state, dstate0), as model.loss_and_grads.
+        WindowGrads(loss, grads, final state, dstate0, penalty), as model.loss_and_grads.
     With one slice this is exactly model.loss_and_grads.
     """
     T, B = x.shape
     if len(stream_slices(B, threads)) == 1:
-        return model.loss_and_grads(params, config, x, y, state, masks, dstate)
+        return model.loss_and_grads(params, config, x, y, state, masks, dstate,
+                                    penalty=penalty)
 
     def work(s: slice) -> model.WindowGrads:
-        # every slice divides by the whole window's T*B, so the slices' losses and
-        # gradients sum to the whole batch's mean
+        # every slice divides by the whole window's T*B, so the slices' losses, penalties
+        # and gradients sum to the whole batch's means
         return model.loss_and_grads(
             params, config, x[:, s], y[:, s], _slice_state(state, s),
             None if masks is None else [m[:, s] for m in masks], _slice_state(dstate, s),
-            count=T * B)
+            count=T * B, penalty=penalty)
 
     results = map_streams(work, B, threads)
-    loss, grads = results[0].loss, results[0].grads
+    loss, grads, value = results[0].loss, results[0].grads, results[0].penalty
     for part in results[1:]:  # a fixed order: sums that do not depend on scheduling
         loss += part.loss
+        value += part.penalty
         for name, g in part.grads.items():
             grads[name] += g
     return model.WindowGrads(loss, grads, _join_states([r.state for r in results]),
-                             _join_states([r.dstate0 for r in results]))
+                             _join_states([r.dstate0 for r in results]), value)
 
 
 def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None = None):

@@ -68,7 +68,7 @@ def check_gradients(params, config: ModelConfig, x, y, state, masks=None) -> lis
         logits, _, _ = forward(params, config, x, state, masks)
         return layers.softmax_cross_entropy(logits, y)[0]
 
-    _, grads, _, dstate0 = loss_and_grads(params, config, x, y, state, masks)
+    _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
     rows = []
     for name, value in params.items():
         num = numeric_gradient(loss, value)

@@ -25,6 +25,7 @@ from . import layers
 from .cells import get_cell
 from .cells.activations import times_T
 from .config import ModelConfig
+from .penalties import Penalty, activation_penalty
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -76,7 +77,7 @@ class ModelCache(NamedTuple):
     inputs: list  # per layer: its input, (T, B) ids for layer 0 else (T, B, H)
     cell_caches: list  # per layer: the cell's own cache
     masks: list | None  # per non-top layer: (T, B, H) dropout mask, or None
-    top: np.ndarray  # (T, B, H) output of the last layer, fed to the decoder
+    top: np.ndarray  # (T, B, H) output of the last layer (no dropout), fed to the decoder
 
 
 def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=None,
@@ -123,13 +124,15 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     return logits, final_state, ModelCache(config, params, inputs, caches, masks, h)
 
 
-def backward(dlogits: np.ndarray, dstate, cache: ModelCache):
+def backward(dlogits: np.ndarray, dstate, cache: ModelCache, dtop=None):
     """Gradients of a scalar loss, given dL/dlogits and dL/d(final state).
 
     Args:
         dlogits: (T, B, V).
         dstate: tuple of (L, B, H) gradients w.r.t. the final state, or None for zeros
             (the last window of a sequence).
+        dtop: (T, B, H) gradient of other loss terms (AR, TAR) w.r.t. the top layer's
+            output cache.top, or None.
     Returns:
         grads (same keys and shapes as params), dstate0 (tuple of (L, B, H)):
         the gradient w.r.t. the initial state, to carry into the previous window.
@@ -141,6 +144,8 @@ def backward(dlogits: np.ndarray, dstate, cache: ModelCache):
     # forward: logits = top W_dec^T + b_dec
     dh, grads["decoder.weight"], grads["decoder.bias"] = layers.linear_backward(
         dlogits, top, params["decoder.weight"])
+    if dtop is not None:  # forward: penalty(top), beside logits(top)
+        dh += dtop
     if dstate is None:
         dstate = zero_state(config, dlogits.shape[1], dlogits.dtype)
     dstate0 = [None] * config.num_layers
@@ -160,14 +165,17 @@ def backward(dlogits: np.ndarray, dstate, cache: ModelCache):
 
 class WindowGrads(NamedTuple):
     loss: float  # mean cross-entropy, nats/char, over the T*B targets
-    grads: dict  # same keys and shapes as params
+    grads: dict  # of loss + penalty; same keys and shapes as params
     state: tuple  # final state, (L, B, H) each: the next window's initial state
-    dstate0: tuple  # dL/d(initial state), (L, B, H) each
+    dstate0: tuple  # d(loss + penalty)/d(initial state), (L, B, H) each
+    penalty: float = 0.0  # AR + TAR (see penalties), optimised but not part of `loss`
 
 
 def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarray,
-                   state=None, masks=None, dstate=None, count=None) -> WindowGrads:
-    """Loss and gradients of one window: forward -> softmax cross-entropy -> backward.
+                   state=None, masks=None, dstate=None, count=None,
+                   penalty: Penalty | None = None) -> WindowGrads:
+    """Loss and gradients of one window: forward -> softmax cross-entropy (+ AR and
+    TAR on the top layer's output) -> backward.
 
     Args:
         x, y: (T, B) int ids; y[t] is the character that follows x[t].
@@ -177,13 +185,22 @@ def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarr
             of (L, B, H), or None for zeros (truncated BPTT).
         count: the number of targets the mean is over (default T*B); a slice of a
             batch's streams passes the whole batch's (see engine).
+        penalty: AR and TAR weights (see penalties), or None for none. Their value
+            is returned apart from the loss; the gradients are of loss + penalty.
     Returns:
-        WindowGrads(loss, grads, final state, dstate0).
+        WindowGrads(loss, grads, final state, dstate0, penalty value).
     """
     logits, final_state, cache = forward(params, config, x, state, masks)
     loss, dlogits = layers.softmax_cross_entropy(logits, y, count)
-    grads, dstate0 = backward(dlogits, dstate, cache)
-    return WindowGrads(loss, grads, final_state, dstate0)
+    value, dtop, dh0 = 0.0, None, None
+    if penalty:
+        # TAR's h[-1]: the top layer's h before the window (state[0] is h in every cell)
+        h0 = np.zeros_like(cache.top[0]) if state is None else state[0][-1]
+        value, dtop, dh0 = activation_penalty(cache.top, h0, penalty, count)
+    grads, dstate0 = backward(dlogits, dstate, cache, dtop)
+    if dh0 is not None:  # forward: d[0] = top[0] - h0, h0 = state[0][L-1]
+        dstate0[0][-1] += dh0
+    return WindowGrads(loss, grads, final_state, dstate0, value)
 
 
 class CharLSTM:
@@ -237,8 +254,8 @@ class CharLSTM:
         masks = None
         if train:
             masks = make_dropout_masks(self.config, T, B, rng or self.rng, self.dtype)
-        loss, grads, state, _ = engine.loss_and_grads(self.params, self.config, x, y, state,
-                                                      masks)
+        loss, grads, state, _, _ = engine.loss_and_grads(self.params, self.config, x, y,
+                                                         state, masks)
         return loss, grads, state
 
     def _check_ids(self, x) -> np.ndarray:

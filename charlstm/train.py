@@ -39,6 +39,7 @@ from .finetune import load_init
 from .layers import LN2
 from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .penalties import Penalty
 from .progress import Progress, StopSignals
 from .resources import check_fits
 from .runs import (
@@ -87,10 +88,13 @@ class LogWindow:
     steps: int = 0
     chars: int = 0
     lr: float | None = None  # of the latest step
+    penalty: float = 0.0  # AR + TAR (optimised, but not in `loss`)
 
-    def add(self, loss: float, norm: float, chars: int, seconds: float, lr: float) -> None:
+    def add(self, loss: float, norm: float, chars: int, seconds: float, lr: float,
+            penalty: float = 0.0) -> None:
         self.lr = lr
         self.loss += loss
+        self.penalty += penalty
         self.norm += norm
         self.chars += chars
         self.seconds += seconds
@@ -191,8 +195,9 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
 
 # ----------------------------------------------------------------------------- one step
 
-def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
-    """One truncated-BPTT update in place. Returns (loss in nats/char, grad norm).
+def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float, float]:
+    """One truncated-BPTT update in place. Returns (loss in nats/char, grad norm, AR +
+    TAR penalty); the update follows the gradient of loss + penalty.
 
     Raises TrainingError, before anything is changed, if the loss or the gradient
     is not finite.
@@ -204,8 +209,9 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     T, B = x.shape
     # masks for the whole batch, whatever the thread count: resuming draws the same ones
     masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
-    loss, grads, final_state, _ = engine.loss_and_grads(run.params, cfg, x, y, run.state,
-                                                        masks)
+    penalty = Penalty(run.config.ar, run.config.tar)
+    loss, grads, final_state, _, value = engine.loss_and_grads(
+        run.params, cfg, x, y, run.state, masks, penalty=penalty)
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping
@@ -216,7 +222,7 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float]:
     run.state = final_state
     run.cursor = batches.advance(run.cursor)
     run.step += 1
-    return loss, norm
+    return loss, norm, value
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -287,7 +293,7 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
             t0 = time.perf_counter()
             try:
-                loss, norm = train_step(run, batches, lr)
+                loss, norm, penalty = train_step(run, batches, lr)
             except TrainingError as e:
                 progress.close()
                 raise TrainingError(f"{e}; training stopped. The last checkpoint "
@@ -295,7 +301,8 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                                     "or --clip") from None
             now = time.perf_counter()
             run.elapsed = elapsed0 + (now - start)
-            run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0, lr)
+            run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0, lr,
+                           penalty)
             progress.update()
             # the last step always gets a validation pass and a log record
             last = _stop_reason(run, horizon, budget_s) is not None
@@ -346,6 +353,8 @@ def _log(run, batches, val_loss, log, progress) -> None:
         "chars_per_s": window.chars / window.seconds if window.seconds else None,
         "elapsed_s": round(run.elapsed, 3),
     }
+    if run.config.ar or run.config.tar:  # the objective's other part, apart from the loss
+        rec["train_penalty"] = window.penalty / n if window.steps else None
     log.write(json.dumps(rec) + "\n")
     log.flush()
     if train_loss is not None:

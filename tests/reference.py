@@ -87,3 +87,17 @@ def naive_cross_entropy(logits, y):
             m = row.max()
             total += m + math.log(np.exp(row - m).sum()) - row[y[t, b]]
     return total / (T * B)
+
+
+def naive_activation_penalty(h, h0, ar, tar):
+    """AWD-LSTM's AR + TAR, one element at a time: h (T, B, H) the top layer's output,
+    h0 (B, H) its value before the window (the h[-1] of the first difference)."""
+    T, B, H = h.shape
+    squares, changes = 0.0, 0.0
+    for t in range(T):
+        for b in range(B):
+            for j in range(H):
+                before = h0[b, j] if t == 0 else h[t - 1, b, j]
+                squares += h[t, b, j] ** 2
+                changes += (h[t, b, j] - before) ** 2
+    return ar * squares / (T * B * H) + tar * changes / (T * B * H)

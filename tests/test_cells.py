@@ -159,7 +159,7 @@ def test_final_state_gradient_is_used(cell):
         return (softmax_cross_entropy(logits, y)[0]
                 + sum(float((a * b).sum()) for a, b in zip(w, final)))
 
-    _, grads, _, dstate0 = loss_and_grads(params, config, x, y, state, dstate=w)
+    _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, dstate=w)
     for name, value in params.items():
         assert relative_error(grads[name], numeric_gradient(total, value)) < 1e-7, name
     for s, ds in zip(state, dstate0):
@@ -175,7 +175,7 @@ def test_whole_window_equals_step_by_step_and_two_chained_halves(cell, L):
     params, x, y, state, _ = random_problem(config, 8, 3, seed=3)
     T = x.shape[0]
     logits, final, _ = forward(params, config, x, state)
-    loss, grads, _, dstate0 = loss_and_grads(params, config, x, y, state)
+    loss, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state)
 
     # Step by step: the state carried through T windows of length 1 gives the same logits.
     s, step_logits = state, []
@@ -191,9 +191,9 @@ def test_whole_window_equals_step_by_step_and_two_chained_halves(cell, L):
     # (T-k)/T of the second's, so the second half's dL/d(mid) enters the first half
     # scaled by (T-k)/k, and the two halves' gradients are weighted k/T and (T-k)/T.
     k = 3
-    _, g1_free, mid, _ = loss_and_grads(params, config, x[:k], y[:k], state)
-    loss2, g2, final2, dmid = loss_and_grads(params, config, x[k:], y[k:], mid)
-    loss1, g1, _, dstate0_chained = loss_and_grads(
+    _, g1_free, mid, _, _ = loss_and_grads(params, config, x[:k], y[:k], state)
+    loss2, g2, final2, dmid, _ = loss_and_grads(params, config, x[k:], y[k:], mid)
+    loss1, g1, _, dstate0_chained, _ = loss_and_grads(
         params, config, x[:k], y[:k], state, dstate=tuple(d * (T - k) / k for d in dmid))
     assert loss == pytest.approx((k * loss1 + (T - k) * loss2) / T, rel=1e-13)
     for a, b in zip(final2, final):
@@ -274,7 +274,8 @@ def test_matches_torch_autograd(cell, dtype, sizes):
     state = tuple(rng.normal(0, 0.5, (L, B, H)).astype(dtype) for _ in CELLS[cell].STATE_NAMES)
     masks = make_dropout_masks(config, T, B, rng, dtype) if use_dropout else None  # None: L=1
     logits, _, _ = forward(model.params, config, x, state, masks)
-    loss, grads, final, dstate0 = loss_and_grads(model.params, config, x, y, state, masks)
+    loss, grads, final, dstate0, _ = loss_and_grads(model.params, config, x, y, state,
+                                                    masks)
     t_loss, t_logits, t_final, t_grads, t_dstate0 = torch_loss_and_grads(
         model.params, cell, L, x, y, state, masks)
     tol = TOL[dtype]
@@ -296,7 +297,7 @@ def test_torch_parity_with_dropout_between_layers(cell):
         config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.5, cell=cell)
         params, x, y, state, masks = random_problem(config, 6, 2, seed=V, dropout_mask=True)
         assert len(masks) == L - 1 and any((m == 0).any() for m in masks)
-        _, grads, _, dstate0 = loss_and_grads(params, config, x, y, state, masks)
+        _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
         _, _, _, t_grads, t_dstate0 = torch_loss_and_grads(params, cell, L, x, y, state, masks)
         for name in params:
             np.testing.assert_allclose(grads[name], t_grads[name], rtol=1e-10, atol=1e-12)

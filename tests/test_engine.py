@@ -71,8 +71,8 @@ def test_parallel_equals_serial(cell, dtype):
     mask[3:, 5] = False
     nll1 = engine.window_nll(params, config, x, y, mask, state, threads=1)
     for threads in (2, 3):
-        loss, grads, final, dstate0 = engine.loss_and_grads(params, config, x, y, state,
-                                                            masks, dstate, threads=threads)
+        loss, grads, final, dstate0, _ = engine.loss_and_grads(
+            params, config, x, y, state, masks, dstate, threads=threads)
         assert loss == pytest.approx(serial.loss, rel=tol["rtol"])
         assert set(grads) == set(params)
         for name in params:
@@ -90,7 +90,7 @@ def test_parallel_equals_serial(cell, dtype):
 
 def test_one_worker_is_exactly_model_loss_and_grads():
     config, params, x, y, state, masks = _problem("lstm", np.float32)
-    loss, grads, _, _ = model.loss_and_grads(params, config, x, y, state, masks)
+    loss, grads, _, _, _ = model.loss_and_grads(params, config, x, y, state, masks)
     ours = engine.loss_and_grads(params, config, x, y, state, masks, threads=1)
     assert ours.loss == loss
     assert all(ours.grads[k].tobytes() == grads[k].tobytes() for k in grads)
@@ -101,7 +101,7 @@ def test_same_thread_count_is_bit_identical_run_to_run(cell):
     config, params, x, y, state, masks = _problem(cell, np.float32, B=9)
     runs = [engine.loss_and_grads(params, config, x, y, state, masks, threads=2)
             for _ in range(3)]
-    for loss, grads, final, dstate0 in runs[1:]:
+    for loss, grads, final, dstate0, _ in runs[1:]:
         assert loss == runs[0].loss
         assert all(grads[k].tobytes() == runs[0].grads[k].tobytes() for k in grads)
         assert all(a.tobytes() == b.tobytes()
@@ -115,8 +115,8 @@ def test_gradients_with_two_workers_match_finite_differences(cell):
     def loss() -> float:
         return engine.loss_and_grads(params, config, x, y, state, masks, threads=2).loss
 
-    _, grads, _, dstate0 = engine.loss_and_grads(params, config, x, y, state, masks,
-                                                 threads=2)
+    _, grads, _, dstate0, _ = engine.loss_and_grads(params, config, x, y, state, masks,
+                                                    threads=2)
     for name, value in params.items():
         assert relative_error(grads[name], numeric_gradient(loss, value)) < 1e-6, name
     for s, ds in zip(state, dstate0):
@@ -126,8 +126,8 @@ def test_gradients_with_two_workers_match_finite_differences(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_two_workers_match_torch_autograd(cell):
     config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
-    loss, grads, final, dstate0 = engine.loss_and_grads(params, config, x, y, state,
-                                                        threads=2)
+    loss, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
+                                                           threads=2)
     theirs = torch_loss_and_grads(params, cell, config.num_layers, x, y, state)
     assert loss == pytest.approx(theirs[0], rel=1e-10)
     for name in params:

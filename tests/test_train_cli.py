@@ -102,6 +102,8 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     (["--clip", "-1"], "--clip must be a finite number >= 0"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number >= 0, got inf"),
     (["--forget-bias", "inf"], "--forget-bias must be a finite number, got inf"),
+    (["--ar", "-1"], "--ar must be a finite number >= 0, got -1.0"),
+    (["--tar", "nan"], "--tar must be a finite number >= 0, got nan"),
     (["--forget-bias", "nan"], "--forget-bias must be a finite number, got nan"),
     (["--dropout", "nan"], "--dropout must be in [0, 1), got nan"),
     (["--seq-len", "0"], "--seq-len must be a positive integer"),

@@ -45,9 +45,11 @@ def _layers(params: dict, cell: str, num_layers: int, dtype) -> list:
     return mods
 
 
-def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None):
+def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None, ar=0.0, tar=0.0):
     """Loss, logits, final state, parameter grads and initial-state grads via autograd.
-    masks: charlstm's L-1 dropout masks (T, B, H), applied between torch's layers."""
+    masks: charlstm's L-1 dropout masks (T, B, H), applied between torch's layers.
+    ar, tar: AWD-LSTM's penalties on the top layer's output, added to the loss, with
+    TAR's h[-1] the initial state's top-layer h (written here as AWD-LSTM does)."""
     dtype = torch.from_numpy(params["decoder.weight"]).dtype
     V = params["decoder.weight"].shape[0]
     _, decoder = torch_lm(params, cell, num_layers, dtype)
@@ -75,6 +77,9 @@ def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None):
     logits = decoder(out)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V),
                                              torch.from_numpy(y).reshape(-1))
+    if ar or tar:
+        prev = torch.cat([state0[0][num_layers - 1:], out[:-1]])
+        loss = loss + ar * out.pow(2).mean() + tar * (out - prev).pow(2).mean()
     loss.backward()
     grads = {name: p.grad.numpy() for name, p in named.items()}
     grads.update({f"decoder.{n}": p.grad.numpy() for n, p in decoder.named_parameters()})

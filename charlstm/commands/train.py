@@ -80,6 +80,13 @@ def register(sub) -> None:
          metavar="N")
     _add(o, "min_lr_ratio", "cosine schedule: final lr as a fraction of --lr",
          type=unchecked(float), metavar="R")
+    g = p.add_argument_group(
+        "regularisation", "AWD-LSTM's penalties on the top layer's output, added to the "
+        "objective (the logged loss stays the cross-entropy)")
+    _add(g, "ar", "activation regularisation: weight of mean(h^2) (0 = off)",
+         type=unchecked(float), metavar="ALPHA")
+    _add(g, "tar", "temporal activation regularisation: weight of mean((h[t] - h[t-1])^2) "
+         "(0 = off)", type=unchecked(float), metavar="BETA")
     d = p.add_argument_group("data")
     _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
          "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
