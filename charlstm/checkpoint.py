@@ -4,7 +4,10 @@ Layout of a file:
     tensors   model parameters under their PyTorch names ("lstm.weight_ih_l0", ...),
               plus, in a training checkpoint, optimizer slots "optim.<slot>.<name>"
               ("optim.exp_avg.lstm.weight_ih_l0", ...) and the carried state
-              "train.state.<j>" (j indexes the cell's STATE_NAMES: 0 h, 1 c).
+              "train.state.<j>" (j indexes the cell's STATE_NAMES: 0 h, 1 c). A run
+              with --ema-decay stores the averaged weights as the model parameters (so
+              every reader, torch and ONNX export included, gets them unchanged) and
+              its raw training weights as "train.raw.<name>".
     metadata  (strings) format, format_version, package_version, config (JSON
               ModelConfig), vocab (JSON list of characters), meta (JSON, written by
               train.Run.checkpoint: train_config, step, epoch, cursor, optimizer_step,

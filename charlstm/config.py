@@ -113,6 +113,11 @@ class TrainConfig:
     # TAR: adds tar * mean((h[t] - h[t-1])^2) of the top layer's output, so the state
     # changes slowly from one character to the next (AWD-LSTM uses 1); 0 = off.
     tar: float = 0.0
+    # Validation (so the best checkpoint), eval, sample, export and charlstm.load use an
+    # exponential moving average of the weights with this decay, bias-corrected so early
+    # steps average what there is: it smooths away the last updates' noise. 0 = off
+    # (the raw weights); 0.999 averages over about the last 1000 steps.
+    ema_decay: float = 0.0
 
     # --- data ---
     # A text file, or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
@@ -169,6 +174,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)!r}")
         for name, low, high in (("dropout", 0.0, 1.0), ("val_frac", 0.0, 1.0),
+                                ("ema_decay", 0.0, 1.0),
                                 ("min_lr_ratio", 0.0, 1.0 + 1e-12)):
             value = getattr(self, name)
             if not (_is_number(value) and low <= value < high):

@@ -148,6 +148,23 @@ class Adam(Optimizer):
         p -= tmp
 
 
+def ema_update(average: dict, params: dict, decay: float, t: int) -> None:
+    """Fold the weights after update t (1, 2, ...) into their moving average, in place.
+
+    The plain exponential moving average e_t = d e_(t-1) + (1-d) p_t from e_0 = 0 is
+    biased towards 0 early on; dividing by 1 - d^t, as Adam does for its moments, gives
+        a_t = e_t / (1 - d^t) = sum_(s<=t) (1-d) d^(t-s) p_s / (1 - d^t),
+    a weighted mean of the iterates p_1..p_t (weights summing to 1). It obeys its own
+    recursion,
+        a_t = a_(t-1) + w_t (p_t - a_(t-1)),    w_t = (1-d) / (1 - d^t),   w_1 = 1,
+    so a_t is the whole state: a checkpoint that stores it resumes it exactly, and its
+    start value never matters (a_1 = p_1).
+    """
+    w = (1.0 - decay) / (1.0 - decay**t)
+    for name, a in average.items():
+        a += a.dtype.type(w) * (params[name] - a)
+
+
 # The registry of --optimizer names: config validation and the CLI's choices come from it.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "rmsprop": RMSprop, "sgd": SGD,
                                           "adagrad": Adagrad}

@@ -38,7 +38,7 @@ from .evaluate import evaluate
 from .finetune import load_init
 from .layers import LN2
 from .lockfile import run_dir_lock
-from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .optim import Optimizer, clip_grad_norm, ema_update, make_optimizer
 from .penalties import Penalty
 from .progress import Progress, StopSignals
 from .resources import check_fits
@@ -63,6 +63,10 @@ Say = Callable[[str], None]
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
 # any step computes (a new stopping point does move a cosine schedule's horizon).
+# With --ema-decay, a checkpoint's model tensors are the averaged weights (what every
+# reader of a checkpoint uses) and the raw training weights are kept beside the optimizer
+# slots under this prefix, for an exact resume.
+RAW = "train.raw."
 RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
                       "checkpoint_every", "data", "out")
 
@@ -120,10 +124,19 @@ class Run:
     elapsed: float = 0.0  # seconds of training, summed over resumes
     window: LogWindow = field(default_factory=LogWindow)  # steps not logged yet
     pending_eval: bool = False  # a signal cut this step's validation short: redo it
+    average: dict | None = None  # moving average of params (--ema-decay), or None
+
+    @property
+    def model_params(self) -> dict:
+        """The weights the run's model is: the average if there is one, else params.
+        Validation uses them, and checkpoints store them as the model."""
+        return self.params if self.average is None else self.average
 
     def checkpoint(self, val_loss: float | None = None) -> Checkpoint:
         arrays = {f"optim.{k}": v for k, v in self.optimizer.state_arrays().items()}
         arrays.update({f"train.state.{j}": s for j, s in enumerate(self.state)})
+        if self.average is not None:
+            arrays.update({RAW + k: v for k, v in self.params.items()})
         meta = {
             "train_config": self.config.to_dict(),
             "step": self.step,
@@ -140,7 +153,8 @@ class Run:
             "data_sha256": self.data_sha256,
             "package_version": __version__,
         }
-        return Checkpoint(self.model_config, list(self.vocab.chars), self.params, arrays, meta)
+        return Checkpoint(self.model_config, list(self.vocab.chars), self.model_params,
+                          arrays, meta)
 
 
 def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str,
@@ -155,8 +169,10 @@ def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str,
     # Dropout has its own stream, so changing the dropout rate never changes the init.
     rng = np.random.default_rng([config.seed, 1])
     state = model.zero_state(model_config, config.batch_size, DTYPE)
+    # the start value is never used: the first update sets the average to the weights
+    average = {k: v.copy() for k, v in net.params.items()} if config.ema_decay else None
     return Run(config, model_config, corpus.vocab, net.params, optimizer, state, Cursor(),
-               rng, data_sha256)
+               rng, data_sha256, average=average)
 
 
 def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
@@ -164,7 +180,11 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
     the stored one only in RESUME_OVERRIDABLE settings; the caller checks)."""
     meta = ckpt.meta
     try:
-        params = {k: np.ascontiguousarray(v, dtype=DTYPE) for k, v in ckpt.params.items()}
+        params = {k: np.array(v, dtype=DTYPE) for k, v in ckpt.params.items()}
+        average = None
+        if config.ema_decay:  # the model tensors are the average; the raw weights beside
+            average, params = params, {k: np.array(ckpt.arrays[RAW + k], dtype=DTYPE)
+                                       for k in params}
         optimizer = make_optimizer(config.optimizer, params, config.lr, config.momentum,
                                    config.weight_decay)
         optimizer.load_state_arrays({k[len("optim."):]: v for k, v in ckpt.arrays.items()
@@ -182,7 +202,7 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
                    step=int(meta["step"]), best_val=meta["best_val_loss"],
                    best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]),
                    window=LogWindow(**meta.get("log_window", {})),
-                   pending_eval=bool(meta.get("pending_eval", False)))
+                   pending_eval=bool(meta.get("pending_eval", False)), average=average)
     except KeyError as e:
         raise TrainingError(f"{path} cannot be resumed: it lacks the training state "
                             f"{e.args[0]!r} (a model-only checkpoint?); a new run can start "
@@ -219,6 +239,8 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float, flo
         raise TrainingError(f"the gradient norm became {norm} at step {run.step + 1} "
                             f"(lr {lr:.3g})")
     run.optimizer.step(run.params, grads, lr)
+    if run.average is not None:
+        ema_update(run.average, run.params, run.config.ema_decay, run.optimizer.t)
     run.state = final_state
     run.cursor = batches.advance(run.cursor)
     run.step += 1
@@ -328,7 +350,8 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
 
 def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
     cfg = run.config
-    loss = evaluate(run.params, run.model_config, val_ids, cfg.batch_size, cfg.seq_len, abort)
+    loss = evaluate(run.model_params, run.model_config, val_ids, cfg.batch_size, cfg.seq_len,
+                    abort)
     if loss is None:
         return None
     if run.best_val is None or loss < run.best_val:
@@ -410,8 +433,14 @@ def _describe(run: Run, corpus: Corpus, batches: Batches, path: str, resumed: bo
             f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, dropout "
             f"{mc.dropout:g}, {n_params:,} parameters, float32\n"
             f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
-            f"{cfg.warmup_steps}), clip {cfg.clip:g}\n"
+            f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
             f"  stop   {_describe_stop(cfg)}")
+
+
+def _describe_regularisation(cfg: TrainConfig) -> str:
+    parts = [f"{flag} {value:g}" for flag, value in
+             (("AR", cfg.ar), ("TAR", cfg.tar), ("weight EMA", cfg.ema_decay)) if value]
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def _describe_stop(cfg: TrainConfig) -> str:

@@ -104,6 +104,7 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     (["--forget-bias", "inf"], "--forget-bias must be a finite number, got inf"),
     (["--ar", "-1"], "--ar must be a finite number >= 0, got -1.0"),
     (["--tar", "nan"], "--tar must be a finite number >= 0, got nan"),
+    (["--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
     (["--forget-bias", "nan"], "--forget-bias must be a finite number, got nan"),
     (["--dropout", "nan"], "--dropout must be in [0, 1), got nan"),
     (["--seq-len", "0"], "--seq-len must be a positive integer"),

@@ -82,11 +82,14 @@ def register(sub) -> None:
          type=unchecked(float), metavar="R")
     g = p.add_argument_group(
         "regularisation", "AWD-LSTM's penalties on the top layer's output, added to the "
-        "objective (the logged loss stays the cross-entropy)")
+        "objective (the logged loss stays the cross-entropy), and weight averaging")
     _add(g, "ar", "activation regularisation: weight of mean(h^2) (0 = off)",
          type=unchecked(float), metavar="ALPHA")
     _add(g, "tar", "temporal activation regularisation: weight of mean((h[t] - h[t-1])^2) "
          "(0 = off)", type=unchecked(float), metavar="BETA")
+    _add(g, "ema_decay", "validate, save, sample and export an exponential moving average "
+         "of the weights with this decay, in [0, 1), e.g. 0.999 (0 = off)",
+         type=unchecked(float), metavar="D")
     d = p.add_argument_group("data")
     _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
          "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
