@@ -19,6 +19,7 @@ from . import layers
 from .cells import get_cell
 from .config import ModelConfig
 from .model import forward, init_params, loss_and_grads, make_dropout_masks, zero_state
+from .penalties import Penalty
 
 EPS = 1e-2
 # Relative error is |a - n| / max(|a| + |n|, FLOOR). Entries with a true gradient
@@ -57,18 +58,24 @@ def numeric_gradient(f, array: np.ndarray, eps: float = EPS) -> np.ndarray:
     return grad
 
 
-def check_gradients(params, config: ModelConfig, x, y, state, masks=None) -> list[CheckRow]:
+def check_gradients(params, config: ModelConfig, x, y, state, masks=None,
+                    penalty: Penalty | None = None) -> list[CheckRow]:
     """Compare analytic and numeric gradients for every parameter and initial state.
 
     Args:
         params: float64 params.  x, y: (T, B) ids.  state: tuple of (L, B, H) float64.
         masks: fixed dropout masks (list of (T, B, H)) or None.
+        penalty: AR and TAR weights (penalties.Penalty): check loss + AR + TAR.
     """
     def loss() -> float:
+        if penalty:  # the forward of AR and TAR needs the top layer's output: a whole pass
+            wg = loss_and_grads(params, config, x, y, state, masks, penalty=penalty)
+            return wg.loss + wg.penalty
         logits, _, _ = forward(params, config, x, state, masks)
         return layers.softmax_cross_entropy(logits, y)[0]
 
-    _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
+    _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, masks,
+                                             penalty=penalty)
     rows = []
     for name, value in params.items():
         num = numeric_gradient(loss, value)

@@ -25,6 +25,13 @@ def test_gradcheck_passes_and_prints_every_parameter(capsys):
     assert len(errors) == 12 and max(errors) < 1e-7
 
 
+def test_gradcheck_checks_ar_and_tar_too(capsys):
+    rc = cli.main(["gradcheck", "--cell", "gru", "--hidden-size", "3", "--seq-len", "3",
+                   "--batch-size", "2", "--vocab-size", "4", "--ar", "3", "--tar", "5"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "AR=3 TAR=5" in out and "PASS" in out
+
+
 def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch, capsys):
     original = lstm.backward
 

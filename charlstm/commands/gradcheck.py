@@ -8,6 +8,7 @@ from ..cells import CELLS
 from ..config import ModelConfig
 from ..errors import UserError
 from ..gradcheck import check_gradients, format_table, random_problem
+from ..penalties import Penalty
 from .argtypes import integer, number
 
 TOLERANCE = 1e-6
@@ -27,6 +28,12 @@ def register(sub) -> None:
                    help="recurrent cell (default lstm)")
     m.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.0,
                    help="check with a fixed dropout mask of this rate (default 0)")
+    r = p.add_argument_group("regularisation", "check the objective with AWD-LSTM's "
+                             "activation penalties on the top layer's output")
+    r.add_argument("--ar", type=number(0), default=0.0,
+                   help="weight of AR, mean(h^2) (default 0)")
+    r.add_argument("--tar", type=number(0), default=0.0,
+                   help="weight of TAR, mean((h[t] - h[t-1])^2) (default 0)")
     d = p.add_argument_group("data")
     d.add_argument("--seq-len", type=integer(1), default=4, help="T (default 4)")
     d.add_argument("--batch-size", type=integer(1), default=3, help="B (default 3)")
@@ -43,10 +50,12 @@ def run(args) -> int:
     problem = random_problem(config, args.seq_len, args.batch_size, args.seed,
                              dropout_mask=args.dropout > 0)
     start = time.perf_counter()
-    rows = check_gradients(*problem[:1], config, *problem[1:])
+    penalty = Penalty(args.ar, args.tar)
+    rows = check_gradients(*problem[:1], config, *problem[1:], penalty=penalty)
+    extra = f" AR={args.ar:g} TAR={args.tar:g}" if penalty else ""
     print(f"gradient check: {config.cell.upper()} V={config.vocab_size} H={config.hidden_size} "
-          f"L={config.num_layers} T={args.seq_len} B={args.batch_size} dropout={config.dropout} "
-          f"seed={args.seed}, float64, 6th-order central differences")
+          f"L={config.num_layers} T={args.seq_len} B={args.batch_size} dropout={config.dropout}"
+          f"{extra} seed={args.seed}, float64, 6th-order central differences")
     print(format_table(rows, TOLERANCE))
     worst = max(r.max_rel_error for r in rows)
     verdict = "PASS" if worst < TOLERANCE else "FAIL"
