@@ -7,7 +7,8 @@ Shape legend: T time, B batch, V vocab, H hidden, L layers, G = gates*H.
 
 The model is a pair of pure functions, forward(params, ...) -> (logits,
 state, cache) and backward(dlogits, dstate, cache) -> (grads, dstate0), joined
-by softmax cross-entropy in loss_and_grads (what training, gradient checks and
+by softmax cross-entropy (plus, in training, AWD-LSTM's AR and TAR penalties on the
+top layer's output, see penalties) in loss_and_grads (what training, gradient checks and
 benchmarks call), plus step() for sampling one character at a time; the
 CharLSTM class only holds the params dict, the config and an RNG. The cell is
 reached only through the interface in cells/__init__.py.

@@ -61,12 +61,12 @@ DTYPE = np.float32
 # gives (the train command passes progress.echo), or nowhere.
 Say = Callable[[str], None]
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
-# Settings a resumed run may change: they decide when to stop and what to write, not what
-# any step computes (a new stopping point does move a cosine schedule's horizon).
 # With --ema-decay, a checkpoint's model tensors are the averaged weights (what every
 # reader of a checkpoint uses) and the raw training weights are kept beside the optimizer
 # slots under this prefix, for an exact resume.
 RAW = "train.raw."
+# Settings a resumed run may change: they decide when to stop and what to write, not what
+# any step computes (a new stopping point does move a cosine schedule's horizon).
 RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
                       "checkpoint_every", "data", "out")
 
