@@ -19,9 +19,11 @@ OPTIMIZER_SLOTS = {"adam": 2, "rmsprop": 1, "sgd": 1, "adagrad": 1}
 ITEMSIZE = 4  # float32
 
 
-def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len: int) -> int:
+def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len: int,
+                   averaged: bool = False) -> int:
     """Estimated peak bytes of one training step: parameters, gradients and optimizer
-    state, plus the activations one (seq_len, batch_size) window caches for BPTT.
+    state (and the weights' moving average, if averaged), plus the activations one
+    (seq_len, batch_size) window caches for BPTT.
     """
     H, L, V = config.hidden_size, config.num_layers, config.vocab_size
     G = get_cell(config.cell).GATES * H
@@ -31,7 +33,7 @@ def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len
     # per layer and step: input projections and gates (2G), states and their tanh (4H);
     # once per step: backward's gate gradients (2G) and logits, probabilities, dlogits (3V)
     per_step = L * (2 * G + 4 * H) + 2 * G + 3 * V
-    values = (PARAM_COPIES + OPTIMIZER_SLOTS.get(optimizer, 2)) * n_params
+    values = (PARAM_COPIES + OPTIMIZER_SLOTS.get(optimizer, 2) + int(averaged)) * n_params
     return ITEMSIZE * (values + seq_len * batch_size * per_step)
 
 
@@ -64,9 +66,10 @@ def format_bytes(n: float) -> str:
     return f"{n:.3g} TB" if n < 1e6 else f"{n:.2e} TB"
 
 
-def check_fits(config: ModelConfig, optimizer: str, batch_size: int, seq_len: int) -> None:
+def check_fits(config: ModelConfig, optimizer: str, batch_size: int, seq_len: int,
+               averaged: bool = False) -> None:
     """Refuse (exit 2) a run whose estimated memory exceeds what is available."""
-    need = training_bytes(config, optimizer, batch_size, seq_len)
+    need = training_bytes(config, optimizer, batch_size, seq_len, averaged)
     have = available_memory()
     if have is not None and need > have:
         raise UserError(

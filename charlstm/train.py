@@ -462,7 +462,7 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
-               config.seq_len)
+               config.seq_len, averaged=config.ema_decay > 0)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")

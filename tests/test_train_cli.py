@@ -267,6 +267,7 @@ def test_memory_estimate_counts_parameters_optimizer_and_one_window():
     window = 3 * 2 * (2 * 16 + 4 * 4 + 2 * 16 + 3 * 10)
     assert training_bytes(config, "adam", 2, 3) == 4 * (5 * n_params + window)
     assert training_bytes(config, "sgd", 2, 3) == 4 * (4 * n_params + window)
+    assert training_bytes(config, "sgd", 2, 3, averaged=True) == 4 * (5 * n_params + window)
     for cell, L in (("lstm", 3), ("gru", 2), ("rnn", 1)):  # the closed form is param_shapes
         config = ModelConfig(vocab_size=7, hidden_size=5, num_layers=L, cell=cell)
         n_params = sum(math.prod(s) for s in param_shapes(config).values())
