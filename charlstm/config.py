@@ -23,6 +23,9 @@ from .cells import CELLS
 from .optim import OPTIMIZERS
 from .schedules import SCHEDULES
 
+# The dropout rates, each in [0, 1): training-only settings, free to change on fine-tuning.
+DROPOUTS = ("dropout", "weight_dropout", "locked_dropout", "input_dropout")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -37,6 +40,17 @@ class ModelConfig:
     num_layers: int = 1
     # Inverted-dropout rate on the outputs of every layer but the last (as torch.nn.LSTM).
     dropout: float = 0.0
+    # AWD-LSTM's regularisers (Merity et al. 2017), training only: they never change
+    # evaluation, sampling or export, so a model trained with them runs as without.
+    # DropConnect rate on every W_hh: one mask per window regularises the recurrence
+    # itself without touching the fast per-step kernel (AWD-LSTM used 0.5 on words).
+    weight_dropout: float = 0.0
+    # Locked (variational) dropout on every layer's output, the top one's included: one
+    # mask per stream per window, shared by all steps (Gal & Ghahramani 2016).
+    locked_dropout: float = 0.0
+    # Input-character dropout: each character type is dropped from the input for the
+    # whole window (AWD-LSTM's embedding dropout, for one-hot input).
+    input_dropout: float = 0.0
     # Added at init to the LSTM forget block (GRU: update gate z) of bias_ih, so the
     # cell keeps its state by default; the tanh RNN has no gate and ignores it.
     forget_bias: float = 1.0
@@ -48,8 +62,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in DROPOUTS:
+            if not (_is_number(getattr(self, name)) and 0.0 <= getattr(self, name) < 1.0):
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
         if self.cell not in CELLS:
@@ -81,6 +96,10 @@ class TrainConfig:
     num_layers: int = ModelConfig.num_layers
     # Dropout between layers: only matters for long runs of deep models (overfitting).
     dropout: float = ModelConfig.dropout
+    # AWD-LSTM's regularisers, for small corpora where a model overfits (see ModelConfig).
+    weight_dropout: float = ModelConfig.weight_dropout
+    locked_dropout: float = ModelConfig.locked_dropout
+    input_dropout: float = ModelConfig.input_dropout
     forget_bias: float = ModelConfig.forget_bias
     cell: str = ModelConfig.cell
 
@@ -173,8 +192,8 @@ class TrainConfig:
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)!r}")
-        for name, low, high in (("dropout", 0.0, 1.0), ("val_frac", 0.0, 1.0),
-                                ("ema_decay", 0.0, 1.0),
+        ranges = [(name, 0.0, 1.0) for name in DROPOUTS]
+        for name, low, high in (*ranges, ("val_frac", 0.0, 1.0), ("ema_decay", 0.0, 1.0),
                                 ("min_lr_ratio", 0.0, 1.0 + 1e-12)):
             value = getattr(self, name)
             if not (_is_number(value) and low <= value < high):
@@ -197,8 +216,8 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
-                           num_layers=self.num_layers, dropout=self.dropout,
-                           forget_bias=self.forget_bias, cell=self.cell)
+                           num_layers=self.num_layers, forget_bias=self.forget_bias,
+                           cell=self.cell, **{name: getattr(self, name) for name in DROPOUTS})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,6 +236,14 @@ def _from_dict(cls, d: dict, what: str):
         raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(sorted(known))})")
     return cls(**d)
+
+
+def describe_dropouts(config: dict) -> str:
+    """"dropout 0.2" and the AWD-LSTM rates that are set ("weight dropout 0.5, ...") of a
+    model config's dict; a checkpoint written before they existed has none."""
+    rates = [f"{name.replace('_', ' ')} {config.get(name, 0.0):g}" for name in DROPOUTS
+             if name == "dropout" or config.get(name, 0.0) > 0]
+    return ", ".join(rates)
 
 
 def name_flag(message: str, given) -> str:

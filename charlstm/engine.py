@@ -140,17 +140,19 @@ def _join_states(states) -> tuple:
 
 def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=None,
                    masks=None, dstate=None, threads: int | None = None,
-                   penalty=None) -> model.WindowGrads:
+                   penalty=None, weight_masks=None) -> model.WindowGrads:
     """model.loss_and_grads with the streams split across workers.
 
     Args:
         params: name -> ndarray (model.param_shapes).
         x, y: (T, B) int ids; y[t] is the character after x[t].
         state: tuple of (L, B, H) arrays, or None for zeros.
-        masks: L-1 dropout masks (T, B, H) drawn for the whole batch, or None.
+        masks: output dropout masks drawn for the whole batch (model.make_dropout_masks:
+            L-1 or L of (T, B, H) or (1, B, H)), or None.
         dstate: dL/d(final state), tuple of (L, B, H), or None for zeros.
         threads: workers (default get_num_threads()).
         penalty: AR and TAR weights (penalties.Penalty), or None.
+        weight_masks: name -> mask on that weight (model.make_weight_masks), or None.
     Returns:
         WindowGrads(loss, grads, final state, dstate0, penalty), as model.loss_and_grads.
     With one slice this is exactly model.loss_and_grads.
@@ -158,13 +160,15 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
     T, B = x.shape
     if len(stream_slices(B, threads)) == 1:
         return model.loss_and_grads(params, config, x, y, state, masks, dstate,
-                                    penalty=penalty)
+                                    penalty=penalty, weight_masks=weight_masks)
+    # the weights are masked once, before the split: every slice runs on the same ones
+    used = model.drop_weights(params, weight_masks)
 
     def work(s: slice) -> model.WindowGrads:
         # every slice divides by the whole window's T*B, so the slices' losses, penalties
         # and gradients sum to the whole batch's means
         return model.loss_and_grads(
-            params, config, x[:, s], y[:, s], _slice_state(state, s),
+            used, config, x[:, s], y[:, s], _slice_state(state, s),
             None if masks is None else [m[:, s] for m in masks], _slice_state(dstate, s),
             count=T * B, penalty=penalty)
 
@@ -175,6 +179,7 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
         value += part.penalty
         for name, g in part.grads.items():
             grads[name] += g
+    model.drop_weights_backward(grads, weight_masks)  # once, on the sum
     return model.WindowGrads(loss, grads, _join_states([r.state for r in results]),
                              _join_states([r.dstate0 for r in results]), value)
 

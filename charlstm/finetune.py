@@ -9,6 +9,7 @@ data cursor: only the weights carry over. Dropout may change (it only acts in tr
 from __future__ import annotations
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .config import DROPOUTS
 from .errors import UserError
 from .runs import resolve_checkpoint
 
@@ -22,7 +23,7 @@ def load_init(spec: str) -> Checkpoint:
 
 
 def init_settings(settings: dict, init: Checkpoint) -> dict:
-    """settings (from --config and flags) with the model's shape and dropout filled in
+    """settings (from --config and flags) with the model's shape and dropouts filled in
     from init; a shape setting given that differs from the model's is a UserError."""
     model = init.config
     for key in MODEL_KEYS:
@@ -31,5 +32,5 @@ def init_settings(settings: dict, init: Checkpoint) -> dict:
             raise UserError(f"{flag} {settings[key]} does not match the --init-from model "
                             f"({key} {getattr(model, key)}): fine-tuning keeps the model's "
                             f"shape; drop {flag}, or train a new model without --init-from")
-    return {"dropout": model.dropout, **settings,
+    return {**{name: getattr(model, name) for name in DROPOUTS}, **settings,
             **{key: getattr(model, key) for key in MODEL_KEYS}}

@@ -18,7 +18,14 @@ import numpy as np
 from . import layers
 from .cells import get_cell
 from .config import ModelConfig
-from .model import forward, init_params, loss_and_grads, make_dropout_masks, zero_state
+from .model import (
+    drop_weights,
+    forward,
+    init_params,
+    loss_and_grads,
+    make_dropout_masks,
+    zero_state,
+)
 from .penalties import Penalty
 
 EPS = 1e-2
@@ -59,23 +66,26 @@ def numeric_gradient(f, array: np.ndarray, eps: float = EPS) -> np.ndarray:
 
 
 def check_gradients(params, config: ModelConfig, x, y, state, masks=None,
-                    penalty: Penalty | None = None) -> list[CheckRow]:
+                    penalty: Penalty | None = None, weight_masks=None) -> list[CheckRow]:
     """Compare analytic and numeric gradients for every parameter and initial state.
 
     Args:
         params: float64 params.  x, y: (T, B) ids.  state: tuple of (L, B, H) float64.
-        masks: fixed dropout masks (list of (T, B, H)) or None.
+        masks: fixed output dropout masks (model.make_dropout_masks) or None.
         penalty: AR and TAR weights (penalties.Penalty): check loss + AR + TAR.
+        weight_masks: fixed weight masks (model.make_weight_masks) or None; the
+            numeric side perturbs the stored weights and masks them in every evaluation.
     """
     def loss() -> float:
         if penalty:  # the forward of AR and TAR needs the top layer's output: a whole pass
-            wg = loss_and_grads(params, config, x, y, state, masks, penalty=penalty)
+            wg = loss_and_grads(params, config, x, y, state, masks, penalty=penalty,
+                                weight_masks=weight_masks)
             return wg.loss + wg.penalty
-        logits, _, _ = forward(params, config, x, state, masks)
+        logits, _, _ = forward(drop_weights(params, weight_masks), config, x, state, masks)
         return layers.softmax_cross_entropy(logits, y)[0]
 
     _, grads, _, dstate0, _ = loss_and_grads(params, config, x, y, state, masks,
-                                             penalty=penalty)
+                                             penalty=penalty, weight_masks=weight_masks)
     rows = []
     for name, value in params.items():
         num = numeric_gradient(loss, value)

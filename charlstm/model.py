@@ -2,8 +2,13 @@
 
 Shape legend: T time, B batch, V vocab, H hidden, L layers, G = gates*H.
 
-    x (T, B) ids --gather--> layer 0 --dropout--> layer 1 ... layer L-1
+    x (T, B) ids --gather--> layer 0 --dropout--> layer 1 ... layer L-1 --locked dropout-->
         --> decoder (H -> V) --> logits (T, B, V) --> softmax cross-entropy
+
+In training, the output masks (make_dropout_masks) multiply each layer's output, and
+the weight masks (make_weight_masks: DropConnect on W_hh, character dropout on
+W_ih_l0) are applied to the weights once per window, around forward and backward
+(drop_weights / drop_weights_backward), so every stream and step sees one set.
 
 The model is a pair of pure functions, forward(params, ...) -> (logits,
 state, cache) and backward(dlogits, dstate, cache) -> (grads, dstate0), joined
@@ -64,12 +69,70 @@ def zero_state(config: ModelConfig, batch_size: int, dtype=np.float32) -> tuple:
 
 
 def make_dropout_masks(config: ModelConfig, T: int, B: int, rng, dtype) -> list | None:
-    """One (T, B, H) inverted-dropout mask per layer output except the top one."""
-    if config.dropout == 0.0 or config.num_layers == 1:
-        return None
-    shape = (T, B, config.hidden_size)
-    return [layers.dropout_mask(shape, config.dropout, rng, dtype)
-            for _ in range(config.num_layers - 1)]
+    """Inverted-dropout masks on the layers' outputs for one window, bottom layer first:
+    L-1 or L masks, each (T, B, H) or (1, B, H); None for no dropout.
+
+    `dropout` (torch.nn.LSTM's): a fresh (T, B, H) mask per step on every layer but the
+    top one. `locked_dropout` (AWD-LSTM's variational dropout): one (1, B, H) mask per
+    stream, shared by every step of the window, on every layer including the top one.
+    Where both act, the mask is their product. Drawn in that order from rng, and
+    nothing is drawn for a rate of 0, so runs without locked dropout draw as before.
+    """
+    L, H = config.num_layers, config.hidden_size
+    masks = []
+    if config.dropout > 0.0:
+        masks = [layers.dropout_mask((T, B, H), config.dropout, rng, dtype)
+                 for _ in range(L - 1)]
+    if config.locked_dropout > 0.0:
+        locked = [layers.dropout_mask((1, B, H), config.locked_dropout, rng, dtype)
+                  for _ in range(L)]
+        masks = [m * lock for m, lock in zip(masks, locked)] + locked[len(masks):]
+    return masks or None
+
+
+def make_weight_masks(config: ModelConfig, rng, dtype) -> dict | None:
+    """Inverted-dropout masks on weights for one window: param name -> mask that
+    broadcasts to the weight (see drop_weights); None when both rates are 0.
+
+    `weight_dropout` (AWD-LSTM's DropConnect): a (G, H) mask on every layer's
+    weight_hh, layer 0 first. `input_dropout` (AWD-LSTM's embedding dropout, for
+    one-hot input): a (1, V) mask on weight_ih_l0's columns, so a dropped character
+    type reaches the recurrence only through b_ih for the whole window. Drawn after
+    make_dropout_masks' masks, in that order, from the same rng.
+    """
+    p = config.cell + "."
+    masks = {}
+    if config.weight_dropout > 0.0:
+        G = get_cell(config.cell).GATES * config.hidden_size
+        for k in range(config.num_layers):
+            masks[f"{p}weight_hh_l{k}"] = layers.dropout_mask(
+                (G, config.hidden_size), config.weight_dropout, rng, dtype)
+    if config.input_dropout > 0.0:
+        masks[f"{p}weight_ih_l0"] = layers.dropout_mask(
+            (1, config.vocab_size), config.input_dropout, rng, dtype)
+    return masks or None
+
+
+def drop_weights(params: dict, weight_masks: dict | None) -> dict:
+    """The weights a window runs on: W * M for every masked weight, the others as they
+    are (a new dict; params is not modified). weight_masks: see make_weight_masks."""
+    if not weight_masks:
+        return params
+    return {name: value * weight_masks[name] if name in weight_masks else value
+            for name, value in params.items()}
+
+
+def drop_weights_backward(grads: dict, weight_masks: dict | None) -> dict:
+    """Gradients w.r.t. the stored weights from those w.r.t. the masked ones, in place:
+    forward W_eff = W * M, so dW = dW_eff * M (a dropped weight gets no gradient)."""
+    for name, mask in (weight_masks or {}).items():
+        grads[name] *= mask
+    return grads
+
+
+def layer_mask(masks: list | None, k: int):
+    """Layer k's output mask from a list of L-1 or L masks (bottom first), or None."""
+    return masks[k] if masks is not None and k < len(masks) else None
 
 
 class ModelCache(NamedTuple):
@@ -77,8 +140,9 @@ class ModelCache(NamedTuple):
     params: dict  # the weights used (read-only)
     inputs: list  # per layer: its input, (T, B) ids for layer 0 else (T, B, H)
     cell_caches: list  # per layer: the cell's own cache
-    masks: list | None  # per non-top layer: (T, B, H) dropout mask, or None
-    top: np.ndarray  # (T, B, H) output of the last layer (no dropout), fed to the decoder
+    masks: list | None  # L-1 or L output masks, bottom first: (T, B, H) or (1, B, H)
+    top: np.ndarray  # (T, B, H) output of the last layer before its mask (AR and TAR's h)
+    decoded: np.ndarray  # (T, B, H) what the decoder read: top * its mask, or top itself
 
 
 def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=None,
@@ -89,7 +153,8 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
         params: name -> ndarray (see param_shapes).
         x: (T, B) int character ids.
         state: tuple of (L, B, H) arrays (h, c for LSTM), or None for zeros.
-        masks: list of L-1 dropout masks (T, B, H), or None for no dropout.
+        masks: L-1 or L output masks, bottom layer first, each (T, B, H) or (1, B, H)
+            (see make_dropout_masks); None for no dropout.
         need_cache: False for evaluation: the cell's infer() keeps no per-step
             cache (less memory, less work) and the cache returned is None.
     Returns:
@@ -114,15 +179,16 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
         # xw is ours alone, so the cell may use its memory (e.g. for the gates)
         h, stateT, *cache = run(xw, state0, params[f"{p}weight_hh_l{k}"],
                                 params[f"{p}bias_hh_l{k}"], overwrite_xw=True)
-        if masks is not None and k < config.num_layers - 1:
-            h = h * masks[k]
+        top = h  # the last layer's, before its mask, is what AR and TAR read
+        if (mask := layer_mask(masks, k)) is not None:
+            h = h * mask  # (1, B, H) locked masks broadcast over time
         caches += cache
         for whole, part in zip(final_state, stateT):
             whole[k] = part
     logits = layers.linear_forward(h, params["decoder.weight"], params["decoder.bias"])
     if not need_cache:
         return logits, final_state, None
-    return logits, final_state, ModelCache(config, params, inputs, caches, masks, h)
+    return logits, final_state, ModelCache(config, params, inputs, caches, masks, top, h)
 
 
 def backward(dlogits: np.ndarray, dstate, cache: ModelCache, dtop=None):
@@ -133,27 +199,27 @@ def backward(dlogits: np.ndarray, dstate, cache: ModelCache, dtop=None):
         dstate: tuple of (L, B, H) gradients w.r.t. the final state, or None for zeros
             (the last window of a sequence).
         dtop: (T, B, H) gradient of other loss terms (AR, TAR) w.r.t. the top layer's
-            output cache.top, or None.
+            output before its mask, cache.top, or None.
     Returns:
         grads (same keys and shapes as params), dstate0 (tuple of (L, B, H)):
         the gradient w.r.t. the initial state, to carry into the previous window.
     """
-    config, params, inputs, caches, masks, top = cache
+    config, params, inputs, caches, masks, top, decoded = cache
     cell = get_cell(config.cell)
     p = config.cell + "."
     grads = {}
-    # forward: logits = top W_dec^T + b_dec
+    # forward: logits = decoded W_dec^T + b_dec
     dh, grads["decoder.weight"], grads["decoder.bias"] = layers.linear_backward(
-        dlogits, top, params["decoder.weight"])
-    if dtop is not None:  # forward: penalty(top), beside logits(top)
-        dh += dtop
+        dlogits, decoded, params["decoder.weight"])
     if dstate is None:
         dstate = zero_state(config, dlogits.shape[1], dlogits.dtype)
     dstate0 = [None] * config.num_layers
     for k in reversed(range(config.num_layers)):
-        # forward: h = h * masks[k]
-        if masks is not None and k < config.num_layers - 1:
-            dh = dh * masks[k]
+        # forward: h = h * mask
+        if (mask := layer_mask(masks, k)) is not None:
+            dh = dh * mask
+        if dtop is not None and k == config.num_layers - 1:
+            dh += dtop  # forward: penalty(top), top = the last layer's h before its mask
         # forward: h, stateT = cell.forward(xw, state0, W_hh, b_hh)
         dxw, dstate0[k], grads[f"{p}weight_hh_l{k}"], grads[f"{p}bias_hh_l{k}"] = cell.backward(
             dh, tuple(d[k] for d in dstate), caches[k])
@@ -174,24 +240,27 @@ class WindowGrads(NamedTuple):
 
 def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarray,
                    state=None, masks=None, dstate=None, count=None,
-                   penalty: Penalty | None = None) -> WindowGrads:
+                   penalty: Penalty | None = None, weight_masks=None) -> WindowGrads:
     """Loss and gradients of one window: forward -> softmax cross-entropy (+ AR and
     TAR on the top layer's output) -> backward.
 
     Args:
         x, y: (T, B) int ids; y[t] is the character that follows x[t].
         state: initial state, tuple of (L, B, H), or None for zeros.
-        masks: L-1 dropout masks (T, B, H) (see make_dropout_masks), or None.
+        masks: output dropout masks (see make_dropout_masks), or None.
         dstate: dL/d(final state) from a later window or an extra loss term, tuple
             of (L, B, H), or None for zeros (truncated BPTT).
         count: the number of targets the mean is over (default T*B); a slice of a
             batch's streams passes the whole batch's (see engine).
         penalty: AR and TAR weights (see penalties), or None for none. Their value
             is returned apart from the loss; the gradients are of loss + penalty.
+        weight_masks: name -> mask on that weight (see make_weight_masks), or None.
     Returns:
-        WindowGrads(loss, grads, final state, dstate0, penalty value).
+        WindowGrads(loss, grads w.r.t. the unmasked params, final state, dstate0,
+        penalty value).
     """
-    logits, final_state, cache = forward(params, config, x, state, masks)
+    used = drop_weights(params, weight_masks)
+    logits, final_state, cache = forward(used, config, x, state, masks)
     loss, dlogits = layers.softmax_cross_entropy(logits, y, count)
     value, dtop, dh0 = 0.0, None, None
     if penalty:
@@ -199,6 +268,7 @@ def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarr
         h0 = np.zeros_like(cache.top[0]) if state is None else state[0][-1]
         value, dtop, dh0 = activation_penalty(cache.top, h0, penalty, count)
     grads, dstate0 = backward(dlogits, dstate, cache, dtop)
+    drop_weights_backward(grads, weight_masks)
     if dh0 is not None:  # forward: d[0] = top[0] - h0, h0 = state[0][L-1]
         dstate0[0][-1] += dh0
     return WindowGrads(loss, grads, final_state, dstate0, value)
@@ -241,7 +311,8 @@ class CharLSTM:
         Args:
             x, y: (T, B) int ids; y[t] is the character that follows x[t].
             state: initial state from the previous window, or None for zeros.
-            train: apply dropout (if configured) with masks drawn from `rng`
+            train: apply every configured dropout (dropout, locked_dropout,
+                weight_dropout, input_dropout) with masks drawn from `rng`
                 (default: the model's own generator).
         Returns:
             loss (float), grads (dict like params), final state (detached).
@@ -252,11 +323,14 @@ class CharLSTM:
         if x.shape != y.shape:
             raise ValueError(f"x and y shapes differ: {x.shape} vs {y.shape}")
         T, B = x.shape
-        masks = None
+        masks = weight_masks = None
         if train:
-            masks = make_dropout_masks(self.config, T, B, rng or self.rng, self.dtype)
+            rng = rng or self.rng
+            masks = make_dropout_masks(self.config, T, B, rng, self.dtype)
+            weight_masks = make_weight_masks(self.config, rng, self.dtype)
         loss, grads, state, _, _ = engine.loss_and_grads(self.params, self.config, x, y,
-                                                         state, masks)
+                                                         state, masks,
+                                                         weight_masks=weight_masks)
         return loss, grads, state
 
     def _check_ids(self, x) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__, engine, model
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, name_flag
+from .config import ModelConfig, TrainConfig, describe_dropouts, name_flag
 from .data import Batches, Corpus, Cursor, make_corpus
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
@@ -229,9 +229,10 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float, flo
     T, B = x.shape
     # masks for the whole batch, whatever the thread count: resuming draws the same ones
     masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
+    weight_masks = model.make_weight_masks(cfg, run.rng, DTYPE)
     penalty = Penalty(run.config.ar, run.config.tar)
     loss, grads, final_state, _, value = engine.loss_and_grads(
-        run.params, cfg, x, y, run.state, masks, penalty=penalty)
+        run.params, cfg, x, y, run.state, masks, penalty=penalty, weight_masks=weight_masks)
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping
@@ -430,8 +431,8 @@ def _describe(run: Run, corpus: Corpus, batches: Batches, path: str, resumed: bo
             f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
             f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
             f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
-            f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, dropout "
-            f"{mc.dropout:g}, {n_params:,} parameters, float32\n"
+            f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
+            f"{describe_dropouts(mc.to_dict())}, {n_params:,} parameters, float32\n"
             f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
             f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
             f"  stop   {_describe_stop(cfg)}")

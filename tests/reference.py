@@ -46,29 +46,42 @@ def rnn_step(x, state, Wi, Wh, bi, bh):
 STEPS = {"lstm": (lstm_step, "ifgo"), "gru": (gru_step, "rzn"), "rnn": (rnn_step, "h")}
 
 
-def naive_lm_forward(params, cell, x, state, num_layers, masks=None):
+def naive_lm_forward(params, cell, x, state, num_layers, masks=None, weight_masks=None):
     """params: charlstm names; x: (T, B) ids; state: tuple of (L, B, H).
+    masks: L-1 or L output masks (T, B, H) or (1, B, H) (locked: the same every step), or None.
+    weight_masks: name -> mask; DropConnect as explicitly masked W_hh gate blocks, and
+    character dropout as the one-hot input vector times the (V,) mask, not as masked weights.
     Returns logits (T, B, V) and the final state, a tuple of (L, B, H)."""
     step, names = STEPS[cell]
     T, B = x.shape
     V, H = params["decoder.weight"].shape
+    weight_masks = weight_masks or {}
     logits = np.zeros((T, B, V))
     final = tuple(np.zeros((num_layers, B, H)) for _ in state)
+    keep_char = weight_masks.get(f"{cell}.weight_ih_l0", np.ones((1, V)))[0]
 
     def split(W):  # torch stacks the gate blocks as rows
         return {name: W[k * H:(k + 1) * H] for k, name in enumerate(names)}
 
+    def mask_at(k, t, b):  # a locked mask has one row, used at every step
+        if masks is None or k >= len(masks):
+            return 1.0
+        return masks[k][min(t, len(masks[k]) - 1), b]
+
     for b in range(B):
-        seq = [np.eye(V)[x[t, b]] for t in range(T)]  # explicit one-hot vectors
+        seq = [np.eye(V)[x[t, b]] * keep_char for t in range(T)]  # explicit one-hot vectors
         for k in range(num_layers):
-            Wi, Wh, bi, bh = (split(params[f"{cell}.{w}_l{k}"])
-                              for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            Wi, bi, bh = (split(params[f"{cell}.{w}_l{k}"])
+                          for w in ("weight_ih", "bias_ih", "bias_hh"))
+            W_hh = params[f"{cell}.weight_hh_l{k}"]
+            M = weight_masks.get(f"{cell}.weight_hh_l{k}", np.ones_like(W_hh))
+            Wh = split(np.array([[W_hh[r, c] * M[r, c] for c in range(H)]
+                                 for r in range(len(W_hh))]))
             s = tuple(a[k, b].copy() for a in state)
             out = []
             for t in range(T):
                 s = step(seq[t], s, Wi, Wh, bi, bh)
-                drop = masks[k][t, b] if masks is not None and k < num_layers - 1 else 1.0
-                out.append(s[0] * drop)
+                out.append(s[0] * mask_at(k, t, b))
             for whole, part in zip(final, s):
                 whole[k, b] = part
             seq = out

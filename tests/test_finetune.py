@@ -64,9 +64,10 @@ def test_init_from_a_checkpoint_file_with_new_dropout(base, tmp_path, capsys):
     rc, out, err = charlstm_cli(capsys, "train", "--init-from", base / "last.safetensors",
                                 "--data", tmp_path / "new.txt", "--out", tmp_path / "ft",
                                 "--max-steps", 2, "--dropout", 0.3, "--seq-len", 8,
-                                "--batch-size", 2)
+                                "--batch-size", 2, "--locked-dropout", 0.2)
     assert rc == 0, err
-    assert load_checkpoint(tmp_path / "ft/last.safetensors").config.dropout == 0.3
+    config = load_checkpoint(tmp_path / "ft/last.safetensors").config
+    assert config.dropout == 0.3 and config.locked_dropout == 0.2
 
 
 def test_init_from_refuses_what_it_cannot_keep(base, tmp_path, capsys):

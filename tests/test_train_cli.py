@@ -107,6 +107,9 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     (["--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
     (["--forget-bias", "nan"], "--forget-bias must be a finite number, got nan"),
     (["--dropout", "nan"], "--dropout must be in [0, 1), got nan"),
+    (["--weight-dropout", "1"], "--weight-dropout must be in [0, 1), got 1.0"),
+    (["--locked-dropout", "-0.1"], "--locked-dropout must be in [0, 1)"),
+    (["--input-dropout", "nan"], "--input-dropout must be in [0, 1), got nan"),
     (["--seq-len", "0"], "--seq-len must be a positive integer"),
     (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--max-steps", "0"], "--max-steps must be a positive integer"),
@@ -119,6 +122,21 @@ def test_out_of_range_values_are_usage_errors(tmp_path, corpus, capsys, flags, m
     line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *flags)
     assert message in line
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_awd_dropout_flags_reach_the_run_and_its_files(tmp_path, corpus, capsys):
+    rc, out, _ = train(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps", 2,
+                       *TINY, "--weight-dropout", 0.5, "--locked-dropout", 0.25,
+                       "--input-dropout", 0.1)
+    assert rc == 0
+    assert "dropout 0, weight dropout 0.5, locked dropout 0.25, input dropout 0.1" in out
+    rates = dict(weight_dropout=0.5, locked_dropout=0.25, input_dropout=0.1)
+    config = TrainConfig.from_dict(load_toml(tmp_path / "r/config.toml"))
+    ck = load_checkpoint(tmp_path / "r/last.safetensors")
+    for key, value in rates.items():
+        assert getattr(config, key) == getattr(ck.config, key) == value
+    assert main(["info", str(tmp_path / "r")]) == 0
+    assert "weight dropout 0.5, locked dropout 0.25" in capsys.readouterr().out
 
 
 def test_unparsable_and_unknown_choices_exit_2(capsys):

@@ -45,41 +45,52 @@ def _layers(params: dict, cell: str, num_layers: int, dtype) -> list:
     return mods
 
 
-def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None, ar=0.0, tar=0.0):
+def torch_loss_and_grads(params, cell, num_layers, x, y, state, masks=None, ar=0.0, tar=0.0,
+                         weight_masks=None):
     """Loss, logits, final state, parameter grads and initial-state grads via autograd.
-    masks: charlstm's L-1 dropout masks (T, B, H), applied between torch's layers.
-    ar, tar: AWD-LSTM's penalties on the top layer's output, added to the loss, with
-    TAR's h[-1] the initial state's top-layer h (written here as AWD-LSTM does)."""
+    masks: charlstm's output dropout masks (L-1 or L, (T, B, H) or (1, B, H) broadcast),
+    applied after torch's layers.
+    ar, tar: AWD-LSTM's penalties on the top layer's output before its mask, added to
+    the loss, with TAR's h[-1] the initial state's top-layer h (written here as
+    AWD-LSTM does).
+    weight_masks: name -> mask; the layer runs on weight * mask
+    (torch.func.functional_call), so autograd chain-rules through the mask."""
     dtype = torch.from_numpy(params["decoder.weight"]).dtype
     V = params["decoder.weight"].shape[0]
     _, decoder = torch_lm(params, cell, num_layers, dtype)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(x), V).to(dtype)
     state0 = [torch.from_numpy(s.copy()).requires_grad_() for s in state]
+    weight_masks = weight_masks or {}
 
     def as_torch(s):
         return tuple(s) if cell == "lstm" else s[0]
 
-    if masks is None:
+    if masks is None and not weight_masks:
         rnn, _ = torch_lm(params, cell, num_layers, dtype)
         out, final = rnn(onehot, as_torch(state0))
+        top = out
         final = final if cell == "lstm" else (final,)
         named = {f"{cell}.{n}": p for n, p in rnn.named_parameters()}
     else:
         out, finals, named = onehot, [], {}
         for k, mod in enumerate(_layers(params, cell, num_layers, dtype)):
-            out, f = mod(out, as_torch([s[k:k + 1] for s in state0]))
+            ours = {n: f"{cell}.{n.replace('_l0', f'_l{k}')}" for n, _ in mod.named_parameters()}
+            used = {n: p * torch.from_numpy(weight_masks[ours[n]]) if ours[n] in weight_masks
+                    else p for n, p in mod.named_parameters()}
+            out, f = torch.func.functional_call(mod, used,
+                                                (out, as_torch([s[k:k + 1] for s in state0])))
             finals.append(f if cell == "lstm" else (f,))
-            if k < num_layers - 1:
+            top = out  # the last layer's output before its mask: what AR and TAR read
+            if masks is not None and k < len(masks):
                 out = out * torch.from_numpy(masks[k])
-            named.update({f"{cell}.{n.replace('_l0', f'_l{k}')}": p
-                          for n, p in mod.named_parameters()})
+            named.update({ours[n]: p for n, p in mod.named_parameters()})
         final = tuple(torch.cat(parts) for parts in zip(*finals))
     logits = decoder(out)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V),
                                              torch.from_numpy(y).reshape(-1))
     if ar or tar:
-        prev = torch.cat([state0[0][num_layers - 1:], out[:-1]])
-        loss = loss + ar * out.pow(2).mean() + tar * (out - prev).pow(2).mean()
+        prev = torch.cat([state0[0][num_layers - 1:], top[:-1]])
+        loss = loss + ar * top.pow(2).mean() + tar * (top - prev).pow(2).mean()
     loss.backward()
     grads = {name: p.grad.numpy() for name, p in named.items()}
     grads.update({f"decoder.{n}": p.grad.numpy() for n, p in decoder.named_parameters()})

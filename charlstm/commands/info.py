@@ -8,6 +8,7 @@ import math
 from safetensors import safe_open
 
 from ..checkpoint import load_checkpoint
+from ..config import describe_dropouts
 from ..layers import LN2
 from ..progress import format_duration
 from ..runs import resolve_checkpoint
@@ -113,7 +114,7 @@ def run(args) -> int:
         ("format", f"{info['format']}, written by charlstm {info['package_version']}"),
         ("model", f"{c['cell'].upper()}, {c['num_layers']} layer{'s' * (c['num_layers'] > 1)} "
                   f"x {c['hidden_size']} hidden, "
-                  f"dropout {c['dropout']}, forget bias {c['forget_bias']}"),
+                  f"{describe_dropouts(c)}, forget bias {c['forget_bias']}"),
         ("parameters", f"{info['parameters']:,} ({info['dtype']})"),
         ("vocab", f"{info['vocab_size']} characters: {_shorten(info['vocab'])}"),
     ]

@@ -63,6 +63,16 @@ def register(sub) -> None:
     _add(m, "forget_bias", "init bias on the LSTM forget gate (GRU: update gate z)",
          type=unchecked(float), metavar="B")
     _add(m, "cell", "recurrent cell", choices=list(CELLS))
+    g = p.add_argument_group(
+        "regularisation", "AWD-LSTM's dropouts, for small texts a model overfits: each "
+        "draws one mask per window, acts only in training and is stored in the checkpoint")
+    _add(g, "weight_dropout", "DropConnect on every layer's recurrent weights W_hh, in "
+         "[0, 1)", type=unchecked(float), metavar="P")
+    _add(g, "locked_dropout", "variational dropout on every layer's output (the top one's "
+         "too): one mask per stream shared by all steps, in [0, 1)", type=unchecked(float),
+         metavar="P")
+    _add(g, "input_dropout", "drop each character type from the input for the whole "
+         "window, in [0, 1)", type=unchecked(float), metavar="P")
     o = p.add_argument_group("optimisation")
     _add(o, "optimizer", "update rule", choices=list(OPTIMIZERS))
     _add(o, "lr", "peak learning rate", type=unchecked(float), metavar="LR")
