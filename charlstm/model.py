@@ -2,8 +2,8 @@
 
 Shape legend: T time, B batch, V vocab, H hidden, L layers, G = gates*H.
 
-    x (T, B) ids --gather--> layer 0 --dropout--> layer 1 ... layer L-1 --locked dropout-->
-        --> decoder (H -> V) --> logits (T, B, V) --> softmax cross-entropy
+    x (T, B) ids --gather--> layer 0 --dropout--> layer 1 ... layer L-1
+        --(locked dropout)--> decoder (H -> V) --> logits (T, B, V) --> softmax cross-entropy
 
 In training, the output masks (make_dropout_masks) multiply each layer's output, and
 the weight masks (make_weight_masks: DropConnect on W_hh, character dropout on

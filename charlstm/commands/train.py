@@ -63,16 +63,6 @@ def register(sub) -> None:
     _add(m, "forget_bias", "init bias on the LSTM forget gate (GRU: update gate z)",
          type=unchecked(float), metavar="B")
     _add(m, "cell", "recurrent cell", choices=list(CELLS))
-    g = p.add_argument_group(
-        "regularisation", "AWD-LSTM's dropouts, for small texts a model overfits: each "
-        "draws one mask per window, acts only in training and is stored in the checkpoint")
-    _add(g, "weight_dropout", "DropConnect on every layer's recurrent weights W_hh, in "
-         "[0, 1)", type=unchecked(float), metavar="P")
-    _add(g, "locked_dropout", "variational dropout on every layer's output (the top one's "
-         "too): one mask per stream shared by all steps, in [0, 1)", type=unchecked(float),
-         metavar="P")
-    _add(g, "input_dropout", "drop each character type from the input for the whole "
-         "window, in [0, 1)", type=unchecked(float), metavar="P")
     o = p.add_argument_group("optimisation")
     _add(o, "optimizer", "update rule", choices=list(OPTIMIZERS))
     _add(o, "lr", "peak learning rate", type=unchecked(float), metavar="LR")
@@ -91,8 +81,17 @@ def register(sub) -> None:
     _add(o, "min_lr_ratio", "cosine schedule: final lr as a fraction of --lr",
          type=unchecked(float), metavar="R")
     g = p.add_argument_group(
-        "regularisation", "AWD-LSTM's penalties on the top layer's output, added to the "
-        "objective (the logged loss stays the cross-entropy), and weight averaging")
+        "regularisation", "AWD-LSTM's, for small texts a model overfits. Each dropout "
+        "draws one mask per window and acts only in training; the penalties on the top "
+        "layer's output are added to the objective (the logged loss stays the "
+        "cross-entropy); weight averaging")
+    _add(g, "weight_dropout", "DropConnect on every layer's recurrent weights W_hh, in "
+         "[0, 1)", type=unchecked(float), metavar="P")
+    _add(g, "locked_dropout", "variational dropout on every layer's output (the top one's "
+         "too): one mask per stream shared by all steps, in [0, 1)", type=unchecked(float),
+         metavar="P")
+    _add(g, "input_dropout", "drop each character type from the input for the whole "
+         "window, in [0, 1)", type=unchecked(float), metavar="P")
     _add(g, "ar", "activation regularisation: weight of mean(h^2) (0 = off)",
          type=unchecked(float), metavar="ALPHA")
     _add(g, "tar", "temporal activation regularisation: weight of mean((h[t] - h[t-1])^2) "
