@@ -108,7 +108,7 @@ def test_fast_path_matches_naive_reference_with_every_mask(cell, L):
 @pytest.mark.parametrize("L", [1, 2])
 def test_gradient_check_with_every_mask(cell, L):
     config, params, x, y, state, masks, weight_masks = problem(cell, L, T=3, B=2, seed=5 + L)
-    rows = check_gradients(params, config, x, y, state, masks, weight_masks)
+    rows = check_gradients(params, config, x, y, state, masks, weight_masks=weight_masks)
     assert len(rows) == len(params) + len(CELLS[cell].STATE_NAMES)
     for row in rows:
         assert row.max_rel_error < 1e-7, row
