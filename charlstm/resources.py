@@ -22,8 +22,9 @@ ITEMSIZE = 4  # float32
 def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len: int,
                    averaged: bool = False) -> int:
     """Estimated peak bytes of one training step: parameters, gradients and optimizer
-    state (and the weights' moving average, if averaged), plus the activations one
-    (seq_len, batch_size) window caches for BPTT.
+    state (and the weights' moving average, if averaged; the masked weights of weight
+    and input dropout), plus the activations one (seq_len, batch_size) window caches
+    for BPTT.
     """
     H, L, V = config.hidden_size, config.num_layers, config.vocab_size
     G = get_cell(config.cell).GATES * H
@@ -33,7 +34,11 @@ def training_bytes(config: ModelConfig, optimizer: str, batch_size: int, seq_len
     # per layer and step: input projections and gates (2G), states and their tanh (4H);
     # once per step: backward's gate gradients (2G) and logits, probabilities, dlogits (3V)
     per_step = L * (2 * G + 4 * H) + 2 * G + 3 * V
+    # a locked mask on the top layer keeps the decoder's masked input beside the output
+    per_step += H * (config.locked_dropout > 0)
     values = (PARAM_COPIES + OPTIMIZER_SLOTS.get(optimizer, 2) + int(averaged)) * n_params
+    # weight dropout: a mask and the masked copy of every W_hh (of W_ih_l0 for the input)
+    values += 2 * (L * G * H * (config.weight_dropout > 0) + G * V * (config.input_dropout > 0))
     return ITEMSIZE * (values + seq_len * batch_size * per_step)
 
 

@@ -32,6 +32,17 @@ def test_gradcheck_checks_ar_and_tar_too(capsys):
     assert rc == 0 and "AR=3 TAR=5" in out and "PASS" in out
 
 
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_gradcheck_checks_every_dropout_too(cell, capsys):
+    rc = cli.main(["gradcheck", "--cell", cell, "--hidden-size", "3", "--seq-len", "3",
+                   "--batch-size", "2", "--vocab-size", "4", "--dropout", "0.3",
+                   "--weight-dropout", "0.4", "--locked-dropout", "0.3",
+                   "--input-dropout", "0.3", "--ar", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "PASS" in out, out
+    assert "weight_dropout=0.4 locked_dropout=0.3 input_dropout=0.3 AR=1 TAR=0" in out
+
+
 def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch, capsys):
     original = lstm.backward
 
@@ -47,7 +58,8 @@ def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args", [["--hidden-size", "0"], ["--seq-len", "x"],
-                                  ["--dropout", "1.5"], ["--cell", "bogus"]])
+                                  ["--dropout", "1.5"], ["--cell", "bogus"],
+                                  ["--weight-dropout", "1"], ["--input-dropout", "-0.1"]])
 def test_gradcheck_bad_flags_give_one_line_errors(args):
     proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "gradcheck", *args],
                           capture_output=True, text=True)

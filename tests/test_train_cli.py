@@ -286,6 +286,10 @@ def test_memory_estimate_counts_parameters_optimizer_and_one_window():
     assert training_bytes(config, "adam", 2, 3) == 4 * (5 * n_params + window)
     assert training_bytes(config, "sgd", 2, 3) == 4 * (4 * n_params + window)
     assert training_bytes(config, "sgd", 2, 3, averaged=True) == 4 * (5 * n_params + window)
+    dropped = ModelConfig(vocab_size=10, hidden_size=4, num_layers=1, weight_dropout=0.5,
+                          input_dropout=0.1, locked_dropout=0.2)  # masks and masked copies
+    assert training_bytes(dropped, "sgd", 2, 3) == 4 * (4 * n_params + 2 * (16 * 4 + 16 * 10)
+                                                        + window + 3 * 2 * 4)
     for cell, L in (("lstm", 3), ("gru", 2), ("rnn", 1)):  # the closed form is param_shapes
         config = ModelConfig(vocab_size=7, hidden_size=5, num_layers=L, cell=cell)
         n_params = sum(math.prod(s) for s in param_shapes(config).values())

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ..cells import CELLS
-from ..config import ModelConfig
+from ..config import DROPOUTS, ModelConfig
 from ..errors import UserError
 from ..gradcheck import check_gradients, format_table, random_problem
+from ..model import make_weight_masks
 from ..penalties import Penalty
 from .argtypes import integer, number
 
@@ -28,8 +31,14 @@ def register(sub) -> None:
                    help="recurrent cell (default lstm)")
     m.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.0,
                    help="check with a fixed dropout mask of this rate (default 0)")
-    r = p.add_argument_group("regularisation", "check the objective with AWD-LSTM's "
-                             "activation penalties on the top layer's output")
+    r = p.add_argument_group("regularisation", "check with AWD-LSTM's dropouts (fixed "
+                             "masks of these rates) and activation penalties on the top "
+                             "layer's output in the objective")
+    for name, what in (("weight_dropout", "DropConnect on every W_hh"),
+                       ("locked_dropout", "locked dropout on every layer's output"),
+                       ("input_dropout", "input-character dropout")):
+        r.add_argument("--" + name.replace("_", "-"), type=number(0, 1, high_open=True),
+                       default=0.0, help=f"{what}: rate of its mask (default 0)")
     r.add_argument("--ar", type=number(0), default=0.0,
                    help="weight of AR, mean(h^2) (default 0)")
     r.add_argument("--tar", type=number(0), default=0.0,
@@ -44,15 +53,20 @@ def register(sub) -> None:
 def run(args) -> int:
     try:
         config = ModelConfig(vocab_size=args.vocab_size, hidden_size=args.hidden_size,
-                             num_layers=args.num_layers, dropout=args.dropout, cell=args.cell)
+                             num_layers=args.num_layers, cell=args.cell,
+                             **{name: getattr(args, name) for name in DROPOUTS})
     except ValueError as e:
         raise UserError(str(e)) from None
     problem = random_problem(config, args.seq_len, args.batch_size, args.seed,
-                             dropout_mask=args.dropout > 0)
+                             dropout_mask=args.dropout > 0 or args.locked_dropout > 0)
+    weight_masks = make_weight_masks(config, np.random.default_rng([args.seed, 1]), np.float64)
     start = time.perf_counter()
     penalty = Penalty(args.ar, args.tar)
-    rows = check_gradients(*problem[:1], config, *problem[1:], penalty=penalty)
-    extra = f" AR={args.ar:g} TAR={args.tar:g}" if penalty else ""
+    rows = check_gradients(*problem[:1], config, *problem[1:], penalty=penalty,
+                           weight_masks=weight_masks)
+    extra = "".join(f" {name}={getattr(config, name):g}" for name in DROPOUTS[1:]
+                    if getattr(config, name))
+    extra += f" AR={args.ar:g} TAR={args.tar:g}" if penalty else ""
     print(f"gradient check: {config.cell.upper()} V={config.vocab_size} H={config.hidden_size} "
           f"L={config.num_layers} T={args.seq_len} B={args.batch_size} dropout={config.dropout}"
           f"{extra} seed={args.seed}, float64, 6th-order central differences")
