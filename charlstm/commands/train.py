@@ -167,7 +167,8 @@ def run(args) -> int:
         if config.dropout > 0 and config.num_layers == 1:
             print(f"charlstm: warning: --dropout {config.dropout:g} does nothing with one "
                   "layer (it acts between layers, as in torch.nn.LSTM); add --num-layers 2 "
-                  "or more to use it", file=sys.stderr)
+                  "or more to use it, or --locked-dropout, which acts on every layer's "
+                  "output", file=sys.stderr)
         outcome = start_training(config, force=args.force, say=echo)
     if outcome.interrupted:
         return 130
