@@ -84,7 +84,8 @@ def register(sub) -> None:
         "regularisation", "AWD-LSTM's, for small texts a model overfits. Each dropout "
         "draws one mask per window and acts only in training; the penalties on the top "
         "layer's output are added to the objective (the logged loss stays the "
-        "cross-entropy); weight averaging")
+        "cross-entropy); the weights' moving average is the model that validation, "
+        "checkpoints and every command read")
     _add(g, "weight_dropout", "DropConnect on every layer's recurrent weights W_hh, in "
          "[0, 1)", type=unchecked(float), metavar="P")
     _add(g, "locked_dropout", "variational dropout on every layer's output (the top one's "
