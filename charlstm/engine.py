@@ -20,6 +20,20 @@ slice order. Nothing depends on which thread finishes first, so the same thread
 count gives bit-identical results run to run; different thread counts add the
 same terms in a different grouping and may differ in the last bits.
 
+How many workers: as many as the threads allow while each slice keeps at least
+MIN_SLICE_WORK = streams x H of work per time step (the slice's recurrent GEMM is
+(streams, H) x (H, G)). Below that a slice's per-step GEMM is too small for one core
+to run well, and it is faster to keep the whole batch on one worker and let a
+multi-threaded BLAS split each GEMM's columns instead. Measured on 2 cores (A/B
+alternated in one process, keeping only rounds in which other processes used under
+a quarter of a core), loss_and_grads on windows of T = 64, speed of two workers
+over one worker with a 2-thread BLAS:
+1x128 B16 (1024 per slice) 0.60, 1x256 B16 (2048) 0.55, 1x128 B32 (2048) 0.94,
+2x256 B32 (4096) 1.00, 1x384 B32 (6144) 1.07; the bigger models gain more. So one
+worker runs under the caller's BLAS settings (the plain library), not one BLAS
+thread: on an idle machine that was faster than one BLAS thread at every size
+above (1.25x at 1x128 B32).
+
     set_num_threads(2)                       # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
 """
@@ -35,10 +49,9 @@ import numpy as np
 
 from . import layers, model
 
-# Fewest streams a worker gets: below this the per-step GEMM of a slice is so thin
-# (a few rows) that BLAS runs it far below peak and the Python per-step overhead,
-# paid once per worker, dominates; then fewer workers get wider slices.
-MIN_STREAMS = 8
+# Least work a worker gets per time step, in streams x hidden units: thinner slices
+# lose to one worker on a multi-threaded BLAS (see the module docstring).
+MIN_SLICE_WORK = 4096
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -77,11 +90,12 @@ def num_threads(n: int | None):
         set_num_threads(before)
 
 
-def stream_slices(B: int, threads: int | None = None) -> list[slice]:
-    """Contiguous slices of range(B), one per worker: as many workers as
-    `threads` (default get_num_threads()) allows while each keeps MIN_STREAMS
-    streams; sizes differ by at most one, the wider slices first."""
-    n = max(1, min(threads or get_num_threads(), B // MIN_STREAMS))
+def stream_slices(B: int, H: int, threads: int | None = None) -> list[slice]:
+    """Contiguous slices of range(B), one per worker: as many workers as `threads`
+    (default get_num_threads()) allows while each slice's streams x H stays at least
+    MIN_SLICE_WORK; sizes differ by at most one, the wider slices first."""
+    fewest = max(1, -(-MIN_SLICE_WORK // H))  # streams a slice needs: ceil(work / H)
+    n = max(1, min(threads or get_num_threads(), B // fewest))
     base, extra = divmod(B, n)
     bounds = np.cumsum([0] + [base + (k < extra) for k in range(n)])
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -107,13 +121,13 @@ def _one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
-def map_streams(fn, B: int, threads: int | None = None) -> list:
-    """[fn(s) for s in stream_slices(B, threads)], the slices run concurrently.
+def map_streams(fn, B: int, H: int, threads: int | None = None) -> list:
+    """[fn(s) for s in stream_slices(B, H, threads)], the slices run concurrently.
 
     The calling thread runs the first slice itself; the results come back in slice
     order whatever order the workers finish in. With one slice, fn runs directly
     under the caller's BLAS settings (the serial path is the plain library)."""
-    parts = stream_slices(B, threads)
+    parts = stream_slices(B, H, threads)
     if len(parts) == 1:
         return [fn(parts[0])]
     with _one_blas_thread():
@@ -158,7 +172,7 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
     With one slice this is exactly model.loss_and_grads.
     """
     T, B = x.shape
-    if len(stream_slices(B, threads)) == 1:
+    if len(stream_slices(B, config.hidden_size, threads)) == 1:
         return model.loss_and_grads(params, config, x, y, state, masks, dstate,
                                     penalty=penalty, weight_masks=weight_masks)
     # the weights are masked once, before the split: every slice runs on the same ones
@@ -172,7 +186,7 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
             None if masks is None else [m[:, s] for m in masks], _slice_state(dstate, s),
             count=T * B, penalty=penalty)
 
-    results = map_streams(work, B, threads)
+    results = map_streams(work, B, config.hidden_size, threads)
     loss, grads, value = results[0].loss, results[0].grads, results[0].penalty
     for part in results[1:]:  # a fixed order: sums that do not depend on scheduling
         loss += part.loss
@@ -197,7 +211,7 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
                                          need_cache=False)
         return logits, final
 
-    results = map_streams(work, x.shape[1], threads)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads)
     if len(results) == 1:
         return results[0]
     return (np.concatenate([r[0] for r in results], axis=1),
@@ -223,7 +237,7 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         m = mask[:, s]
         return float(nll[m].sum(dtype=np.float64)), int(m.sum()), final
 
-    results = map_streams(work, x.shape[1], threads)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads)
     total = 0.0
     for part, _, _ in results:
         total += part

@@ -25,17 +25,25 @@ TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, ato
 def thin_slices(monkeypatch):
     """Let tiny test batches split (a slice may hold a single stream); restore the
     default thread count afterwards."""
-    monkeypatch.setattr(engine, "MIN_STREAMS", 1)
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
     yield
     engine.set_num_threads(None)
 
 
 def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
-    parts = engine.stream_slices(7, 3)
+    parts = engine.stream_slices(7, 6, 3)
     assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]
-    assert engine.stream_slices(2, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
-    monkeypatch.setattr(engine, "MIN_STREAMS", 8)
-    assert len(engine.stream_slices(15, 4)) == 1 and len(engine.stream_slices(32, 4)) == 4
+    assert engine.stream_slices(2, 6, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 4096)
+    # every slice keeps streams x H >= 4096: 32 streams of 128 per slice, 11 of 384
+    assert len(engine.stream_slices(32, 128, 2)) == 1
+    assert len(engine.stream_slices(63, 128, 2)) == 1
+    assert len(engine.stream_slices(64, 128, 2)) == 2
+    assert len(engine.stream_slices(32, 384, 4)) == 2
+    assert len(engine.stream_slices(50, 512, 2)) == 2
+    assert len(engine.stream_slices(1, 5000, 2)) == 1
+    for B, H, n in [(33, 384, 4), (7, 1000, 3), (100, 128, 8)]:
+        assert all((s.stop - s.start) * H >= 4096 for s in engine.stream_slices(B, H, n))
 
 
 def test_set_num_threads_validates_and_defaults_to_the_affinity():
@@ -161,7 +169,7 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
     first = tr.start_training(tiny_config(tmp_path, "resumed", batch_size=3))
     assert first.interrupted and first.step == 7
     monkeypatch.undo()
-    monkeypatch.setattr(engine, "MIN_STREAMS", 1)
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
     second = tr.resume_training(tmp_path / "resumed")
     assert second.step == straight[0].step == 16
     assert second.val_loss == straight[0].val_loss == straight[1].val_loss
