@@ -3,10 +3,14 @@
     python benchmarks/bench_sample.py [--chars N] [--threads N] [--load]
                                       [--hidden-size 512 --num-layers 2]
 
-Both run the same generation loop (charlstm.sample.generate: temperature 1, one
+Both run the same generation loop (charlstm.sample.generate_ids: temperature 1, one
 character per step per stream), with charlstm.model.step or torch.nn.LSTM +
 nn.Linear under no_grad as the step function; same weights. Single stream (what
-a user generating text sees) and 64 streams at once, measured alternately.
+a user generating text sees) and 64 streams at once, measured alternately. The 64
+streams of charlstm run as `charlstm sample --num-samples 64 --threads N` draws them
+(charlstm.sample.generate_parallel: the streams split across N engine workers, each
+running the whole loop for its slice); torch runs all 64 in one loop on N intra-op
+threads. One stream is one loop for both, on an N-thread BLAS / torch.
 """
 
 from __future__ import annotations
@@ -18,19 +22,25 @@ import numpy as np
 from common import add_load_flag, interleaved, median, session, table
 from impls import OursTrainer, TorchTrainer, torch_step_fn
 
+from charlstm import engine
 from charlstm import model as cm
-from charlstm.sample import generate, numpy_step_fn, stream_rngs
+from charlstm.sample import generate_ids, generate_parallel, numpy_step_fn, stream_rngs
 
 V = 65
 
 
 def generator(step_fn, state_fn, B, n):
-    vocab = [chr(48 + i) for i in range(V)]
-
     def run():
-        for _ in generate(step_fn, state_fn(), vocab, np.array([0]), n,
-                          rngs=stream_rngs(0, B)):
+        for _ in generate_ids(step_fn, state_fn(), np.array([0]), n, rngs=stream_rngs(0, B)):
             pass
+
+    return run
+
+
+def parallel_generator(ours, B, n):
+    """charlstm's multi-stream sampling, the streams split across the engine's workers."""
+    def run():
+        generate_parallel(ours.params, ours.config, np.array([0]), n, stream_rngs(0, B))
 
     return run
 
@@ -57,16 +67,19 @@ def measure(args) -> None:
         theirs = TorchTrainer(ours.params, L, B)
         torch = theirs.torch
         n = args.chars if B == 1 else max(50, args.chars // 4)
+        serial = generator(numpy_step_fn(ours.params, ours.config),
+                           lambda B=B, c=ours.config: cm.zero_state(c, B), B, n)
         fns = {
-            "charlstm": generator(numpy_step_fn(ours.params, ours.config),
-                                  lambda B=B, c=ours.config: cm.zero_state(c, B), B, n),
+            "charlstm": serial if B == 1 else parallel_generator(ours, B, n),
             "torch": generator(torch_step_fn(theirs),
                                lambda B=B, tz=torch.zeros: (tz(L, B, H), tz(L, B, H)), B, n),
         }
         times = interleaved(fns, args.repeats)
         cps = {k: B * n / median(v) for k, v in times.items()}
         per = {k: 1e6 * median(v) / n for k, v in times.items()}
-        rows.append([f"{L}x{H}, {B} stream{'s' if B > 1 else ''}", f"{cps['charlstm']:,.0f}",
+        workers = len(engine.stream_slices(B, H))
+        rows.append([f"{L}x{H}, {B} stream{'s' if B > 1 else ''} ({workers} worker"
+                     f"{'s' if workers > 1 else ''})", f"{cps['charlstm']:,.0f}",
                      f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",
                      f"{per['charlstm']:.0f} / {per['torch']:.0f}"])
     print(table(["sampling", "charlstm chars/s", "torch chars/s", "ratio",

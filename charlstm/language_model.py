@@ -8,8 +8,9 @@ Shape legend: T time, B batch, V vocab, H hidden, L layers, N characters of a te
 
 `generate` gives exactly the text `charlstm sample` prints for the same arguments (the
 CLI adds a final newline when the text does not end with one): both draw through
-`charlstm.sample.sample_text`. `LanguageModel` is a `CharLSTM`, so `forward` and
-`loss_and_grads` work on it too.
+`charlstm.sample.sample_text`. `generate_many` draws several samples side by side on the
+engine's worker threads, as `charlstm sample --num-samples N` does. `LanguageModel` is a
+`CharLSTM`, so `forward` and `loss_and_grads` work on it too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from .config import ModelConfig, TrainConfig
 from .evaluate import evaluate as evaluate_ids  # what eval and validation passes use
 from .model import CharLSTM, zero_state
 from .runs import resolve_checkpoint
-from .sample import encode_prime, list_chars, numpy_step_fn, random_seed, sample_text, stream_rng
+from .sample import (
+    encode_prime,
+    list_chars,
+    numpy_step_fn,
+    random_seed,
+    sample_text,
+    sample_texts,
+    stream_rng,
+)
 from .text import Vocab
 
 # What `save` keeps of a training checkpoint's meta: where the model came from and how
@@ -113,13 +122,35 @@ class LanguageModel(CharLSTM):
                top_k: int | None = None, top_p: float | None = None,
                seed: int | None = None) -> Iterator[str]:
         """`generate`, as an iterator: first the prime, then one character at a time."""
-        self.encode(prime)  # a ValueError listing unknown characters, before any work
-        seed = random_seed() if seed is None else seed
-        prime_ids, echo = encode_prime(self.vocab, prime, seed=seed)
+        prime_ids, echo, seed = self._prime(prime, seed)
         return sample_text(numpy_step_fn(self.params, self.config),
                            zero_state(self.config, 1, self.dtype), self.vocab, prime_ids,
                            echo, length, temperature, top_k, 1.0 if top_p is None else top_p,
                            stream_rng(seed, 0))
+
+    def generate_many(self, num_samples: int, prime: str = "", length: int = 500,
+                      temperature: float = 1.0, top_k: int | None = None,
+                      top_p: float | None = None, seed: int | None = None) -> list[str]:
+        """`num_samples` texts drawn side by side, the streams split across
+        charlstm.set_num_threads() workers (see charlstm.sample.generate_parallel).
+
+        Text k is what `charlstm sample --num-samples N` prints as sample k+1 (less the
+        final newline the CLI adds); text 0 is `generate`'s for the same arguments, up
+        to the BLAS's rounding. The other arguments are `generate`'s.
+        """
+        if not isinstance(num_samples, int | np.integer) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        prime_ids, echo, seed = self._prime(prime, seed)
+        return sample_texts(self.params, self.config, self.vocab, prime_ids, echo, length,
+                            temperature, top_k, 1.0 if top_p is None else top_p, seed,
+                            int(num_samples))
+
+    def _prime(self, prime: str, seed: int | None) -> tuple[np.ndarray, str, int]:
+        """(prime ids, echo, seed) for a sample; seed None draws a fresh one."""
+        self.encode(prime)  # a ValueError listing unknown characters, before any work
+        seed = random_seed() if seed is None else seed
+        prime_ids, echo = encode_prime(self.vocab, prime, seed=seed)
+        return prime_ids, echo, seed
 
     def evaluate(self, text: str, batch_size: int | None = None,
                  seq_len: int | None = None) -> float:

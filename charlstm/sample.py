@@ -13,7 +13,9 @@ then draws characters with `sample_ids`:
     renormalise and draw by inverse CDF; temperature 0 takes the argmax instead
 
 Each stream has its own numpy Generator, so stream b's text depends only on its
-generator: a batch of N streams and N single-stream runs give the same N texts.
+generator: a batch of N streams and N single-stream runs give the same N texts (up to
+the BLAS's rounding, see generate_parallel). `generate_parallel` runs many streams of
+the NumPy model at once, split across the engine's worker threads (charlstm.engine).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import model
+from . import engine, model
 from .config import ModelConfig
 from .errors import UserError
 from .text import Vocab
@@ -111,6 +113,34 @@ def sample_ids(logits: np.ndarray, temperature: float, top_k: int | None, top_p:
     return (cdf < (u * cdf[:, -1])[:, None]).sum(axis=1)
 
 
+def check_prime_ids(prime_ids) -> np.ndarray:
+    """prime_ids as a (P,) int64 array; ValueError unless P >= 1."""
+    prime_ids = np.asarray(prime_ids, dtype=np.int64)
+    if prime_ids.ndim != 1 or prime_ids.size == 0:
+        raise ValueError("prime_ids must be a non-empty (P,) array of ids")
+    return prime_ids
+
+
+def generate_ids(step_fn, state: tuple, prime_ids, length: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float = 1.0,
+                 rngs: Sequence[np.random.Generator] | None = None) -> Iterator[np.ndarray]:
+    """Yield `length` steps of new ids, (B,) int64 each; the arguments as `generate`."""
+    check_sampling_args(temperature, top_k, top_p)
+    prime_ids = check_prime_ids(prime_ids)
+    B = state[0].shape[1]
+    if rngs is None:
+        rngs = stream_rngs(0, B)
+    if len(rngs) != B:
+        raise ValueError(f"need one generator per stream: {B} streams, {len(rngs)} generators")
+    for i in prime_ids:
+        logits, state = step_fn(np.full(B, i, dtype=np.int64), state)
+    for n in range(length):
+        ids = sample_ids(logits, temperature, top_k, top_p, rngs)
+        yield ids
+        if n + 1 < length:  # the logits after the last character would go unused
+            logits, state = step_fn(ids, state)
+
+
 def generate(step_fn, state: tuple, vocab: Sequence[str], prime_ids, length: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
              rngs: Sequence[np.random.Generator] | None = None) -> Iterator[list[str]]:
@@ -124,22 +154,42 @@ def generate(step_fn, state: tuple, vocab: Sequence[str], prime_ids, length: int
             logits after the last one give the first new character. Not yielded.
         rngs: B generators (default: stream_rngs(0, B)); unused when temperature is 0.
     """
-    check_sampling_args(temperature, top_k, top_p)
-    prime_ids = np.asarray(prime_ids, dtype=np.int64)
-    if prime_ids.ndim != 1 or prime_ids.size == 0:
-        raise ValueError("prime_ids must be a non-empty (P,) array of ids")
-    B = state[0].shape[1]
-    if rngs is None:
-        rngs = stream_rngs(0, B)
-    if len(rngs) != B:
-        raise ValueError(f"need one generator per stream: {B} streams, {len(rngs)} generators")
-    for i in prime_ids:
-        logits, state = step_fn(np.full(B, i, dtype=np.int64), state)
-    for n in range(length):
-        ids = sample_ids(logits, temperature, top_k, top_p, rngs)
+    for ids in generate_ids(step_fn, state, prime_ids, length, temperature, top_k, top_p,
+                            rngs):
         yield [vocab[i] for i in ids]
-        if n + 1 < length:  # the logits after the last character would go unused
-            logits, state = step_fn(ids, state)
+
+
+def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
+                      rngs: Sequence[np.random.Generator], temperature: float = 1.0,
+                      top_k: int | None = None, top_p: float = 1.0,
+                      threads: int | None = None) -> np.ndarray:
+    """B = len(rngs) streams from a zero state with the NumPy model, the streams split
+    across the engine's workers: (length, B) int64 ids.
+
+    Each worker runs the whole step loop (generate_ids) for its contiguous slice of
+    streams, under the engine's one-thread BLAS, with no synchronisation per step;
+    the slices are joined in order at the end. Stream b draws only from rngs[b] and
+    its own logits, so the ids are those of generate_ids over all B streams at once
+    (or B single-stream runs), up to how the BLAS rounds a GEMM with a different
+    number of rows (the last bit of a float32 logit, which moves a draw only when
+    the uniform falls that close to a boundary of the distribution).
+    threads: workers (default engine.get_num_threads(); engine.MIN_SLICE_WORK applies).
+    """
+    check_sampling_args(temperature, top_k, top_p)  # raise here, not in a worker
+    prime_ids = check_prime_ids(prime_ids)
+    if not len(rngs):
+        raise ValueError("need at least one stream (one generator per stream)")
+    step_fn = numpy_step_fn(params, config)
+    dtype = params["decoder.weight"].dtype
+
+    def work(s: slice) -> np.ndarray:
+        state = model.zero_state(config, s.stop - s.start, dtype)
+        steps = generate_ids(step_fn, state, prime_ids, length, temperature, top_k, top_p,
+                             rngs[s])
+        return np.array(list(steps), dtype=np.int64).reshape(length, s.stop - s.start)
+
+    return np.concatenate(engine.map_streams(work, len(rngs), config.hidden_size, threads),
+                          axis=1)
 
 
 def sample_text(step_fn, state: tuple, vocab: Vocab, prime_ids, echo: str, length: int,
@@ -158,6 +208,17 @@ def sample_text(step_fn, state: tuple, vocab: Vocab, prime_ids, echo: str, lengt
     for (c,) in generate(step_fn, state, vocab.chars, prime_ids, length, temperature, top_k,
                          top_p, [rng]):
         yield c
+
+
+def sample_texts(params: dict, config: ModelConfig, vocab: Vocab, prime_ids, echo: str,
+                 length: int, temperature: float, top_k: int | None, top_p: float,
+                 seed: int, num_samples: int) -> list[str]:
+    """Samples 0..num_samples-1 as `charlstm sample --num-samples N` prints them, drawn
+    side by side with generate_parallel: sample k is `echo` then `length` characters
+    from stream_rng(seed, k), the text sample_text gives for that generator."""
+    ids = generate_parallel(params, config, prime_ids, length, stream_rngs(seed, num_samples),
+                            temperature, top_k, top_p)
+    return [echo + vocab.decode(ids[:, k]) for k in range(num_samples)]
 
 
 def list_chars(chars: list[str], limit: int = 20) -> str:

@@ -98,6 +98,36 @@ def test_greedy_and_num_samples(ckpt, capsys):
     assert bodies[0] != bodies[1]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_num_samples_are_drawn_side_by_side_on_the_threads(tmp_path, capsys, monkeypatch,
+                                                            cell):
+    """--num-samples 5 --threads 2 (slices of 3 and 2 streams): sample k is the text of
+    stream_rng(seed, k) drawn alone, for plain, top-k and top-p sampling."""
+    from charlstm import engine
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    workers = []
+    real = engine.map_streams
+    monkeypatch.setattr(engine, "map_streams", lambda fn, B, H, threads=None: (
+        workers.append(len(engine.stream_slices(B, H, threads))) or real(fn, B, H, threads)))
+    path = tmp_path / "m.safetensors"
+    model = make_checkpoint(path, cell=cell)
+    for flags, kw in ((["--temperature", 1.2], dict(temperature=1.2)),
+                      (["--top-k", 4, "--temperature", 0.8], dict(temperature=0.8, top_k=4)),
+                      (["--top-p", 0.7], dict(top_p=0.7))):
+        rc, out, _ = charlstm(capsys, "sample", path, "--prime", "To", "--length", 30,
+                              "--num-samples", 5, "--seed", 9, "--threads", 2, *flags)
+        assert rc == 0
+        _, *bodies = re.split(r"\n?=== sample \d/5 ===\n", out)
+        for k, body in enumerate(bodies):
+            alone = "".join(c for (c,) in generate(
+                numpy_step_fn(model.params, model.config),
+                zero_state(model.config, 1, np.float64), VOCAB.chars, VOCAB.encode("To"), 30,
+                rngs=[stream_rng(9, k)], **kw))
+            assert body == "To" + alone + ("" if alone.endswith("\n") else "\n"), (flags, k)
+        assert len(set(bodies)) == 5
+    assert workers == [2, 2, 2]
+
+
 def test_sample_run_dir_prefers_best_then_last(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -64,6 +64,30 @@ def test_generate_gives_the_text_charlstm_sample_prints(run_dir, capsys, kwargs,
     assert "".join(model.stream(**kwargs)) == text
 
 
+def test_generate_many_gives_the_samples_charlstm_sample_prints(run_dir, capsys,
+                                                                monkeypatch):
+    """On 2 workers (the CLI's --threads, the library's set_num_threads; slices of 2
+    and 1 streams): text k is the CLI's sample k+1; text 0 is generate's."""
+    monkeypatch.setattr(charlstm.engine, "MIN_SLICE_WORK", 1)
+    model = charlstm.load(run_dir)
+    charlstm.set_num_threads(2)
+    try:
+        texts = model.generate_many(3, "ROMEO:", length=40, temperature=0.9, top_k=8, seed=6)
+    finally:
+        charlstm.set_num_threads(None)
+    out = cli_out(capsys, "sample", run_dir, "--prime", "ROMEO:", "--length", 40,
+                  "--temperature", 0.9, "--top-k", 8, "--seed", 6, "--num-samples", 3,
+                  "--threads", 2)
+    _, *bodies = re.split(r"\n?=== sample \d/3 ===\n", out)
+    assert [t if t.endswith("\n") else t + "\n" for t in texts] == bodies
+    assert texts[0] == model.generate("ROMEO:", length=40, temperature=0.9, top_k=8, seed=6)
+    assert len(set(texts)) == 3 and all(t.startswith("ROMEO:") for t in texts)
+    with pytest.raises(ValueError, match="positive integer"):
+        model.generate_many(0)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.generate_many(2, "Zed")
+
+
 def test_load_holds_vocabulary_configs_and_the_run_s_checkpoint(run_dir):
     model = charlstm.load(run_dir)
     ckpt = load_checkpoint(run_dir / "best.safetensors")

@@ -7,12 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm import CharLSTM, ModelConfig
+from charlstm import CharLSTM, ModelConfig, engine
 from charlstm.errors import UserError
 from charlstm.model import zero_state
 from charlstm.sample import (
     encode_prime,
     generate,
+    generate_ids,
+    generate_parallel,
     numpy_step_fn,
     probabilities,
     sample_ids,
@@ -130,6 +132,65 @@ def test_same_seed_same_text_and_batch_equals_single_streams():
     assert len(set(batch)) == 3  # streams are independent
     assert run_streams(model, 1, seed=7, top_k=5) == batch[:1]
     assert run_streams(model, 3, seed=8, top_k=5) != batch
+
+
+SETTINGS = [dict(), dict(temperature=0.7, top_k=4), dict(temperature=1.4, top_p=0.8),
+            dict(temperature=0.9, top_k=6, top_p=0.9), dict(temperature=0.0)]
+
+
+@pytest.fixture
+def spy_slices(monkeypatch):
+    """Let tiny batches split (a slice may hold one stream) and record how many slices
+    each engine.map_streams call ran."""
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    seen, real = [], engine.map_streams
+
+    def spy(fn, B, H, threads=None):
+        seen.append(len(engine.stream_slices(B, H, threads)))
+        return real(fn, B, H, threads)
+
+    monkeypatch.setattr(engine, "map_streams", spy)
+    yield seen
+    engine.set_num_threads(None)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_parallel_sampling_gives_the_serial_texts(cell, spy_slices):
+    """B = 7 streams over 1, 2 and 3 workers (uneven slices), each worker running the
+    whole step loop for its slice: the same ids as all 7 streams stepped together,
+    for every sampling setting, and texts that differ from stream to stream."""
+    model = tiny_model(cell)
+    for kw in SETTINGS:
+        serial = np.array(list(generate_ids(
+            numpy_step_fn(model.params, model.config), zero_state(model.config, 7, np.float64),
+            [2, 5], 30, rngs=stream_rngs(3, 7), **kw)))
+        for threads in (1, 2, 3):
+            ids = generate_parallel(model.params, model.config, [2, 5], 30, stream_rngs(3, 7),
+                                    threads=threads, **kw)
+            assert ids.dtype == np.int64 and ids.shape == (30, 7)
+            np.testing.assert_array_equal(ids, serial, err_msg=f"{kw} on {threads} threads")
+        if kw.get("temperature", 1.0) > 0:
+            assert len({ids[:, b].tobytes() for b in range(7)}) == 7
+    assert spy_slices == [1, 2, 3] * len(SETTINGS)
+    engine.set_num_threads(2)  # the default comes from charlstm.set_num_threads / --threads
+    generate_parallel(model.params, model.config, [1], 3, stream_rngs(0, 5))
+    assert spy_slices[-1] == 2
+
+
+def test_parallel_sampling_checks_arguments_and_raises_model_errors(spy_slices):
+    model = tiny_model()
+    assert generate_parallel(model.params, model.config, [0], 0, stream_rngs(0, 4),
+                             threads=2).shape == (0, 4)
+    for kw in ({"temperature": -1.0}, {"top_k": 0}, {"top_p": 0.0}):
+        with pytest.raises(ValueError):
+            generate_parallel(model.params, model.config, [0], 5, stream_rngs(0, 4), **kw)
+    with pytest.raises(ValueError, match="non-empty"):
+        generate_parallel(model.params, model.config, [], 5, stream_rngs(0, 4))
+    with pytest.raises(ValueError, match="at least one stream"):
+        generate_parallel(model.params, model.config, [0], 5, [])
+    broken = dict(model.params, **{"decoder.bias": np.full(11, np.nan)})
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        generate_parallel(broken, model.config, [0], 5, stream_rngs(0, 4), threads=2)
 
 
 def test_generate_yields_exactly_length_steps_and_checks_arguments():

@@ -10,7 +10,14 @@ from ..errors import UserError
 from ..language_model import LanguageModel, load
 from ..model import zero_state
 from ..progress import silence_stdout
-from ..sample import encode_prime, numpy_step_fn, random_seed, sample_text, stream_rng
+from ..sample import (
+    encode_prime,
+    numpy_step_fn,
+    random_seed,
+    sample_text,
+    sample_texts,
+    stream_rng,
+)
 from ..text import read_text
 from .argtypes import integer, number
 
@@ -33,7 +40,9 @@ def register(sub) -> None:
                    help="then only from the smallest set holding this much probability "
                    "(nucleus sampling; default 1 = off)")
     s.add_argument("--num-samples", metavar="N", type=integer(1), default=1,
-                   help="independent samples, printed one after another (default 1)")
+                   help="independent samples, printed one after another (default 1); with "
+                   "the numpy backend they are drawn side by side on the --threads workers "
+                   "and each is printed whole once all are drawn")
     s.add_argument("--seed", metavar="S", type=integer(0), default=None,
                    help="random seed; the same seed gives the same text (default: random, "
                    "printed to stderr)")
@@ -66,6 +75,24 @@ def make_step_fn(model: LanguageModel, backend: str):
     return ort_step_fn(model.checkpoint()), np.float32
 
 
+def samples(model: LanguageModel, args, prime_ids, echo: str, seed: int):
+    """Per sample k (from stream_rng(seed, k)), an iterable of its text's pieces.
+
+    One sample, or the onnxruntime backend: one stream at a time, each character
+    yielded as it is drawn. Several samples with NumPy: all side by side, the streams
+    split across the engine's workers (sample_texts), each sample whole; the same
+    texts (sample k depends on (seed, k) only), up to the BLAS's rounding."""
+    sampling = (args.length, args.temperature, args.top_k, args.top_p)
+    if args.backend == "numpy" and args.num_samples > 1:
+        texts = sample_texts(model.params, model.config, model.vocab, prime_ids, echo,
+                             *sampling, seed, args.num_samples)
+        return ([text] for text in texts)
+    step_fn, dtype = make_step_fn(model, args.backend)
+    return (sample_text(step_fn, zero_state(model.config, 1, dtype), model.vocab, prime_ids,
+                        echo, *sampling, stream_rng(seed, k))
+            for k in range(args.num_samples))
+
+
 def run(args) -> int:
     if args.prime_file is not None:
         if args.prime is not None:
@@ -82,19 +109,14 @@ def run(args) -> int:
     if args.prime and len(echo) < len(args.prime):
         print(f"charlstm: skipped {len(args.prime) - len(echo)} prime characters not in "
               "the vocabulary", file=sys.stderr)
-    step_fn, dtype = make_step_fn(model, args.backend)
     out = sys.stdout
     try:
-        for k in range(args.num_samples):
+        for k, pieces in enumerate(samples(model, args, prime_ids, echo, seed)):
             if args.num_samples > 1:
                 gap = "\n" if k else ""
                 out.write(f"{gap}=== sample {k + 1}/{args.num_samples} ===\n")
             last = ""
-            # One stream per sample, each with its own generator: the same texts as a
-            # batch of num_samples streams would give, but each printed as it is drawn.
-            for c in sample_text(step_fn, zero_state(model.config, 1, dtype), vocab,
-                                 prime_ids, echo, args.length, args.temperature, args.top_k,
-                                 args.top_p, stream_rng(seed, k)):
+            for c in pieces:
                 out.write(c)
                 out.flush()
                 last = c
