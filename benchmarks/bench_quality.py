@@ -2,13 +2,16 @@
 Tiny Shakespeare with identical hyperparameters, then both evaluated on the
 validation split.
 
-    python benchmarks/bench_quality.py [--budget SECONDS] [--threads N]
+    python benchmarks/bench_quality.py [--budget SECONDS] [--threads N] [--load]
+        [--num-layers 2 --hidden-size 512 --batch-size 64 --seq-len 100]
 
 Same initial weights, Adam (lr 2e-3), global-norm clip 5, float32, the same
 truncated-BPTT windows (B contiguous streams of the 90% training split, windows of
 T, state carried, reset at each epoch). The two trainings are interleaved step by
 step in one process, each stopping when ITS OWN accumulated step time reaches the
-budget, so both see the same machine load. Evaluation time is not counted.
+budget, so both see the same machine load. Evaluation time is not counted. charlstm
+trains and evaluates on --threads engine workers (the streams split across them),
+torch on --threads intra-op threads.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import argparse
 import time
 
 import common  # noqa: F401  (sets BLAS threads before numpy loads)
-from common import machine_line, read_corpus, table
+from common import add_load_flag, read_corpus, session, table
 from impls import OursTrainer, TorchTrainer, torch_eval
 
+from charlstm import engine
 from charlstm.data import Batches, Cursor
 from charlstm.evaluate import evaluate
 
@@ -33,11 +37,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--threads", type=int, help="BLAS/torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, help="charlstm workers and torch threads "
+                    "(default: all cores)")
+    add_load_flag(ap)
     args = ap.parse_args()
+    with session(args.load):
+        measure(args)
+
+
+def measure(args) -> None:
     train, val, V = read_corpus()
     L, H, B, T = args.num_layers, args.hidden_size, args.batch_size, args.seq_len
-    print(machine_line() + "\n")
+    print()
     ours = OursTrainer(V, H, L, B, lr=args.lr)
     theirs = TorchTrainer(ours.params, L, B, lr=args.lr)
     batches = Batches(train, B, T)
@@ -67,7 +78,8 @@ def main() -> None:
         rows.append([name, f"{run[2]:.0f}", f"{run[3]:,}", f"{run[3] * B * T / run[2]:,.0f}",
                      f"{batches.epoch_progress(run[1]):.2f}", f"{run[4]:.3f}",
                      f"**{val_loss[name]:.4f}**"])
-    print(f"{L}x{H} B{B} T{T}, Adam lr {args.lr}, clip 5, budget {args.budget:.0f} s each\n")
+    print(f"{L}x{H} B{B} T{T}, Adam lr {args.lr}, clip 5, budget {args.budget:.0f} s each, "
+          f"{len(engine.stream_slices(B, H))} charlstm workers\n")
     print(table(["implementation", "train s", "steps", "chars/s", "epochs", "last train loss",
                  "val loss (nats/char)"], rows))
     print(f"\n(PyTorch's own evaluation of its final weights: {torch_own:.4f})")
