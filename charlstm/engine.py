@@ -90,11 +90,13 @@ def num_threads(n: int | None):
         set_num_threads(before)
 
 
-def stream_slices(B: int, H: int, threads: int | None = None) -> list[slice]:
+def stream_slices(B: int, H: int, threads: int | None = None,
+                  min_work: int | None = None) -> list[slice]:
     """Contiguous slices of range(B), one per worker: as many workers as `threads`
     (default get_num_threads()) allows while each slice's streams x H stays at least
-    MIN_SLICE_WORK; sizes differ by at most one, the wider slices first."""
-    fewest = max(1, -(-MIN_SLICE_WORK // H))  # streams a slice needs: ceil(work / H)
+    `min_work` (default MIN_SLICE_WORK); sizes differ by at most one, the wider first."""
+    min_work = MIN_SLICE_WORK if min_work is None else min_work
+    fewest = max(1, -(-min_work // H))  # streams a slice needs: ceil(work / H)
     n = max(1, min(threads or get_num_threads(), B // fewest))
     base, extra = divmod(B, n)
     bounds = np.cumsum([0] + [base + (k < extra) for k in range(n)])
@@ -121,13 +123,14 @@ def _one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
-def map_streams(fn, B: int, H: int, threads: int | None = None) -> list:
-    """[fn(s) for s in stream_slices(B, H, threads)], the slices run concurrently.
+def map_streams(fn, B: int, H: int, threads: int | None = None,
+                min_work: int | None = None) -> list:
+    """[fn(s) for s in stream_slices(B, H, threads, min_work)], the slices run concurrently.
 
     The calling thread runs the first slice itself; the results come back in slice
     order whatever order the workers finish in. With one slice, fn runs directly
     under the caller's BLAS settings (the serial path is the plain library)."""
-    parts = stream_slices(B, H, threads)
+    parts = stream_slices(B, H, threads, min_work)
     if len(parts) == 1:
         return [fn(parts[0])]
     with _one_blas_thread():

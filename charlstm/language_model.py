@@ -8,8 +8,8 @@ Shape legend: T time, B batch, V vocab, H hidden, L layers, N characters of a te
 
 `generate` gives exactly the text `charlstm sample` prints for the same arguments (the
 CLI adds a final newline when the text does not end with one): both draw through
-`charlstm.sample.sample_text`. `generate_many` draws several samples side by side on the
-engine's worker threads, as `charlstm sample --num-samples N` does. `LanguageModel` is a
+`charlstm.sample.sample_text`. `generate_many` draws several samples side by side, as
+`charlstm sample --num-samples N` does. `LanguageModel` is a
 `CharLSTM`, so `forward` and `loss_and_grads` work on it too.
 """
 
@@ -131,8 +131,8 @@ class LanguageModel(CharLSTM):
     def generate_many(self, num_samples: int, prime: str = "", length: int = 500,
                       temperature: float = 1.0, top_k: int | None = None,
                       top_p: float | None = None, seed: int | None = None) -> list[str]:
-        """`num_samples` texts drawn side by side, the streams split across
-        charlstm.set_num_threads() workers (see charlstm.sample.generate_parallel).
+        """`num_samples` texts drawn side by side as one batch (very many split across
+        charlstm.set_num_threads() workers, see charlstm.sample.generate_parallel).
 
         Text k is what `charlstm sample --num-samples N` prints as sample k+1 (less the
         final newline the CLI adds); text 0 is `generate`'s for the same arguments, up

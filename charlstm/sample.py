@@ -15,7 +15,7 @@ then draws characters with `sample_ids`:
 Each stream has its own numpy Generator, so stream b's text depends only on its
 generator: a batch of N streams and N single-stream runs give the same N texts (up to
 the BLAS's rounding, see generate_parallel). `generate_parallel` runs many streams of
-the NumPy model at once, split across the engine's worker threads (charlstm.engine).
+the NumPy model as one batch, very many split across the engine's worker threads.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ from . import engine, model
 from .config import ModelConfig
 from .errors import UserError
 from .text import Vocab
+
+# Least streams x H a sampling worker gets (engine.MIN_SLICE_WORK is training's): one
+# step of one character has far less work between the workers' many small NumPy calls
+# than a training window, and each worker streams every weight matrix through its cores
+# where one multi-threaded GEMM splits them. Measured on 2 cores (A/B alternated, rounds
+# kept only while other processes used under a quarter of a core), two workers over one
+# worker with a 2-thread BLAS: 2x512 B64 0.80, B128 0.93, B256 1.00, B512 1.13;
+# 1x384 B256 0.95; 1x128 B512 0.98. So streams split only from 256 of 512 per slice.
+SAMPLE_SLICE_WORK = 131072
 
 
 def numpy_step_fn(params: dict, config: ModelConfig):
@@ -163,8 +172,8 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
                       rngs: Sequence[np.random.Generator], temperature: float = 1.0,
                       top_k: int | None = None, top_p: float = 1.0,
                       threads: int | None = None) -> np.ndarray:
-    """B = len(rngs) streams from a zero state with the NumPy model, the streams split
-    across the engine's workers: (length, B) int64 ids.
+    """B = len(rngs) streams from a zero state with the NumPy model, as one batch or,
+    for very many, split across the engine's workers: (length, B) int64 ids.
 
     Each worker runs the whole step loop (generate_ids) for its contiguous slice of
     streams, under the engine's one-thread BLAS, with no synchronisation per step;
@@ -173,7 +182,9 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     (or B single-stream runs), up to how the BLAS rounds a GEMM with a different
     number of rows (the last bit of a float32 logit, which moves a draw only when
     the uniform falls that close to a boundary of the distribution).
-    threads: workers (default engine.get_num_threads(); engine.MIN_SLICE_WORK applies).
+    threads: workers (default engine.get_num_threads()), while each slice keeps
+    SAMPLE_SLICE_WORK streams x H; fewer streams run on one worker, with the BLAS
+    threads the caller has.
     """
     check_sampling_args(temperature, top_k, top_p)  # raise here, not in a worker
     prime_ids = check_prime_ids(prime_ids)
@@ -188,8 +199,9 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
                              rngs[s])
         return np.array(list(steps), dtype=np.int64).reshape(length, s.stop - s.start)
 
-    return np.concatenate(engine.map_streams(work, len(rngs), config.hidden_size, threads),
-                          axis=1)
+    parts = engine.map_streams(work, len(rngs), config.hidden_size, threads,
+                               SAMPLE_SLICE_WORK)
+    return np.concatenate(parts, axis=1)
 
 
 def sample_text(step_fn, state: tuple, vocab: Vocab, prime_ids, echo: str, length: int,

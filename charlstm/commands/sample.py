@@ -41,8 +41,9 @@ def register(sub) -> None:
                    "(nucleus sampling; default 1 = off)")
     s.add_argument("--num-samples", metavar="N", type=integer(1), default=1,
                    help="independent samples, printed one after another (default 1); with "
-                   "the numpy backend they are drawn side by side on the --threads workers "
-                   "and each is printed whole once all are drawn")
+                   "the numpy backend they are drawn side by side as one batch (very many "
+                   "split across the --threads workers), each printed whole once all are "
+                   "drawn")
     s.add_argument("--seed", metavar="S", type=integer(0), default=None,
                    help="random seed; the same seed gives the same text (default: random, "
                    "printed to stderr)")
@@ -79,8 +80,8 @@ def samples(model: LanguageModel, args, prime_ids, echo: str, seed: int):
     """Per sample k (from stream_rng(seed, k)), an iterable of its text's pieces.
 
     One sample, or the onnxruntime backend: one stream at a time, each character
-    yielded as it is drawn. Several samples with NumPy: all side by side, the streams
-    split across the engine's workers (sample_texts), each sample whole; the same
+    yielded as it is drawn. Several samples with NumPy: all side by side as one batch
+    (sample_texts; very many split across the engine's workers), each whole; the same
     texts (sample k depends on (seed, k) only), up to the BLAS's rounding."""
     sampling = (args.length, args.temperature, args.top_k, args.top_p)
     if args.backend == "numpy" and args.num_samples > 1:
