@@ -10,8 +10,8 @@ truncated-BPTT windows (B contiguous streams of the 90% training split, windows 
 T, state carried, reset at each epoch). The two trainings are interleaved step by
 step in one process, each stopping when ITS OWN accumulated step time reaches the
 budget, so both see the same machine load. Evaluation time is not counted. charlstm
-trains and evaluates on --threads engine workers (the streams split across them),
-torch on --threads intra-op threads.
+trains on --threads engine workers (the streams split across them, see
+charlstm.engine), torch on --threads intra-op threads.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ nn.Linear under no_grad as the step function; same weights. Single stream (what
 a user generating text sees) and 64 streams at once, measured alternately. The 64
 streams of charlstm run as `charlstm sample --num-samples 64 --threads N` draws them
 (charlstm.sample.generate_parallel: split across N engine workers only from
-SAMPLE_SLICE_WORK streams x H per worker, so here one loop on an N-thread BLAS); torch
+engine.MIN_FORWARD_SLICE_WORK streams x H per worker, so here one loop on an N-thread BLAS); torch
 runs all 64 in one loop on N intra-op threads. One stream is one loop for both.
 """
 
@@ -24,13 +24,7 @@ from impls import OursTrainer, TorchTrainer, torch_step_fn
 
 from charlstm import engine
 from charlstm import model as cm
-from charlstm.sample import (
-    SAMPLE_SLICE_WORK,
-    generate_ids,
-    generate_parallel,
-    numpy_step_fn,
-    stream_rngs,
-)
+from charlstm.sample import generate_ids, generate_parallel, numpy_step_fn, stream_rngs
 
 V = 65
 
@@ -83,7 +77,7 @@ def measure(args) -> None:
         times = interleaved(fns, args.repeats)
         cps = {k: B * n / median(v) for k, v in times.items()}
         per = {k: 1e6 * median(v) / n for k, v in times.items()}
-        workers = len(engine.stream_slices(B, H, min_work=SAMPLE_SLICE_WORK))
+        workers = len(engine.stream_slices(B, H, min_work=engine.MIN_FORWARD_SLICE_WORK))
         rows.append([f"{L}x{H}, {B} stream{'s' if B > 1 else ''} ({workers} worker"
                      f"{'s' if workers > 1 else ''})", f"{cps['charlstm']:,.0f}",
                      f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",

@@ -34,6 +34,16 @@ worker runs under the caller's BLAS settings (the plain library), not one BLAS
 thread: on an idle machine that was faster than one BLAS thread at every size
 above (1.25x at 1x128 B32).
 
+Forward-only work (evaluation: forward, window_nll; sampling) splits only from
+MIN_FORWARD_SLICE_WORK = 131072 per slice: without the backward there is much less
+work per step between a worker's small calls, and each worker streams every weight
+matrix through its core where one multi-threaded GEMM splits them. Measured the same
+way, two workers over one on a 2-thread BLAS, window_nll: 1x128 B64 T100 (4096 per
+slice) 0.77, 1x384 B64 (12288) 0.79, 3x512 B50 T50 (12800) 0.94, 2x512 B64 T100
+(16384) 0.88, 1x128 B512 (32768) 0.98, 1x384 B256 (49152) 0.95, 2x512 B256 (65536)
+0.99, 2x512 B512 (131072) 1.03; sampling (charlstm.sample.generate_parallel), 2x512:
+B64 0.80, B128 0.93, B256 1.00, B512 1.13.
+
     set_num_threads(2)                       # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
 """
@@ -52,6 +62,8 @@ from . import layers, model
 # Least work a worker gets per time step, in streams x hidden units: thinner slices
 # lose to one worker on a multi-threaded BLAS (see the module docstring).
 MIN_SLICE_WORK = 4096
+# The same for forward-only work (evaluation, sampling), which needs far wider slices.
+MIN_FORWARD_SLICE_WORK = 131072
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -214,7 +226,8 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
                                          need_cache=False)
         return logits, final
 
-    results = map_streams(work, x.shape[1], config.hidden_size, threads)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads,
+                          MIN_FORWARD_SLICE_WORK)
     if len(results) == 1:
         return results[0]
     return (np.concatenate([r[0] for r in results], axis=1),
@@ -240,7 +253,8 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         m = mask[:, s]
         return float(nll[m].sum(dtype=np.float64)), int(m.sum()), final
 
-    results = map_streams(work, x.shape[1], config.hidden_size, threads)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads,
+                          MIN_FORWARD_SLICE_WORK)
     total = 0.0
     for part, _, _ in results:
         total += part

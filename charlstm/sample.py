@@ -29,15 +29,6 @@ from .config import ModelConfig
 from .errors import UserError
 from .text import Vocab
 
-# Least streams x H a sampling worker gets (engine.MIN_SLICE_WORK is training's): one
-# step of one character has far less work between the workers' many small NumPy calls
-# than a training window, and each worker streams every weight matrix through its cores
-# where one multi-threaded GEMM splits them. Measured on 2 cores (A/B alternated, rounds
-# kept only while other processes used under a quarter of a core), two workers over one
-# worker with a 2-thread BLAS: 2x512 B64 0.80, B128 0.93, B256 1.00, B512 1.13;
-# 1x384 B256 0.95; 1x128 B512 0.98. So streams split only from 256 of 512 per slice.
-SAMPLE_SLICE_WORK = 131072
-
 
 def numpy_step_fn(params: dict, config: ModelConfig):
     """The NumPy model as a step function (see the module docstring)."""
@@ -183,8 +174,8 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     number of rows (the last bit of a float32 logit, which moves a draw only when
     the uniform falls that close to a boundary of the distribution).
     threads: workers (default engine.get_num_threads()), while each slice keeps
-    SAMPLE_SLICE_WORK streams x H; fewer streams run on one worker, with the BLAS
-    threads the caller has.
+    engine.MIN_FORWARD_SLICE_WORK streams x H; fewer streams run on one worker, with
+    the BLAS threads the caller has.
     """
     check_sampling_args(temperature, top_k, top_p)  # raise here, not in a worker
     prime_ids = check_prime_ids(prime_ids)
@@ -200,7 +191,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
         return np.array(list(steps), dtype=np.int64).reshape(length, s.stop - s.start)
 
     parts = engine.map_streams(work, len(rngs), config.hidden_size, threads,
-                               SAMPLE_SLICE_WORK)
+                               engine.MIN_FORWARD_SLICE_WORK)
     return np.concatenate(parts, axis=1)
 
 

@@ -26,6 +26,7 @@ def thin_slices(monkeypatch):
     """Let tiny test batches split (a slice may hold a single stream); restore the
     default thread count afterwards."""
     monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
     yield
     engine.set_num_threads(None)
 
@@ -44,6 +45,29 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     assert len(engine.stream_slices(1, 5000, 2)) == 1
     for B, H, n in [(33, 384, 4), (7, 1000, 3), (100, 128, 8)]:
         assert all((s.stop - s.start) * H >= 4096 for s in engine.stream_slices(B, H, n))
+    # forward-only work (evaluation, sampling) needs 256 streams of 512 per slice
+    assert len(engine.stream_slices(511, 512, 2, 131072)) == 1
+    assert len(engine.stream_slices(512, 512, 2, 131072)) == 2
+
+
+def test_evaluation_splits_only_very_wide_batches(monkeypatch):
+    """forward and window_nll use MIN_FORWARD_SLICE_WORK, training MIN_SLICE_WORK."""
+    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 4096)
+    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 131072)
+    seen, real = [], engine.map_streams
+
+    def spy(fn, B, H, threads=None, min_work=None):
+        seen.append(len(engine.stream_slices(B, H, threads, min_work)))
+        return real(fn, B, H, threads, min_work)
+
+    monkeypatch.setattr(engine, "map_streams", spy)
+    config = ModelConfig(vocab_size=5, hidden_size=512, num_layers=1)
+    params = model.init_params(config, np.random.default_rng(0))
+    x = np.zeros((2, 64), dtype=np.int64)
+    engine.loss_and_grads(params, config, x, x, threads=2)
+    engine.forward(params, config, x, threads=2)
+    engine.window_nll(params, config, x, x, np.ones(x.shape, bool), threads=2)
+    assert seen == [2, 1, 1]
 
 
 def test_set_num_threads_validates_and_defaults_to_the_affinity():
@@ -170,6 +194,7 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
     assert first.interrupted and first.step == 7
     monkeypatch.undo()
     monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
     second = tr.resume_training(tmp_path / "resumed")
     assert second.step == straight[0].step == 16
     assert second.val_loss == straight[0].val_loss == straight[1].val_loss

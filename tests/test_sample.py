@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm import CharLSTM, ModelConfig, engine, sample
+from charlstm import CharLSTM, ModelConfig, engine
 from charlstm.errors import UserError
 from charlstm.model import zero_state
 from charlstm.sample import (
@@ -142,7 +142,7 @@ SETTINGS = [dict(), dict(temperature=0.7, top_k=4), dict(temperature=1.4, top_p=
 def spy_slices(monkeypatch):
     """Let tiny batches split (a slice may hold one stream) and record how many slices
     each engine.map_streams call ran."""
-    monkeypatch.setattr(sample, "SAMPLE_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
     seen, real = [], engine.map_streams
 
     def spy(fn, B, H, threads=None, min_work=None):
@@ -179,9 +179,9 @@ def test_parallel_sampling_gives_the_serial_texts(cell, spy_slices):
 
 def test_sampling_splits_only_very_many_streams():
     """Two workers lose to one on a 2-thread BLAS below 256 streams of 512 per slice."""
-    assert len(engine.stream_slices(64, 512, 2, sample.SAMPLE_SLICE_WORK)) == 1
-    assert len(engine.stream_slices(511, 512, 2, sample.SAMPLE_SLICE_WORK)) == 1
-    assert len(engine.stream_slices(512, 512, 2, sample.SAMPLE_SLICE_WORK)) == 2
+    assert len(engine.stream_slices(64, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 1
+    assert len(engine.stream_slices(511, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 1
+    assert len(engine.stream_slices(512, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 2
 
 
 def test_parallel_sampling_checks_arguments_and_raises_model_errors(spy_slices):
