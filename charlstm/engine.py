@@ -43,6 +43,10 @@ slice) 0.77, 1x384 B64 (12288) 0.79, 3x512 B50 T50 (12800) 0.94, 2x512 B64 T100
 (16384) 0.88, 1x128 B512 (32768) 0.98, 1x384 B256 (49152) 0.95, 2x512 B256 (65536)
 0.99, 2x512 B512 (131072) 1.03; sampling (charlstm.sample.generate_parallel), 2x512:
 B64 0.80, B128 0.93, B256 1.00, B512 1.13.
+A layer wavefront for evaluation (worker j runs layer j on time chunk c while
+worker j+1 runs chunk c-1, each on one BLAS thread) was measured too and not kept:
+2x512 B64 T100, 14.1k chars/s at its best chunking against 16.9k for one worker on
+a 2-thread BLAS (10.7k on one thread).
 
     set_num_threads(2)                       # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
