@@ -24,6 +24,13 @@ def is_ids(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu"
 
 
+def _matmul_rows(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """x @ W for x (T, B, D) and W (D, N) -> (T, B, N), as ONE GEMM over all T*B rows:
+    NumPy runs a 3-D @ 2-D product as T separate (B, D) GEMMs, measured 1.6-2.6x
+    slower at B = 32 (each call re-reads W and runs a thin, badly shaped kernel)."""
+    return (x.reshape(-1, x.shape[-1]) @ W).reshape(*x.shape[:-1], W.shape[-1])
+
+
 def input_projection_forward(x, W_ih, b_ih):
     """xw = x W_ih^T + b_ih for every step of the window at once.
 
@@ -37,7 +44,7 @@ def input_projection_forward(x, W_ih, b_ih):
     """
     if is_ids(x):  # gather rows of the (V, G) table W_ih^T + b_ih: one pass
         return np.add(W_ih.T, b_ih, order="C")[x]
-    xw = x @ W_ih.T  # features: one GEMM for the whole window
+    xw = _matmul_rows(x, W_ih.T)  # features: one GEMM for the whole window
     xw += b_ih
     return xw
 
@@ -69,7 +76,7 @@ def input_projection_backward(dxw, x, W_ih):
         return None, dW_ih, db_ih
     D = x.shape[-1]
     dW_ih = dxw_flat.T @ x.reshape(T * B, D)
-    dx = dxw @ W_ih
+    dx = _matmul_rows(dxw, W_ih)
     return dx, dW_ih, db_ih
 
 
@@ -81,7 +88,9 @@ def dropout_mask(shape, p: float, rng: np.random.Generator, dtype) -> np.ndarray
 
 def linear_forward(h, W, b):
     """y = h W^T + b.  h: (T, B, H), W: (V, H), b: (V,) -> y: (T, B, V)."""
-    return h @ W.T + b
+    y = _matmul_rows(h, W.T)
+    y += b
+    return y
 
 
 def linear_backward(dy, h, W):
@@ -90,7 +99,7 @@ def linear_backward(dy, h, W):
     dy_flat = dy.reshape(T * B, V)
     dW = dy_flat.T @ h.reshape(T * B, -1)
     db = dy_flat.sum(axis=0)
-    dh = dy @ W
+    dh = _matmul_rows(dy, W)
     return dh, dW, db
 
 

@@ -35,8 +35,10 @@ WINDOWS = [(T, B, L, drop) for T, B, L, drop in itertools.product([1, 2, 5], [1,
                                                                   [False, True])
            if L >= 2 or not drop]
 CASES = [(cell, *w) for cell in NAMES for w in WINDOWS]
-# LSTM steps run on NumPy ufuncs or numba kernels; both must pass (the others have one path).
-BACKENDS = [("lstm", "numpy"), ("lstm", "numba")] + [(c, "numpy") for c in NAMES if c != "lstm"]
+# LSTM steps run on NumPy ufuncs, numba step kernels in a Python loop ("numba-steps"),
+# or whole numba loops calling BLAS ("numba"); all must pass (the others have one path).
+BACKENDS = ([("lstm", "numpy"), ("lstm", "numba-steps"), ("lstm", "numba")]
+            + [(c, "numpy") for c in NAMES if c != "lstm"])
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
@@ -46,7 +48,8 @@ def state_names(cell):
 
 @pytest.fixture
 def backend(monkeypatch, request):
-    monkeypatch.setattr(lstm, "BACKEND", request.param)
+    monkeypatch.setattr(lstm, "BACKEND", request.param.removesuffix("-steps"))
+    monkeypatch.setattr(lstm, "FUSED_LOOPS", not request.param.endswith("-steps"))
 
 
 # ----------------------------------------------------------------------------- interface

@@ -47,6 +47,42 @@ def test_numba_kernels_match_numpy_ufuncs(monkeypatch, dtype, V, H, L, T, B):
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 3), (7, 5, 16), (4, 32, 40)])
+def test_fused_loops_equal_the_python_loop_of_step_kernels(monkeypatch, dtype, T, B, H):
+    """lstm_numba's whole-loop kernels (BLAS called from numba) compute what the Python
+    loop of one GEMM and one step kernel per step computes (to rounding: NumPy may pick
+    another BLAS routine for the same product, e.g. GEMV for one stream), and leave the
+    caller's arrays alone (B = 1 included, where a transpose is still contiguous)."""
+    if "forward_loop" not in KERNELS[np.dtype(dtype)]:
+        pytest.skip("numba cannot call this NumPy's BLAS: only the step kernels exist")
+    rng = np.random.default_rng(T * B + H)
+    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
+    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
+    b_hh = rng.normal(size=4 * H).astype(dtype)
+    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    dhs = rng.normal(size=(T, B, H)).astype(dtype)
+    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    inputs = [a.copy() for a in (xw, *state0, dhs, *dstate)]
+    monkeypatch.setattr(lstm, "BACKEND", "numba")
+    runs = {}
+    for fused in (False, True):
+        monkeypatch.setattr(lstm, "FUSED_LOOPS", fused)
+        hs, final, cache = lstm.forward(xw, state0, W_hh, b_hh)
+        hs_infer, final_infer = lstm.infer(xw, state0, W_hh, b_hh)
+        grads = _flat(lstm.backward(dhs, dstate, cache))
+        runs[fused] = (hs, *final, hs_infer, *final_infer, *grads)
+    for a, b in zip(runs[True], runs[False]):
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+    for a, b in zip((xw, *state0, dhs, *dstate), inputs):
+        np.testing.assert_array_equal(a, b)
+
+
+def _flat(result):
+    dxw, (dh0, dc0), dW_hh, db_hh = result
+    return dxw, dh0, dc0, dW_hh, db_hh
+
+
 def test_float32_tanh_kernel_is_accurate_everywhere():
     x = np.concatenate([np.linspace(-20, 20, 400_001, dtype=np.float32),
                         np.logspace(-30, 1, 20_001, dtype=np.float32)])

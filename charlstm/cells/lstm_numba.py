@@ -7,10 +7,14 @@ thing (tests/test_fastpath.py checks that the two agree).
 Why: at B=64, H=512 one step of NumPy ufuncs makes ~10 passes over (B, 4H)
 arrays and NumPy's float32 tanh is not vectorised on AVX2 (about 3 ns per
 element), which costs as much as the step's GEMM. One fused loop per step
-makes a single pass and, in float32, uses a vectorisable rational tanh.
+makes a single pass and, in float32, uses a vectorisable rational tanh. Where
+numba can call NumPy's BLAS (numba_blas), whole time loops are compiled too, so a
+worker's window runs from its first step to its last without the GIL.
 
-Shape legend: B batch, H hidden; z, gates, dz are (B, 4H) in the order
-[i | f | g | o]; everything else is (B, H).
+Shape legend: B batch, H hidden. Everything is feature-major (see cells/lstm.py):
+z, gates, dz are (4H, B) with the gate blocks [i ; f ; g ; o] one after another,
+everything else is (H, B); all C-contiguous, so each gate's block is one slab of
+H*B numbers and the kernels run over slabs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import math
 
 import numba
 import numpy as np
+
+from .numba_blas import GEMM, NO_TRANS, ROW_MAJOR
 
 # IEEE semantics (no fastmath: NaN must propagate so divergence is detected);
 # error_model="numpy" drops the zero-division check that blocks vectorisation.
@@ -55,65 +61,133 @@ def _tanh64(x):
     return math.tanh(x)
 
 
-def _make_kernels(tanh):
-    """The step kernels, specialised on a scalar tanh (one set per dtype)."""
+@numba.njit(inline="always", **_JIT)
+def _blocks(flat, n, s, e):
+    """Positions s:e of each of the four gate slabs of a flat (4n,) array."""
+    return flat[s:e], flat[n + s:n + e], flat[2 * n + s:2 * n + e], flat[3 * n + s:3 * n + e]
 
-    # Each row is processed in short 1-D loops that read and write one position
-    # per iteration, so LLVM can prove they vectorise (one long loop mixing the
-    # four gate blocks of one array defeats its alias analysis and runs scalar).
+
+# Elements per pass: each loop below runs over CHUNK elements of a few slabs, so the
+# handful of slabs a chunk touches stays in L1 between the loops.
+CHUNK = 1024
+
+
+def _make_kernels(tanh, gemm):
+    """The step kernels, specialised on a scalar tanh, and (where NumPy's BLAS can be
+    called from numba, gemm not None) whole time loops around them: one set per dtype."""
+
+    # Each loop runs from 0 over views of one chunk and reads and writes few arrays at
+    # one position per iteration, so LLVM can check their overlap at run time and
+    # vectorise. (A loop over range(s, e) of the whole slab measured 12x slower,
+    # scalar; so did one loop touching many slabs: too many alias checks.)
 
     @numba.njit(**_JIT)
     def forward_step(z, zh, c_prev, c_out, tanh_out, h_out):
-        """z <- gates(z + zh) for PRE-SCALED z (i, f, o columns halved), then
+        """z <- gates(z + zh) for PRE-SCALED z (i, f, o rows halved), then
         c = f*c_prev + i*g, tanh(c), h = o*tanh(c)."""
-        B, H = c_prev.shape
+        n = c_prev.size
+        zz, hh = z.reshape(-1), zh.reshape(-1)
+        cp_all, co_all = c_prev.reshape(-1), c_out.reshape(-1)
+        tc_all, h_all = tanh_out.reshape(-1), h_out.reshape(-1)
         half = z.dtype.type(0.5)
-        for b in range(B):
-            zb, cp, co, tc, hb = z[b], c_prev[b], c_out[b], tanh_out[b], h_out[b]
-            zhb = zh[b]
-            for j in range(4 * H):
-                zb[j] = tanh(zb[j] + zhb[j])
-            for j in range(2 * H):  # i, f = sigmoid = 0.5*tanh(z/2) + 0.5
-                zb[j] = zb[j] * half + half
-            for j in range(3 * H, 4 * H):  # o
-                zb[j] = zb[j] * half + half
-            for j in range(H):  # c = f*c_prev + i*g
-                co[j] = zb[H + j] * cp[j] + zb[j] * zb[2 * H + j]
-            for j in range(H):
-                tc[j] = tanh(co[j])
-            for j in range(H):  # h = o*tanh(c)
-                hb[j] = zb[3 * H + j] * tc[j]
+        for s in range(0, n, CHUNK):
+            e = min(n, s + CHUNK)
+            zi, zf, zg, zo = _blocks(zz, n, s, e)
+            hi, hf, hg, ho = _blocks(hh, n, s, e)
+            cp, co, tc, hb = cp_all[s:e], co_all[s:e], tc_all[s:e], h_all[s:e]
+            m = e - s
+            for k in range(m):  # i, f, o = sigmoid = 0.5*tanh(z/2) + 0.5
+                zi[k] = tanh(zi[k] + hi[k]) * half + half
+            for k in range(m):
+                zf[k] = tanh(zf[k] + hf[k]) * half + half
+            for k in range(m):
+                zg[k] = tanh(zg[k] + hg[k])
+            for k in range(m):
+                zo[k] = tanh(zo[k] + ho[k]) * half + half
+            for k in range(m):  # c = f*c_prev + i*g
+                co[k] = zf[k] * cp[k] + zi[k] * zg[k]
+            for k in range(m):
+                tc[k] = tanh(co[k])
+            for k in range(m):  # h = o*tanh(c)
+                hb[k] = zo[k] * tc[k]
 
     @numba.njit(**_JIT)
     def backward_step(dz, gates, c_prev, tanh_c, dh, dh_in, dc):
         """dz = dL/dz for one step, from dh = dL/dh_t (dh_in added first, from
-        the layer above) and the running dc = dL/dc_t, which becomes dL/dc_{t-1}."""
-        B, H = dc.shape
+        the layer above; dh is left holding the sum) and the running dc = dL/dc_t,
+        which becomes dL/dc_{t-1}."""
+        n = dc.size
+        gg, dd = gates.reshape(-1), dz.reshape(-1)
+        cp_all, tc_all = c_prev.reshape(-1), tanh_c.reshape(-1)
+        dh_all, di_all, dc_all = dh.reshape(-1), dh_in.reshape(-1), dc.reshape(-1)
         one = dz.dtype.type(1.0)
-        for b in range(B):
-            gb, dzb, cp, tc = gates[b], dz[b], c_prev[b], tanh_c[b]
-            dhb, dib, dcb = dh[b], dh_in[b], dc[b]
-            for j in range(H):
-                # forward: h = o*tanh(c)
-                d_h = dhb[j] + dib[j]
-                o = gb[3 * H + j]
-                dzb[3 * H + j] = d_h * tc[j] * o * (one - o)
-                dcb[j] += d_h * o * (one - tc[j] * tc[j])  # plus the carousel dc_t
-            # forward: c = f*c_prev + i*g; sigmoid/tanh derivatives from the outputs
-            for j in range(H):
-                i = gb[j]
-                dzb[j] = dcb[j] * gb[2 * H + j] * i * (one - i)
-            for j in range(H):
-                f = gb[H + j]
-                dzb[H + j] = dcb[j] * cp[j] * f * (one - f)
-            for j in range(H):
-                g = gb[2 * H + j]
-                dzb[2 * H + j] = dcb[j] * gb[j] * (one - g * g)
-            for j in range(H):
-                dcb[j] *= gb[H + j]  # now dL/dc_{t-1}
+        for s in range(0, n, CHUNK):
+            e = min(n, s + CHUNK)
+            gi, gf, gc, go = _blocks(gg, n, s, e)
+            di, df, dgc, do = _blocks(dd, n, s, e)
+            cp, tc, dhb, dib, dcb = cp_all[s:e], tc_all[s:e], dh_all[s:e], di_all[s:e], dc_all[s:e]
+            m = e - s
+            for k in range(m):
+                dhb[k] += dib[k]
+            # forward: h = o*tanh(c); sigmoid/tanh derivatives from the outputs
+            for k in range(m):
+                do[k] = dhb[k] * tc[k] * go[k] * (one - go[k])
+            for k in range(m):  # plus the carousel dc_t
+                dcb[k] += dhb[k] * go[k] * (one - tc[k] * tc[k])
+            # forward: c = f*c_prev + i*g
+            for k in range(m):
+                di[k] = dcb[k] * gc[k] * gi[k] * (one - gi[k])
+            for k in range(m):
+                df[k] = dcb[k] * cp[k] * gf[k] * (one - gf[k])
+            for k in range(m):
+                dgc[k] = dcb[k] * gi[k] * (one - gc[k] * gc[k])
+            for k in range(m):
+                dcb[k] *= gf[k]  # now dL/dc_{t-1}
 
-    return forward_step, backward_step
+    if gemm is None:
+        return {"forward_step": forward_step, "backward_step": backward_step}
+
+    @numba.njit(inline="always", **_JIT)
+    def matmul(A, B, C):
+        """C = A @ B for C-contiguous A (M, K), B (K, N), C (M, N), by NumPy's BLAS."""
+        M, K = A.shape
+        N = B.shape[1]
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, M, N, K, A.dtype.type(1.0), A.ctypes.data, K,
+             B.ctypes.data, N, A.dtype.type(0.0), C.ctypes.data, N)
+
+    @numba.njit(**_JIT)
+    def forward_loop(W_s, gates, hT, c, tanh_c, zh):
+        """cells.lstm.forward's time loop: every step's GEMM zh = W_s h_{t-1}^T, then
+        forward_step; gates (T, 4H, B) pre-scaled in, post-activation out; hT, c
+        (T+1, H, B) with step 0 filled; tanh_c (T, H, B); zh (4H, B) scratch."""
+        for t in range(gates.shape[0]):
+            matmul(W_s, hT[t], zh)
+            forward_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1])
+
+    @numba.njit(**_JIT)
+    def infer_loop(W_s, gates, hsT, h0, c, c_next, tanh_c, zh):
+        """cells.lstm.infer's time loop: as forward_loop, keeping only the outputs
+        hsT (T, H, B); c and c_next (H, B) take turns. Returns the final c."""
+        h_prev = h0
+        for t in range(gates.shape[0]):
+            matmul(W_s, h_prev, zh)
+            forward_step(gates[t], zh, c, c_next, tanh_c, hsT[t])
+            c, c_next = c_next, c
+            h_prev = hsT[t]
+        return c
+
+    @numba.njit(**_JIT)
+    def backward_loop(W_T, dz, gates, c, tanh_c, dh, dhsT, dc):
+        """cells.lstm.backward's time loop, last step first: backward_step, then the
+        GEMM dh = W_hh^T dz_t^T. dz (T, 4H, B) out; dh, dc (H, B) carried in place."""
+        for t in range(gates.shape[0] - 1, -1, -1):
+            backward_step(dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)
+            matmul(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
+
+    return {"forward_step": forward_step, "backward_step": backward_step,
+            "forward_loop": forward_loop, "infer_loop": infer_loop,
+            "backward_loop": backward_loop}
 
 
-KERNELS = {np.dtype(np.float32): _make_kernels(_tanh32),
-           np.dtype(np.float64): _make_kernels(_tanh64)}
+KERNELS = {np.dtype(t): _make_kernels(tanh, GEMM and GEMM[np.dtype(t)])
+           for t, tanh in ((np.float32, _tanh32), (np.float64, _tanh64))}
