@@ -23,6 +23,8 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from .numba_blas import GEMM, NO_TRANS, ROW_MAJOR
 
@@ -56,9 +58,17 @@ def _tanh32(x):
     return x * p / q
 
 
-@numba.njit(inline="always", **_JIT)
-def _tanh64(x):
+def _tanh(x):
+    """tanh in the kernels: _tanh32 for float32, math.tanh for float64 (chosen
+    when numba compiles a kernel for a dtype; see the overload below)."""
     return math.tanh(x)
+
+
+@overload(_tanh, inline="always", jit_options=_JIT)
+def _tanh_overload(x):
+    if x == types.float32:
+        return lambda x: _tanh32(x)
+    return lambda x: math.tanh(x)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -71,89 +81,98 @@ def _blocks(flat, n, s, e):
 # handful of slabs a chunk touches stays in L1 between the loops.
 CHUNK = 1024
 
+# Each loop runs from 0 over views of one chunk and reads and writes few arrays at
+# one position per iteration, so LLVM can check their overlap at run time and
+# vectorise. (A loop over range(s, e) of the whole slab measured 12x slower,
+# scalar; so did one loop touching many slabs: too many alias checks.)
+# The kernels are module-level functions (not closures), so numba caches them on disk.
 
-def _make_kernels(tanh, gemm):
-    """The step kernels, specialised on a scalar tanh, and (where NumPy's BLAS can be
-    called from numba, gemm not None) whole time loops around them: one set per dtype."""
 
-    # Each loop runs from 0 over views of one chunk and reads and writes few arrays at
-    # one position per iteration, so LLVM can check their overlap at run time and
-    # vectorise. (A loop over range(s, e) of the whole slab measured 12x slower,
-    # scalar; so did one loop touching many slabs: too many alias checks.)
+@numba.njit(**_JIT)
+def forward_step(z, zh, c_prev, c_out, tanh_out, h_out):
+    """z <- gates(z + zh) for PRE-SCALED z (i, f, o rows halved), then
+    c = f*c_prev + i*g, tanh(c), h = o*tanh(c)."""
+    n = c_prev.size
+    zz, hh = z.reshape(-1), zh.reshape(-1)
+    cp_all, co_all = c_prev.reshape(-1), c_out.reshape(-1)
+    tc_all, h_all = tanh_out.reshape(-1), h_out.reshape(-1)
+    half = z.dtype.type(0.5)
+    for s in range(0, n, CHUNK):
+        e = min(n, s + CHUNK)
+        zi, zf, zg, zo = _blocks(zz, n, s, e)
+        hi, hf, hg, ho = _blocks(hh, n, s, e)
+        cp, co, tc, hb = cp_all[s:e], co_all[s:e], tc_all[s:e], h_all[s:e]
+        m = e - s
+        for k in range(m):  # i, f, o = sigmoid = 0.5*tanh(z/2) + 0.5
+            zi[k] = _tanh(zi[k] + hi[k]) * half + half
+        for k in range(m):
+            zf[k] = _tanh(zf[k] + hf[k]) * half + half
+        for k in range(m):
+            zg[k] = _tanh(zg[k] + hg[k])
+        for k in range(m):
+            zo[k] = _tanh(zo[k] + ho[k]) * half + half
+        for k in range(m):  # c = f*c_prev + i*g
+            co[k] = zf[k] * cp[k] + zi[k] * zg[k]
+        for k in range(m):
+            tc[k] = _tanh(co[k])
+        for k in range(m):  # h = o*tanh(c)
+            hb[k] = zo[k] * tc[k]
 
-    @numba.njit(**_JIT)
-    def forward_step(z, zh, c_prev, c_out, tanh_out, h_out):
-        """z <- gates(z + zh) for PRE-SCALED z (i, f, o rows halved), then
-        c = f*c_prev + i*g, tanh(c), h = o*tanh(c)."""
-        n = c_prev.size
-        zz, hh = z.reshape(-1), zh.reshape(-1)
-        cp_all, co_all = c_prev.reshape(-1), c_out.reshape(-1)
-        tc_all, h_all = tanh_out.reshape(-1), h_out.reshape(-1)
-        half = z.dtype.type(0.5)
-        for s in range(0, n, CHUNK):
-            e = min(n, s + CHUNK)
-            zi, zf, zg, zo = _blocks(zz, n, s, e)
-            hi, hf, hg, ho = _blocks(hh, n, s, e)
-            cp, co, tc, hb = cp_all[s:e], co_all[s:e], tc_all[s:e], h_all[s:e]
-            m = e - s
-            for k in range(m):  # i, f, o = sigmoid = 0.5*tanh(z/2) + 0.5
-                zi[k] = tanh(zi[k] + hi[k]) * half + half
-            for k in range(m):
-                zf[k] = tanh(zf[k] + hf[k]) * half + half
-            for k in range(m):
-                zg[k] = tanh(zg[k] + hg[k])
-            for k in range(m):
-                zo[k] = tanh(zo[k] + ho[k]) * half + half
-            for k in range(m):  # c = f*c_prev + i*g
-                co[k] = zf[k] * cp[k] + zi[k] * zg[k]
-            for k in range(m):
-                tc[k] = tanh(co[k])
-            for k in range(m):  # h = o*tanh(c)
-                hb[k] = zo[k] * tc[k]
 
-    @numba.njit(**_JIT)
-    def backward_step(dz, gates, c_prev, tanh_c, dh, dh_in, dc):
-        """dz = dL/dz for one step, from dh = dL/dh_t (dh_in added first, from
-        the layer above; dh is left holding the sum) and the running dc = dL/dc_t,
-        which becomes dL/dc_{t-1}."""
-        n = dc.size
-        gg, dd = gates.reshape(-1), dz.reshape(-1)
-        cp_all, tc_all = c_prev.reshape(-1), tanh_c.reshape(-1)
-        dh_all, di_all, dc_all = dh.reshape(-1), dh_in.reshape(-1), dc.reshape(-1)
-        one = dz.dtype.type(1.0)
-        for s in range(0, n, CHUNK):
-            e = min(n, s + CHUNK)
-            gi, gf, gc, go = _blocks(gg, n, s, e)
-            di, df, dgc, do = _blocks(dd, n, s, e)
-            cp, tc, dhb, dib, dcb = cp_all[s:e], tc_all[s:e], dh_all[s:e], di_all[s:e], dc_all[s:e]
-            m = e - s
-            for k in range(m):
-                dhb[k] += dib[k]
-            # forward: h = o*tanh(c); sigmoid/tanh derivatives from the outputs
-            for k in range(m):
-                do[k] = dhb[k] * tc[k] * go[k] * (one - go[k])
-            for k in range(m):  # plus the carousel dc_t
-                dcb[k] += dhb[k] * go[k] * (one - tc[k] * tc[k])
-            # forward: c = f*c_prev + i*g
-            for k in range(m):
-                di[k] = dcb[k] * gc[k] * gi[k] * (one - gi[k])
-            for k in range(m):
-                df[k] = dcb[k] * cp[k] * gf[k] * (one - gf[k])
-            for k in range(m):
-                dgc[k] = dcb[k] * gi[k] * (one - gc[k] * gc[k])
-            for k in range(m):
-                dcb[k] *= gf[k]  # now dL/dc_{t-1}
+@numba.njit(**_JIT)
+def backward_step(dz, gates, c_prev, tanh_c, dh, dh_in, dc):
+    """dz = dL/dz for one step, from dh = dL/dh_t (dh_in added first, from
+    the layer above; dh is left holding the sum) and the running dc = dL/dc_t,
+    which becomes dL/dc_{t-1}."""
+    n = dc.size
+    gg, dd = gates.reshape(-1), dz.reshape(-1)
+    cp_all, tc_all = c_prev.reshape(-1), tanh_c.reshape(-1)
+    dh_all, di_all, dc_all = dh.reshape(-1), dh_in.reshape(-1), dc.reshape(-1)
+    one = dz.dtype.type(1.0)
+    for s in range(0, n, CHUNK):
+        e = min(n, s + CHUNK)
+        gi, gf, gc, go = _blocks(gg, n, s, e)
+        di, df, dgc, do = _blocks(dd, n, s, e)
+        cp, tc, dhb, dib, dcb = cp_all[s:e], tc_all[s:e], dh_all[s:e], di_all[s:e], dc_all[s:e]
+        m = e - s
+        for k in range(m):
+            dhb[k] += dib[k]
+        # forward: h = o*tanh(c); sigmoid/tanh derivatives from the outputs
+        for k in range(m):
+            do[k] = dhb[k] * tc[k] * go[k] * (one - go[k])
+        for k in range(m):  # plus the carousel dc_t
+            dcb[k] += dhb[k] * go[k] * (one - tc[k] * tc[k])
+        # forward: c = f*c_prev + i*g
+        for k in range(m):
+            di[k] = dcb[k] * gc[k] * gi[k] * (one - gi[k])
+        for k in range(m):
+            df[k] = dcb[k] * cp[k] * gf[k] * (one - gf[k])
+        for k in range(m):
+            dgc[k] = dcb[k] * gi[k] * (one - gc[k] * gc[k])
+        for k in range(m):
+            dcb[k] *= gf[k]  # now dL/dc_{t-1}
 
-    if gemm is None:
-        return {"forward_step": forward_step, "backward_step": backward_step}
 
-    @numba.njit(inline="always", **_JIT)
-    def matmul(A, B, C):
+_STEPS = {"forward_step": forward_step, "backward_step": backward_step}
+KERNELS = {np.dtype(np.float32): dict(_STEPS), np.dtype(np.float64): dict(_STEPS)}
+
+if GEMM is not None:
+    _SGEMM, _DGEMM = GEMM[np.dtype(np.float32)], GEMM[np.dtype(np.float64)]
+
+    def _matmul(A, B, C):
         """C = A @ B for C-contiguous A (M, K), B (K, N), C (M, N), by NumPy's BLAS."""
-        M, K = A.shape
-        N = B.shape[1]
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, M, N, K, A.dtype.type(1.0), A.ctypes.data, K,
-             B.ctypes.data, N, A.dtype.type(0.0), C.ctypes.data, N)
+        np.matmul(A, B, out=C)
+
+    @overload(_matmul, inline="always", jit_options=_JIT)
+    def _matmul_overload(A, B, C):
+        gemm = _SGEMM if A.dtype == types.float32 else _DGEMM
+
+        def impl(A, B, C):
+            M, K = A.shape
+            N = B.shape[1]
+            gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, M, N, K, A.dtype.type(1.0), A.ctypes.data,
+                 K, B.ctypes.data, N, A.dtype.type(0.0), C.ctypes.data, N)
+        return impl
 
     @numba.njit(**_JIT)
     def forward_loop(W_s, gates, hT, c, tanh_c, zh):
@@ -161,7 +180,7 @@ def _make_kernels(tanh, gemm):
         forward_step; gates (T, 4H, B) pre-scaled in, post-activation out; hT, c
         (T+1, H, B) with step 0 filled; tanh_c (T, H, B); zh (4H, B) scratch."""
         for t in range(gates.shape[0]):
-            matmul(W_s, hT[t], zh)
+            _matmul(W_s, hT[t], zh)
             forward_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1])
 
     @numba.njit(**_JIT)
@@ -170,7 +189,7 @@ def _make_kernels(tanh, gemm):
         hsT (T, H, B); c and c_next (H, B) take turns. Returns the final c."""
         h_prev = h0
         for t in range(gates.shape[0]):
-            matmul(W_s, h_prev, zh)
+            _matmul(W_s, h_prev, zh)
             forward_step(gates[t], zh, c, c_next, tanh_c, hsT[t])
             c, c_next = c_next, c
             h_prev = hsT[t]
@@ -182,12 +201,8 @@ def _make_kernels(tanh, gemm):
         GEMM dh = W_hh^T dz_t^T. dz (T, 4H, B) out; dh, dc (H, B) carried in place."""
         for t in range(gates.shape[0] - 1, -1, -1):
             backward_step(dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)
-            matmul(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
+            _matmul(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
 
-    return {"forward_step": forward_step, "backward_step": backward_step,
-            "forward_loop": forward_loop, "infer_loop": infer_loop,
-            "backward_loop": backward_loop}
-
-
-KERNELS = {np.dtype(t): _make_kernels(tanh, GEMM and GEMM[np.dtype(t)])
-           for t, tanh in ((np.float32, _tanh32), (np.float64, _tanh64))}
+    for _kernels in KERNELS.values():
+        _kernels.update(forward_loop=forward_loop, infer_loop=infer_loop,
+                        backward_loop=backward_loop)
