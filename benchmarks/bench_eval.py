@@ -4,8 +4,8 @@
                                     [--batch-size 64 --seq-len 100]
 
 charlstm: charlstm.evaluate, as validation runs (no per-step cache; the streams split
-across --threads workers only from engine.MIN_FORWARD_SLICE_WORK streams x H per
-worker, else one worker on an N-thread BLAS); PyTorch:
+across --threads workers of at least engine.fewest_streams(H) streams each, else one
+worker on an N-thread BLAS); PyTorch:
 nn.LSTM + nn.Linear under torch.no_grad(). Same weights, same windows, state
 carried; both losses are printed as a check that the two computed the same thing.
 """
@@ -60,7 +60,7 @@ def measure(args) -> None:
     print(table(["evaluation", "charlstm chars/s", "torch chars/s", "ratio",
                  "loss charlstm / torch (nats)"],
                 [[f"{L}x{H} B{B} T{T}, {n:,} val chars, "
-                  f"{len(engine.stream_slices(B, H, min_work=engine.MIN_FORWARD_SLICE_WORK))} "
+                  f"{len(engine.stream_slices(B, H))} "
                   "charlstm workers", f"{cps['charlstm']:,.0f}",
                   f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",
                   f"{loss['charlstm']:.5f} / {loss['torch']:.5f}"]]))

@@ -8,8 +8,8 @@ character per step per stream), with charlstm.model.step or torch.nn.LSTM +
 nn.Linear under no_grad as the step function; same weights. Single stream (what
 a user generating text sees) and 64 streams at once, measured alternately. The 64
 streams of charlstm run as `charlstm sample --num-samples 64 --threads N` draws them
-(charlstm.sample.generate_parallel: split across N engine workers only from
-engine.MIN_FORWARD_SLICE_WORK streams x H per worker, so here one loop on an N-thread BLAS); torch
+(charlstm.sample.generate_parallel: split across N engine workers of at least
+engine.MIN_SAMPLE_SLICE_STREAMS streams each, else one loop on an N-thread BLAS); torch
 runs all 64 in one loop on N intra-op threads. One stream is one loop for both.
 """
 
@@ -77,7 +77,7 @@ def measure(args) -> None:
         times = interleaved(fns, args.repeats)
         cps = {k: B * n / median(v) for k, v in times.items()}
         per = {k: 1e6 * median(v) / n for k, v in times.items()}
-        workers = len(engine.stream_slices(B, H, min_work=engine.MIN_FORWARD_SLICE_WORK))
+        workers = len(engine.stream_slices(B, H, fewest=engine.MIN_SAMPLE_SLICE_STREAMS))
         rows.append([f"{L}x{H}, {B} stream{'s' if B > 1 else ''} ({workers} worker"
                      f"{'s' if workers > 1 else ''})", f"{cps['charlstm']:,.0f}",
                      f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",

@@ -21,32 +21,31 @@ count gives bit-identical results run to run; different thread counts add the
 same terms in a different grouping and may differ in the last bits.
 
 How many workers: as many as the threads allow while each slice keeps at least
-MIN_SLICE_WORK = streams x H of work per time step (the slice's recurrent GEMM is
-(streams, H) x (H, G)). Below that a slice's per-step GEMM is too small for one core
-to run well, and it is faster to keep the whole batch on one worker and let a
-multi-threaded BLAS split each GEMM's columns instead. Measured on 2 cores (A/B
-alternated in one process, keeping only rounds in which other processes used under
-a quarter of a core), loss_and_grads on windows of T = 64, speed of two workers
-over one worker with a 2-thread BLAS:
-1x128 B16 (1024 per slice) 0.60, 1x256 B16 (2048) 0.55, 1x128 B32 (2048) 0.94,
-2x256 B32 (4096) 1.00, 1x384 B32 (6144) 1.07; the bigger models gain more. So one
-worker runs under the caller's BLAS settings (the plain library), not one BLAS
-thread: on an idle machine that was faster than one BLAS thread at every size
-above (1.25x at 1x128 B32).
-
-Forward-only work (evaluation: forward, window_nll; sampling) splits only from
-MIN_FORWARD_SLICE_WORK = 131072 per slice: without the backward there is much less
-work per step between a worker's small calls, and each worker streams every weight
-matrix through its core where one multi-threaded GEMM splits them. Measured the same
-way, two workers over one on a 2-thread BLAS, window_nll: 1x128 B64 T100 (4096 per
-slice) 0.77, 1x384 B64 (12288) 0.79, 3x512 B50 T50 (12800) 0.94, 2x512 B64 T100
-(16384) 0.88, 1x128 B512 (32768) 0.98, 1x384 B256 (49152) 0.95, 2x512 B256 (65536)
-0.99, 2x512 B512 (131072) 1.03; sampling (charlstm.sample.generate_parallel), 2x512:
-B64 0.80, B128 0.93, B256 1.00, B512 1.13.
+fewest_streams(H) = max(MIN_SLICE_STREAMS, H / HIDDEN_PER_STREAM) streams (4 up to H =
+128, then H/32: 16 at H = 512). A slice's step GEMM multiplies the whole (4H, H)
+weight matrix by only `streams` columns, so each worker streams every weight through
+its own core once per step; with too few columns for that traffic, one worker whose
+multi-threaded BLAS splits the weights between the cores is faster. Below the
+threshold one worker runs under the caller's BLAS settings (the plain library).
+Measured on 2 cores (AMD EPYC, Zen 5, OpenBLAS's SkylakeX kernel; each setting in
+its own process, alternated, medians), time with one worker on a 2-thread BLAS over
+time with two workers, loss_and_grads, T = 64 unless given:
+1x64 B16 (8 per slice) 1.25, 1x128 B8 (4) 1.25, 1x128 B16 (8) 1.2-1.28, 1x128 B32
+1.25, 1x256 B16 (8) 0.96, 1x384 B32 1.10-1.23, 2x256 B32 1.30, 2x512 B64 T100 1.20-1.25,
+3x512 B50 T50 1.02-1.06; 1x512 B4 (2) 0.72, 2x512 B8 (4) 0.98, 1x1024 B16 (8) 0.76.
+Forward only (window_nll, T = 100): 1x128 B64 1.45-1.6, 1x384 B64 1.20-1.24, 2x512
+B64 1.31-1.35, 3x512 B50 T50 1.04-1.06, 2x512 B256 1.31-1.38; 2x512 B16 (8) 0.80.
+(These settings were once measured against each other inside one process, A B A B:
+that misleads, because after a multi-threaded BLAS call OpenBLAS's helper thread
+spins on a core for a while and slows the two-worker run that follows.)
+Sampling (charlstm.sample.generate_parallel) runs its whole step loop in Python
+on each worker, so its workers share the GIL every step; it splits only from
+MIN_SAMPLE_SLICE_STREAMS streams per worker.
 A layer wavefront for evaluation (worker j runs layer j on time chunk c while
-worker j+1 runs chunk c-1, each on one BLAS thread) was measured too and not kept:
-2x512 B64 T100, 14.1k chars/s at its best chunking against 16.9k for one worker on
-a 2-thread BLAS (10.7k on one thread).
+worker j+1 runs chunk c-1, each on one BLAS thread) was measured before the stream
+split won for forward-only work too, and not kept: 2x512 B64 T100, 14.1k chars/s at
+its best chunking against 16.9k for one worker on a 2-thread BLAS (10.7k on one
+thread), on an older 2-core machine.
 
     set_num_threads(2)                       # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
@@ -63,11 +62,13 @@ import numpy as np
 
 from . import layers, model
 
-# Least work a worker gets per time step, in streams x hidden units: thinner slices
-# lose to one worker on a multi-threaded BLAS (see the module docstring).
-MIN_SLICE_WORK = 4096
-# The same for forward-only work (evaluation, sampling), which needs far wider slices.
-MIN_FORWARD_SLICE_WORK = 131072
+# Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
+# HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
+# streams (see the module docstring); thinner slices lose to one worker.
+MIN_SLICE_STREAMS = 4
+HIDDEN_PER_STREAM = 32
+# Sampling's fewest streams per worker (its step loop runs in Python, see above).
+MIN_SAMPLE_SLICE_STREAMS = 32
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -106,13 +107,17 @@ def num_threads(n: int | None):
         set_num_threads(before)
 
 
+def fewest_streams(H: int) -> int:
+    """The fewest streams worth a worker of their own at hidden size H."""
+    return max(MIN_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM))
+
+
 def stream_slices(B: int, H: int, threads: int | None = None,
-                  min_work: int | None = None) -> list[slice]:
+                  fewest: int | None = None) -> list[slice]:
     """Contiguous slices of range(B), one per worker: as many workers as `threads`
-    (default get_num_threads()) allows while each slice's streams x H stays at least
-    `min_work` (default MIN_SLICE_WORK); sizes differ by at most one, the wider first."""
-    min_work = MIN_SLICE_WORK if min_work is None else min_work
-    fewest = max(1, -(-min_work // H))  # streams a slice needs: ceil(work / H)
+    (default get_num_threads()) allows while each slice keeps at least `fewest`
+    streams (default fewest_streams(H)); sizes differ by at most one, the wider first."""
+    fewest = max(1, fewest_streams(H) if fewest is None else fewest)
     n = max(1, min(threads or get_num_threads(), B // fewest))
     base, extra = divmod(B, n)
     bounds = np.cumsum([0] + [base + (k < extra) for k in range(n)])
@@ -140,13 +145,13 @@ def _one_blas_thread():
 
 
 def map_streams(fn, B: int, H: int, threads: int | None = None,
-                min_work: int | None = None) -> list:
-    """[fn(s) for s in stream_slices(B, H, threads, min_work)], the slices run concurrently.
+                fewest: int | None = None) -> list:
+    """[fn(s) for s in stream_slices(B, H, threads, fewest)], the slices run concurrently.
 
     The calling thread runs the first slice itself; the results come back in slice
     order whatever order the workers finish in. With one slice, fn runs directly
     under the caller's BLAS settings (the serial path is the plain library)."""
-    parts = stream_slices(B, H, threads, min_work)
+    parts = stream_slices(B, H, threads, fewest)
     if len(parts) == 1:
         return [fn(parts[0])]
     with _one_blas_thread():
@@ -230,8 +235,7 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
                                          need_cache=False)
         return logits, final
 
-    results = map_streams(work, x.shape[1], config.hidden_size, threads,
-                          MIN_FORWARD_SLICE_WORK)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads)
     if len(results) == 1:
         return results[0]
     return (np.concatenate([r[0] for r in results], axis=1),
@@ -257,8 +261,7 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         m = mask[:, s]
         return float(nll[m].sum(dtype=np.float64)), int(m.sum()), final
 
-    results = map_streams(work, x.shape[1], config.hidden_size, threads,
-                          MIN_FORWARD_SLICE_WORK)
+    results = map_streams(work, x.shape[1], config.hidden_size, threads)
     total = 0.0
     for part, _, _ in results:
         total += part

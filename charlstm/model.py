@@ -29,7 +29,7 @@ import numpy as np
 
 from . import layers
 from .cells import get_cell
-from .cells.activations import times_T
+from .cells.activations import times_T, times_x_T
 from .config import ModelConfig
 from .penalties import Penalty, activation_penalty
 
@@ -351,7 +351,7 @@ def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
     Returns:
         logits (B, V) and the new state (new arrays; `state` is not modified).
     No window machinery (no (T, B, .) arrays, no cache): per layer one gather or
-    GEMV for the input projection, then the cell's own step.
+    GEMV/GEMM for the input projection, then the cell's own step.
     """
     ids = np.asarray(ids)
     B = ids.shape[0]
@@ -364,10 +364,11 @@ def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
     x = ids
     for k in range(config.num_layers):
         W_ih = params[f"{p}weight_ih_l{k}"]
-        # xw = x W_ih^T + b_ih: a column gather for ids, a GEMV/GEMM for the layer below
-        xw = W_ih.T[x] if k == 0 else times_T(x, W_ih)
-        xw += params[f"{p}bias_ih_l{k}"]
-        cell.step(xw, tuple(s[k] for s in state), params[f"{p}weight_hh_l{k}"],
+        # xw = x W_ih^T + b_ih, computed as its transpose (G, B) and handed over as a
+        # (B, G) view: a column gather for ids, W_ih x^T for the layer below
+        xwT = W_ih[:, x] if k == 0 else times_x_T(W_ih, x)
+        xwT += params[f"{p}bias_ih_l{k}"][:, None]
+        cell.step(xwT.T, tuple(s[k] for s in state), params[f"{p}weight_hh_l{k}"],
                   params[f"{p}bias_hh_l{k}"], tuple(s[k] for s in new_state))
         x = new_state[0][k]
     logits = times_T(x, params["decoder.weight"])

@@ -174,7 +174,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     number of rows (the last bit of a float32 logit, which moves a draw only when
     the uniform falls that close to a boundary of the distribution).
     threads: workers (default engine.get_num_threads()), while each slice keeps
-    engine.MIN_FORWARD_SLICE_WORK streams x H; fewer streams run on one worker, with
+    engine.MIN_SAMPLE_SLICE_STREAMS streams; fewer streams run on one worker, with
     the BLAS threads the caller has.
     """
     check_sampling_args(temperature, top_k, top_p)  # raise here, not in a worker
@@ -191,7 +191,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
         return np.array(list(steps), dtype=np.int64).reshape(length, s.stop - s.start)
 
     parts = engine.map_streams(work, len(rngs), config.hidden_size, threads,
-                               engine.MIN_FORWARD_SLICE_WORK)
+                               engine.MIN_SAMPLE_SLICE_STREAMS)
     return np.concatenate(parts, axis=1)
 
 

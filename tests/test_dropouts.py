@@ -204,7 +204,7 @@ def test_two_chained_halves_equal_the_whole_window(cell):
 def test_two_workers_equal_one_with_every_mask(cell, dtype, tol, monkeypatch):
     """B = 7 split over 2 workers (uneven slices): the weights are masked once for both,
     each slice takes its streams' locked masks, and the sum is masked once."""
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     config, params, x, y, state, masks, weight_masks = problem(cell, 2, T=5, B=7, seed=4)
     cast = lambda a: a.astype(dtype)  # noqa: E731
     params = {k: cast(v) for k, v in params.items()}
@@ -265,7 +265,7 @@ def test_exact_resume_with_every_dropout(tmp_path, monkeypatch):
     from test_train import _final_arrays, _stop_by_signal_after, tiny_config
 
     settings = dict(batch_size=3, **RATES)
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     engine.set_num_threads(2)
     try:
         straight = tr.start_training(tiny_config(tmp_path, "a", **settings))
@@ -274,7 +274,7 @@ def test_exact_resume_with_every_dropout(tmp_path, monkeypatch):
         first = tr.start_training(tiny_config(tmp_path, "resumed", **settings))
         assert first.interrupted and first.step == 7
         monkeypatch.undo()
-        monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+        monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
         second = tr.resume_training(tmp_path / "resumed")
     finally:
         engine.set_num_threads(None)

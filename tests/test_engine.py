@@ -25,8 +25,8 @@ TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, ato
 def thin_slices(monkeypatch):
     """Let tiny test batches split (a slice may hold a single stream); restore the
     default thread count afterwards."""
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
-    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
+    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
     yield
     engine.set_num_threads(None)
 
@@ -35,39 +35,46 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     parts = engine.stream_slices(7, 6, 3)
     assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]
     assert engine.stream_slices(2, 6, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 4096)
-    # every slice keeps streams x H >= 4096: 32 streams of 128 per slice, 11 of 384
-    assert len(engine.stream_slices(32, 128, 2)) == 1
-    assert len(engine.stream_slices(63, 128, 2)) == 1
-    assert len(engine.stream_slices(64, 128, 2)) == 2
-    assert len(engine.stream_slices(32, 384, 4)) == 2
+    monkeypatch.undo()  # the real rule: at least max(4, H/32) streams per slice
+    assert [engine.fewest_streams(H) for H in (64, 128, 256, 384, 512, 1024)] == [
+        4, 4, 8, 12, 16, 32]
+    assert len(engine.stream_slices(7, 128, 2)) == 1
+    assert len(engine.stream_slices(8, 128, 2)) == 2
+    assert len(engine.stream_slices(31, 512, 2)) == 1
+    assert len(engine.stream_slices(32, 512, 2)) == 2
     assert len(engine.stream_slices(50, 512, 2)) == 2
+    assert len(engine.stream_slices(64, 512, 8)) == 4
+    assert len(engine.stream_slices(16, 1024, 2)) == 1
     assert len(engine.stream_slices(1, 5000, 2)) == 1
-    for B, H, n in [(33, 384, 4), (7, 1000, 3), (100, 128, 8)]:
-        assert all((s.stop - s.start) * H >= 4096 for s in engine.stream_slices(B, H, n))
-    # forward-only work (evaluation, sampling) needs 256 streams of 512 per slice
-    assert len(engine.stream_slices(511, 512, 2, 131072)) == 1
-    assert len(engine.stream_slices(512, 512, 2, 131072)) == 2
+    for B, H, n in [(33, 384, 4), (7, 1000, 3), (100, 128, 8), (50, 512, 16)]:
+        parts = engine.stream_slices(B, H, n)  # one slice, or none thinner than the rule
+        assert len(parts) == 1 or all(s.stop - s.start >= engine.fewest_streams(H)
+                                      for s in parts)
+    # sampling asks for its own minimum
+    assert len(engine.stream_slices(63, 512, 2, engine.MIN_SAMPLE_SLICE_STREAMS * 2)) == 1
 
 
-def test_evaluation_splits_only_very_wide_batches(monkeypatch):
-    """forward and window_nll use MIN_FORWARD_SLICE_WORK, training MIN_SLICE_WORK."""
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 4096)
-    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 131072)
+def test_training_and_evaluation_split_by_the_same_rule(monkeypatch):
+    """loss_and_grads, forward and window_nll all split from fewest_streams(H)."""
+    monkeypatch.undo()
     seen, real = [], engine.map_streams
 
-    def spy(fn, B, H, threads=None, min_work=None):
-        seen.append(len(engine.stream_slices(B, H, threads, min_work)))
-        return real(fn, B, H, threads, min_work)
+    def spy(fn, B, H, threads=None, fewest=None):
+        seen.append(len(engine.stream_slices(B, H, threads, fewest)))
+        return real(fn, B, H, threads, fewest)
 
     monkeypatch.setattr(engine, "map_streams", spy)
     config = ModelConfig(vocab_size=5, hidden_size=512, num_layers=1)
     params = model.init_params(config, np.random.default_rng(0))
-    x = np.zeros((2, 64), dtype=np.int64)
-    engine.loss_and_grads(params, config, x, x, threads=2)
-    engine.forward(params, config, x, threads=2)
-    engine.window_nll(params, config, x, x, np.ones(x.shape, bool), threads=2)
-    assert seen == [2, 1, 1]
+    for B in (64, 16):
+        x = np.zeros((2, B), dtype=np.int64)
+        engine.loss_and_grads(params, config, x, x, threads=2)
+        engine.forward(params, config, x, threads=2)
+        engine.window_nll(params, config, x, x, np.ones(x.shape, bool), threads=2)
+    # B = 16 at H = 512 stays on one worker: loss_and_grads is then model.loss_and_grads
+    # itself (no map), forward and window_nll map one slice
+    assert seen == [2, 2, 2, 1, 1]
+    engine.set_num_threads(None)
 
 
 def test_set_num_threads_validates_and_defaults_to_the_affinity():
@@ -193,8 +200,8 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
     first = tr.start_training(tiny_config(tmp_path, "resumed", batch_size=3))
     assert first.interrupted and first.step == 7
     monkeypatch.undo()
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
-    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
+    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
     second = tr.resume_training(tmp_path / "resumed")
     assert second.step == straight[0].step == 16
     assert second.val_loss == straight[0].val_loss == straight[1].val_loss

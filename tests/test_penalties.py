@@ -109,7 +109,7 @@ def test_two_chained_halves_equal_the_whole_window(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_two_engine_workers_equal_one(cell, monkeypatch):
-    monkeypatch.setattr(engine, "MIN_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     config, params, x, y, state, masks = _problem(cell, B=5, seed=3)
     serial = engine.loss_and_grads(params, config, x, y, state, masks, threads=1,
                                    penalty=PENALTY)

@@ -142,12 +142,12 @@ SETTINGS = [dict(), dict(temperature=0.7, top_k=4), dict(temperature=1.4, top_p=
 def spy_slices(monkeypatch):
     """Let tiny batches split (a slice may hold one stream) and record how many slices
     each engine.map_streams call ran."""
-    monkeypatch.setattr(engine, "MIN_FORWARD_SLICE_WORK", 1)
+    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
     seen, real = [], engine.map_streams
 
-    def spy(fn, B, H, threads=None, min_work=None):
-        seen.append(len(engine.stream_slices(B, H, threads, min_work)))
-        return real(fn, B, H, threads, min_work)
+    def spy(fn, B, H, threads=None, fewest=None):
+        seen.append(len(engine.stream_slices(B, H, threads, fewest)))
+        return real(fn, B, H, threads, fewest)
 
     monkeypatch.setattr(engine, "map_streams", spy)
     yield seen
@@ -177,11 +177,12 @@ def test_parallel_sampling_gives_the_serial_texts(cell, spy_slices):
     assert spy_slices[-1] == 2
 
 
-def test_sampling_splits_only_very_many_streams():
-    """Two workers lose to one on a 2-thread BLAS below 256 streams of 512 per slice."""
-    assert len(engine.stream_slices(64, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 1
-    assert len(engine.stream_slices(511, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 1
-    assert len(engine.stream_slices(512, 512, 2, engine.MIN_FORWARD_SLICE_WORK)) == 2
+def test_sampling_splits_only_from_its_own_minimum_per_worker():
+    """Sampling's step loop runs in Python on each worker, so it needs wider slices
+    than training: MIN_SAMPLE_SLICE_STREAMS streams per worker."""
+    n = engine.MIN_SAMPLE_SLICE_STREAMS
+    assert len(engine.stream_slices(2 * n - 1, 512, 2, n)) == 1
+    assert len(engine.stream_slices(2 * n, 512, 2, n)) == 2
 
 
 def test_parallel_sampling_checks_arguments_and_raises_model_errors(spy_slices):

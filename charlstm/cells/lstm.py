@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activations import times_x_T
+
 try:  # optional fused kernels (pip install 'charlstm[fast]')
     from .lstm_numba import KERNELS as _NUMBA_KERNELS
 except ImportError:
@@ -218,18 +220,18 @@ def step(xw, state0, W_hh, b_hh, out) -> None:
     no weight copies; one GEMM (a GEMV for one stream) and one fused gate update.
 
     Args:
-        xw: (B, 4H) input projection x W_ih^T + b_ih.
+        xw: (B, 4H) input projection x W_ih^T + b_ih; overwritten. model.step hands
+            it over as the transposed view of a C-contiguous (4H, B) array, which is
+            then used in place (feature-major, as the time loop).
         state0: (h_prev, c_prev), each (B, H).  W_hh: (4H, H).  b_hh: (4H,).
         out: (h, c), each (B, H), written with the new state.
     """
     H = W_hh.shape[1]
     scale, offset = gate_constants(H, xw.dtype)
-    z = _columns(xw)
+    z = xw.T if xw.T.flags.c_contiguous else _columns(xw)  # (4H, B)
     z += b_hh[:, None]
     z *= scale  # cell_step wants pre-scaled pre-activations
-    h_prev = state0[0]
-    # one stream: W h as a matrix-vector product
-    zh = (W_hh @ h_prev[0])[:, None] if h_prev.shape[0] == 1 else W_hh @ _columns(h_prev)
+    zh = times_x_T(W_hh, state0[0])  # W_hh h_prev^T, (4H, B)
     zh *= scale
     c_new, tanh_c, h_new, ig = (np.empty((H, xw.shape[0]), dtype=xw.dtype) for _ in range(4))
     cell_step(z, zh, _columns(state0[1]), c_new, tanh_c, h_new, ig, scale, offset)
