@@ -120,9 +120,17 @@ def session(load: bool = False):
             spinner.wait()
 
 
+# Untimed pause after every timed call. After a multi-threaded call, OpenBLAS's helper
+# threads spin on the cores for about 0.1 s (2^28 cycles) before they sleep, and
+# OpenMP's (torch's) spin too: without a pause, whichever implementation runs second
+# shares the cores with the first one's spinning threads for its first 0.1 s.
+SETTLE_S = 0.2
+
+
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each function, calling them in turn (A B A B ...)
-    so that machine noise hits both alike. Warm-up calls are not timed."""
+    so that machine noise hits both alike, with SETTLE_S between calls. Warm-up
+    calls are not timed."""
     for f in fns.values():
         for _ in range(warmup):
             f()
@@ -130,6 +138,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     for r in range(repeats):
         names = list(fns) if r % 2 == 0 else list(reversed(fns))  # alternate who goes first
         for name in names:
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
