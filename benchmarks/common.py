@@ -120,17 +120,19 @@ def session(load: bool = False):
             spinner.wait()
 
 
-# Untimed pause after every timed call. After a multi-threaded call, OpenBLAS's helper
-# threads spin on the cores for about 0.1 s (2^28 cycles) before they sleep, and
-# OpenMP's (torch's) spin too: without a pause, whichever implementation runs second
-# shares the cores with the first one's spinning threads for its first 0.1 s.
-SETTLE_S = 0.2
+# Each timed call follows an untimed call of the same implementation (and a short
+# pause): one implementation's first step right after the other's runs far slower
+# than its steady state (measured at 2x512, one thread: charlstm 940 ms for a step
+# right after a torch step, 668 ms for a step after its own; the pause alone did not
+# help), because the two share the process's allocator, caches and threads. What is
+# timed is each one's steady state, as in a run that trains only with it.
+SETTLE_S = 0.05
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each function, calling them in turn (A B A B ...)
-    so that machine noise hits both alike, with SETTLE_S between calls. Warm-up
-    calls are not timed."""
+    so that machine noise hits both alike; each timed call is preceded by an untimed
+    one of the same function (see SETTLE_S). Warm-up calls are not timed."""
     for f in fns.values():
         for _ in range(warmup):
             f()
@@ -138,6 +140,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
     for r in range(repeats):
         names = list(fns) if r % 2 == 0 else list(reversed(fns))  # alternate who goes first
         for name in names:
+            fns[name]()  # back to this implementation's steady state, untimed
             time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             fns[name]()

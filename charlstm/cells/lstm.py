@@ -45,6 +45,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import workspace
 from .activations import times_x_T
 
 try:  # optional fused kernels (pip install 'charlstm[fast]')
@@ -140,9 +141,19 @@ def _prescaled(xw, W_hh, b_hh):
     step's GEMM. Also returns gate_constants()."""
     H = W_hh.shape[1]
     scale, offset = gate_constants(H, xw.dtype)
-    z = np.add(xw.transpose(0, 2, 1), b_hh[:, None], dtype=xw.dtype, order="C")  # (T, 4H, B)
+    z = np.add(xw.transpose(0, 2, 1), b_hh[:, None],  # (T, 4H, B)
+               out=workspace.empty(xw.shape[::2] + xw.shape[1:2], xw.dtype))
     z *= scale
     return z, np.multiply(W_hh, scale, order="C"), scale, offset
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """a (T, X, Y) -> a C-contiguous copy of a.transpose(0, 2, 1), (T, Y, X), in
+    workspace memory: between the model's (T, B, .) layout and the loop's (T, ., B)."""
+    T, X, Y = a.shape
+    out = workspace.empty((T, Y, X), a.dtype)
+    np.copyto(out, a.transpose(0, 2, 1))
+    return out
 
 
 def _columns(a: np.ndarray, dtype=None) -> np.ndarray:
@@ -166,9 +177,9 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     T, B, G = xw.shape
     H = G // GATES
     gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh)
-    hT = np.empty((T + 1, H, B), dtype=xw.dtype)  # h^T: the right operand of each GEMM
-    c = np.empty((T + 1, H, B), dtype=xw.dtype)
-    tanh_c = np.empty((T, H, B), dtype=xw.dtype)
+    hT = workspace.empty((T + 1, H, B), xw.dtype)  # h^T: the right operand of each GEMM
+    c = workspace.empty((T + 1, H, B), xw.dtype)
+    tanh_c = workspace.empty((T, H, B), xw.dtype)
     zh = np.empty((G, B), dtype=xw.dtype)  # W_hh h_{t-1}^T for one step
     ig = np.empty((H, B), dtype=xw.dtype)  # scratch for i*g
     hT[0] = state0[0].T
@@ -180,7 +191,7 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
         for t in range(T):
             np.matmul(W_s, hT[t], out=zh)  # all four gates in one GEMM
             cell_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1], ig, scale, offset)
-    h = np.ascontiguousarray(hT.transpose(0, 2, 1))  # (T+1, B, H), the model's layout
+    h = _rows(hT)  # (T+1, B, H), the model's layout
     cache = LSTMCache(h=h, c=c, gates=gates, tanh_c=tanh_c, W_hh=W_hh)
     return h[1:], (h[T].copy(), _columns(c[T])), cache
 
@@ -194,7 +205,7 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
     T, B, G = xw.shape
     H = G // GATES
     gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh)
-    hsT = np.empty((T, H, B), dtype=xw.dtype)
+    hsT = workspace.empty((T, H, B), xw.dtype)
     c = _columns(state0[1], xw.dtype)  # updated step by step
     c_next = np.empty_like(c)
     tanh_c = np.empty_like(c)
@@ -211,8 +222,7 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
             cell_step(gates[t], zh, c, c_next, tanh_c, hsT[t], ig, scale, offset)
             c, c_next = c_next, c
             h_prev = hsT[t]
-    hs = np.ascontiguousarray(hsT.transpose(0, 2, 1))
-    return hs, (_columns(h_prev), _columns(c))
+    return _rows(hsT), (_columns(h_prev), _columns(c))
 
 
 def step(xw, state0, W_hh, b_hh, out) -> None:
@@ -300,8 +310,8 @@ def backward(dhs, dstateT, cache: LSTMCache):
     h, c, gates, tanh_c, W_hh = cache
     T, G, B = gates.shape
     H = G // GATES
-    dhsT = np.ascontiguousarray(dhs.transpose(0, 2, 1), dtype=gates.dtype)  # (T, H, B)
-    dz = np.empty((T, G, B), dtype=gates.dtype)  # dL/dz^T per step
+    dhsT = _rows(dhs.astype(gates.dtype, copy=False))  # (T, H, B)
+    dz = workspace.empty((T, G, B), gates.dtype)  # dL/dz^T per step
     dh = _columns(dstateT[0], gates.dtype)  # running dL/dh_t^T
     dc = _columns(dstateT[1], gates.dtype)  # running dL/dc_t^T
     W_T = np.ascontiguousarray(W_hh.T)  # (H, 4H): the left operand of each step's GEMM
@@ -314,7 +324,7 @@ def backward(dhs, dstateT, cache: LSTMCache):
             np.matmul(W_T, dz[t], out=dh)  # dL/dh_{t-1} (before adding dhs[t-1])
     else:
         _backward_loop_numpy(dhsT, c, gates, tanh_c, W_T, dz, dh, dc)
-    dxw = np.ascontiguousarray(dz.transpose(0, 2, 1))  # (T, B, 4H), the model's layout
+    dxw = _rows(dz)  # (T, B, 4H), the model's layout
     dz_flat = dxw.reshape(T * B, G)
     dW_hh = dz_flat.T @ h[:-1].reshape(T * B, H)  # one GEMM for all steps
     db_hh = dz_flat.sum(axis=0)
