@@ -7,8 +7,10 @@ validation split.
 
 Same initial weights, Adam (lr 2e-3), global-norm clip 5, float32, the same
 truncated-BPTT windows (B contiguous streams of the 90% training split, windows of
-T, state carried, reset at each epoch). The two trainings are interleaved step by
-step in one process, each stopping when ITS OWN accumulated step time reaches the
+T, state carried, reset at each epoch). The two trainings are interleaved in one
+process, in turns of BLOCK_S seconds of steps (a step right after the other
+implementation's runs slower than in steady state, see common.SETTLE_S, so turns
+are not single steps), each stopping when ITS OWN accumulated step time reaches the
 budget, so both see the same machine load. Evaluation time is not counted. charlstm
 trains on --threads engine workers (the streams split across them, see
 charlstm.engine), torch on --threads intra-op threads.
@@ -26,6 +28,8 @@ from impls import OursTrainer, TorchTrainer, torch_eval
 from charlstm import engine
 from charlstm.data import Batches, Cursor
 from charlstm.evaluate import evaluate
+
+BLOCK_S = 5.0  # seconds of one implementation's steps before the other's turn
 
 
 def main() -> None:
@@ -59,16 +63,16 @@ def measure(args) -> None:
             "torch": [theirs, Cursor(), 0.0, 0, 0.0]}
     while any(r[2] < args.budget for r in runs.values()):
         for run in runs.values():
-            trainer, cursor = run[0], run[1]
-            if run[2] >= args.budget:
-                continue
-            if cursor.window == 0:
-                trainer.reset_state(B)
-            x, y = batches.get(cursor)
-            t0 = time.perf_counter()
-            run[4] = trainer.step(x, y)
-            run[2] += time.perf_counter() - t0
-            run[1], run[3] = batches.advance(cursor), run[3] + 1
+            trainer = run[0]
+            turn_end = min(args.budget, run[2] + BLOCK_S)
+            while run[2] < turn_end:
+                if run[1].window == 0:
+                    trainer.reset_state(B)
+                x, y = batches.get(run[1])
+                t0 = time.perf_counter()
+                run[4] = trainer.step(x, y)
+                run[2] += time.perf_counter() - t0
+                run[1], run[3] = batches.advance(run[1]), run[3] + 1
     val_loss = {"charlstm": evaluate(ours.params, ours.config, val, 64, 100),
                 "torch": evaluate(theirs.params_numpy(), ours.config, val, 64, 100)}
     # PyTorch's own evaluation of its weights, as a cross-check of the line above
