@@ -64,11 +64,17 @@ def _tanh(x):
     return math.tanh(x)
 
 
-@overload(_tanh, inline="always", jit_options=_JIT)
+@overload(_tanh, jit_options=_JIT)
 def _tanh_overload(x):
+    # (not numba's IR inlining, inline="always": it warns while compiling; LLVM
+    # inlines these small functions into the loops all the same)
     if x == types.float32:
-        return lambda x: _tanh32(x)
-    return lambda x: math.tanh(x)
+        def impl(x):
+            return _tanh32(x)
+    else:
+        def impl(x):
+            return math.tanh(x)
+    return impl
 
 
 @numba.njit(inline="always", **_JIT)
@@ -163,7 +169,7 @@ if GEMM is not None:
         """C = A @ B for C-contiguous A (M, K), B (K, N), C (M, N), by NumPy's BLAS."""
         np.matmul(A, B, out=C)
 
-    @overload(_matmul, inline="always", jit_options=_JIT)
+    @overload(_matmul, jit_options=_JIT)
     def _matmul_overload(A, B, C):
         gemm = _SGEMM if A.dtype == types.float32 else _DGEMM
 
