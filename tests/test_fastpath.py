@@ -119,6 +119,20 @@ def test_one_hot_scatter_kernel_matches_numpy(monkeypatch):
     np.testing.assert_allclose(fast[2], ref[2], rtol=0, atol=0)
 
 
+def test_one_hot_gather_kernel_matches_numpy_and_checks_ids(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, size=(5, 3))
+    W_ih, b_ih = rng.normal(size=(8, 7)), rng.normal(size=8)
+    fast = layers.input_projection_forward(x, W_ih, b_ih)
+    monkeypatch.setattr(layers, "gather_rows", None)
+    ref = layers.input_projection_forward(x, W_ih, b_ih)
+    np.testing.assert_array_equal(fast, ref)
+    np.testing.assert_array_equal(ref, W_ih.T[x] + b_ih)
+    monkeypatch.undo()
+    with pytest.raises(IndexError):  # an id past the vocabulary never reads past the table
+        layers.input_projection_forward(np.full((2, 2), 7), W_ih, b_ih)
+
+
 def test_numba_kernels_exist_for_both_dtypes():
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
     assert lstm.BACKEND in BACKENDS
