@@ -4,7 +4,8 @@
                                      [--configs 2x512:64:100 ...]
 
 One step = forward + backward + global-norm clip (5) + Adam, float32, vocabulary 65,
-hidden state carried between windows. Prints a markdown table: median chars/s of
+hidden state carried between windows; each timed call runs as many steps as last about
+MIN_CALL_S (0.25 s). Prints a markdown table: median chars/s of
 each, the ratio, matmul GFLOP/s and its fraction of the float32 GEMM peak measured
 in the same run, and the peak memory of each (RSS growth in a fresh process).
 """
@@ -54,14 +55,21 @@ def trainers(L, H, B):
     return ours, TorchTrainer(ours.params, L, B)
 
 
-def stepper(trainer, batches):
+# A timed call runs enough steps to last about this long: a single step of a small
+# model (5 ms at 1x128) is at the mercy of every hiccup of a shared machine.
+MIN_CALL_S = 0.25
+
+
+def stepper(trainer, batches, steps=1):
+    """A call that runs `steps` training steps, cycling through the windows."""
     it = iter(range(10**12))
 
-    def step():
-        x, y = batches[next(it) % len(batches)]
-        trainer.step(x, y)
+    def run():
+        for _ in range(steps):
+            x, y = batches[next(it) % len(batches)]
+            trainer.step(x, y)
 
-    return step
+    return run
 
 
 def child(impl: str, config: str) -> None:
@@ -114,14 +122,17 @@ def measure(args) -> None:
         L, H, B, T = parse_config(config)
         ours, theirs = trainers(L, H, B)
         batches = windows(B, T)
-        fns = {"charlstm": stepper(ours, batches), "torch": stepper(theirs, batches)}
-        fns["charlstm"]()
+        once = stepper(ours, batches)
+        once()
         t0 = time.perf_counter()
-        fns["charlstm"]()
+        once()
         est = time.perf_counter() - t0
-        repeats = args.repeats or max(5, min(40, int(5.0 / max(est, 1e-3))))
+        steps = max(1, round(MIN_CALL_S / max(est, 1e-4)))
+        fns = {"charlstm": stepper(ours, batches, steps),
+               "torch": stepper(theirs, batches, steps)}
+        repeats = args.repeats or max(5, min(40, int(5.0 / max(est * steps, 1e-3))))
         times = interleaved(fns, repeats, warmup=2)
-        cps = {k: B * T / median(v) for k, v in times.items()}
+        cps = {k: steps * B * T / median(v) for k, v in times.items()}
         flops = train_flops(V, H, L)
         mem = {"charlstm": "-", "torch": "-"}
         if not args.no_memory:
@@ -133,11 +144,11 @@ def measure(args) -> None:
                      f"**{cps['charlstm'] / cps['torch']:.2f}**",
                      f"{gf['charlstm']:.0f} ({gf['charlstm'] / best:.0%})",
                      f"{gf['torch']:.0f} ({gf['torch'] / best:.0%})",
-                     mem["charlstm"], mem["torch"], str(repeats)])
+                     mem["charlstm"], mem["torch"], f"{repeats} x {steps}"])
         print(f"  {config}: done", file=sys.stderr)
     print(table(["config", "charlstm chars/s", "torch chars/s", "ratio",
                  "charlstm GFLOP/s (of peak)", "torch GFLOP/s (of peak)",
-                 "charlstm peak MiB", "torch peak MiB", "steps"], rows))
+                 "charlstm peak MiB", "torch peak MiB", "timings x steps"], rows))
 
 
 if __name__ == "__main__":
