@@ -142,8 +142,8 @@ def _prescaled(xw, W_hh, b_hh):
     step's GEMM. Also returns gate_constants()."""
     H = W_hh.shape[1]
     scale, offset = gate_constants(H, xw.dtype)
-    z = np.add(xw.transpose(0, 2, 1), b_hh[:, None],  # (T, 4H, B)
-               out=workspace.empty(xw.shape[::2] + xw.shape[1:2], xw.dtype))
+    T, B, G = xw.shape
+    z = np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=workspace.empty((T, G, B), xw.dtype))
     z *= scale
     return z, np.multiply(W_hh, scale, order="C"), scale, offset
 
