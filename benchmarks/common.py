@@ -60,7 +60,9 @@ def torch_module():
     return torch
 
 
-def machine_line() -> str:
+def machine_line(with_torch: bool = True) -> str:
+    """CPU, cores, threads, numpy's OpenBLAS kernel, torch's version (unless
+    with_torch is False: for benchmarks that only run charlstm) and the 1-min load."""
     load = load_1min()
     cpu = platform.processor() or platform.machine()
     try:
@@ -70,10 +72,13 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
+    kernel = f"numpy {np.__version__} (OpenBLAS kernel {openblas_kernel()})"
+    if not with_torch:
+        return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads; {kernel}; "
+                f"1-min load at start {load:.2f}")
     import torch
 
-    return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both; numpy "
-            f"{np.__version__} (OpenBLAS kernel {openblas_kernel()}), torch "
+    return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both; {kernel}, torch "
             f"{torch.__version__}; 1-min load at start {load:.2f}")
 
 

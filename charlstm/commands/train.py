@@ -1,7 +1,7 @@
 """`charlstm train`: train a model on a text file, or resume a run exactly.
 
-Settings resolve as TrainConfig defaults <- --config FILE.toml <- flags given on
-the command line. Every flag defaults to "not given" (argparse.SUPPRESS), so the
+Settings resolve as TrainConfig defaults <- --preset NAME <- --config FILE.toml <-
+flags given on the command line. Every flag defaults to "not given" (argparse.SUPPRESS), so the
 namespace holds exactly what the user typed and nothing shadows the file.
 """
 
@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
 from ..optim import OPTIMIZERS
+from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe
@@ -44,6 +45,10 @@ def register(sub) -> None:
         "best.safetensors. Ctrl-C, SIGTERM or SIGHUP saves a checkpoint and prints the command "
         "that resumes; --resume continues bit-identically.")
     r = p.add_argument_group("run")
+    r.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="start from a recipe tuned on Tiny Shakespeare for a time budget: "
+                   + "; ".join(f"{k} = {v}" for k, v in PRESETS.items())
+                   + " (charlstm/presets/*.toml); --config and flags override it")
     r.add_argument("--config", metavar="FILE.toml", default=None,
                    help="read settings from a TOML file (key = value, names as the flags "
                    "with _ for -); flags override it")
@@ -139,8 +144,9 @@ def check_config_out(out, config_file, force: bool) -> None:
 def run(args) -> int:
     given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
     if args.resume is not None:
-        if args.config is not None or args.force:
-            raise UserError("--resume takes the run's own settings: drop --config/--force")
+        if args.config is not None or args.preset is not None or args.force:
+            raise UserError("--resume takes the run's own settings: drop "
+                            "--config/--preset/--force")
         if "out" in given:
             raise UserError("--resume RUN_DIR names the run; drop --out")
         if "init_from" in given:
@@ -148,10 +154,10 @@ def run(args) -> int:
                             "its weights: give one of them")
         outcome = resume_training(args.resume, given, say=echo)
     else:
-        settings = {}
+        settings = load_preset(args.preset) if args.preset is not None else {}
         if args.config is not None:
             try:
-                settings = load_toml(args.config)
+                settings.update(load_toml(args.config))
             except ValueError as e:
                 raise UserError(str(e)) from None
         settings.update(given)
