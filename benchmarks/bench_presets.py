@@ -89,6 +89,9 @@ def main() -> None:
         common_flags += ["--threads", str(args.threads)]
     name = Path(data).stem if args.corpus != "tinyshakespeare" else "tinyshakespeare"
     print(machine_line(with_torch=False))
+    if Path(data).is_file():
+        text = Path(data).read_text(encoding="utf-8", errors="replace")
+        print(f"corpus {data}: {len(text):,} characters, {len(set(text))} distinct")
     rows = []
     for kind in ("preset", "plain"):
         extra = ([f"--{k.replace('_', '-')}={v:g}" for k, v in PLAIN.items()]
