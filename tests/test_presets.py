@@ -21,7 +21,7 @@ def test_each_preset_is_a_complete_recipe_for_its_budget(name):
     settings = load_preset(name)
     config = TrainConfig.from_dict(settings)
     assert not set(settings) & set(NOT_IN_PRESETS)  # the corpus and the run dir are the user's
-    assert config.time_budget == {"small": 5, "medium": 20, "large": 120}[name]
+    assert config.time_budget == {"small": 5, "medium": 20}[name]
     assert config.max_steps is None and config.epochs is None  # the schedule follows time
     # every regulariser the recipe uses is spelled out, not left to a default
     for key in ("hidden_size", "num_layers", "batch_size", "seq_len", "lr"):
@@ -37,10 +37,10 @@ def test_unknown_preset_is_a_value_error():
 def test_preset_then_config_then_flags(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    preset = load_preset("large")
+    preset = load_preset("medium")
     cfg = tmp_path / "over.toml"
     cfg.write_text("lr = 0.01\n", encoding="utf-8")
-    rc = main(["train", "--preset", "large", "--config", str(cfg), "--data", str(corpus),
+    rc = main(["train", "--preset", "medium", "--config", str(cfg), "--data", str(corpus),
                "--out", str(tmp_path / "r"), *TINY])
     assert rc == 0, capsys.readouterr()
     saved = load_toml(tmp_path / "r/config.toml")
