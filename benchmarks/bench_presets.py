@@ -20,7 +20,6 @@ Its 10% validation split is therefore other modules than the ones trained on.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import shlex
@@ -33,6 +32,7 @@ import common  # noqa: F401  (drops OPENBLAS_CORETYPE before the children inheri
 from common import load_1min, machine_line, table
 
 from charlstm.presets import PRESETS, load_preset
+from charlstm.runs import read_log, resolve_log
 
 STDLIB_CHARS = 2_000_000
 # The settings that make "plain": every regulariser charlstm has, off.
@@ -58,14 +58,14 @@ def stdlib_corpus(out_dir: Path) -> Path:
     return path
 
 
-def train(args: list[str]) -> float:
-    """Run `charlstm train ARGS`; its best validation loss (from log.jsonl)."""
-    command = [sys.executable, "-m", "charlstm.cli", "train", *args]
+def train(args: list[str], out: Path) -> float:
+    """Run `charlstm train ARGS --out OUT`; its best validation loss (from its log)."""
+    args = [*args, "--out", str(out)]
     print("$ " + shlex.join(["charlstm", "train", *args]), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    out = Path(args[args.index("--out") + 1])
-    losses = [rec["val_loss"] for rec in map(json.loads, (out / "log.jsonl").open())
-              if rec.get("val_loss") is not None]
+    subprocess.run([sys.executable, "-m", "charlstm.cli", "train", *args], check=True,
+                   stdout=subprocess.DEVNULL)
+    records, _ = read_log(resolve_log(out))
+    losses = [rec["val_loss"] for rec in records if rec.get("val_loss") is not None]
     return min(losses) if losses else math.nan
 
 
@@ -96,8 +96,7 @@ def main() -> None:
     for kind in ("preset", "plain"):
         extra = ([f"--{k.replace('_', '-')}={v:g}" for k, v in PLAIN.items()]
                  if kind == "plain" else [])
-        out = str(args.out / f"{name}-{args.preset}-{kind}")
-        best = train([*common_flags, "--out", out, *extra])
+        best = train([*common_flags, *extra], args.out / f"{name}-{args.preset}-{kind}")
         rows.append([f"{args.preset} ({kind})", name, f"{budget:g} min", f"{best:.4f}"])
     print()
     print(table(["run", "corpus", "budget", "best val loss (nats/char)"], rows))

@@ -1,8 +1,9 @@
 """`charlstm train`: train a model on a text file, or resume a run exactly.
 
 Settings resolve as TrainConfig defaults <- --preset NAME <- --config FILE.toml <-
-flags given on the command line. Every flag defaults to "not given" (argparse.SUPPRESS), so the
-namespace holds exactly what the user typed and nothing shadows the file.
+flags given on the command line. Every flag defaults to "not given"
+(argparse.SUPPRESS), so the namespace holds exactly what the user typed and nothing
+shadows the file.
 """
 
 from __future__ import annotations
