@@ -38,10 +38,15 @@ B64 1.31-1.35, 3x512 B50 T50 1.04-1.06, 2x512 B256 1.31-1.38; 2x512 B16 (8) 0.80
 (These settings were once measured against each other inside one process, A B A B:
 that misleads, because after a multi-threaded BLAS call OpenBLAS's helper thread
 spins on a core for a while and slows the two-worker run that follows.)
-Sampling (charlstm.sample.generate_parallel) runs its whole step loop in Python
-on each worker, so its workers share the GIL every step; it splits only from
-MIN_SAMPLE_SLICE_STREAMS = 64 streams per worker. Measured the same way, 2x512, two
-workers over one: 64 streams 0.93-0.97, 128 streams 1.19-1.31, 256 streams 1.24-1.27.
+Evaluation and sampling of LSTM stacks run step-major in stack_numba's compiled
+loops (each step through the whole stack, then its logits reduced or drawn from at
+once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of weights, where
+it beats the layer-by-layer windows. Sampling (charlstm.sample.generate_parallel)
+splits only from MIN_SAMPLE_SLICE_STREAMS = 64 streams per worker. Measured the same
+way, 2x512, compiled loop: 64 streams on one worker (2-thread BLAS) 1248-1301 us a
+step against 1480-1496 for two workers of 32; 128 streams, two workers over one,
+1.03; 256 streams 1.06. (Before the loop was compiled, a worker took the GIL every
+step: 64 streams ran 1782-1858 us a step on one worker.)
 A layer wavefront for evaluation (worker j runs layer j on time chunk c while
 worker j+1 runs chunk c-1, each on one BLAS thread) was measured before the stream
 split won for forward-only work too, and not kept: 2x512 B64 T100, 14.1k chars/s at
@@ -62,14 +67,28 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import layers, model
+from .cells import lstm
+
+try:  # optional: compiled step-major inference for LSTM stacks (numba and its BLAS)
+    from . import stack_numba
+except ImportError:
+    stack_numba = None
 
 # Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
 # HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
 # streams (see the module docstring); thinner slices lose to one worker.
 MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
-# Sampling's fewest streams per worker (its step loop runs in Python, see above).
+# Sampling's fewest streams per worker (see the module docstring).
 MIN_SAMPLE_SLICE_STREAMS = 64
+# Evaluation runs step-major (stack_numba) up to this many bytes of LSTM weights, and
+# as model.forward's layer-by-layer windows beyond. Measured, float32, two workers,
+# chars/s step-major over windows: 1x128 B64 T100 1.81, 1x384 B64 1.37, 1x384 B32 T64
+# 1.29, 1x512 B32 T64 1.29, 1x768 B32 T64 1.31 (9.4 MB of weights), 2x256 B32 T64
+# 1.08, 3x256 B64 1.38, 2x512 B64 1.19-1.21 (12.6 MB); 3x512 B64 0.94 and B50 T50 0.86
+# (20.9 MB). (2x512 B50 T50, 25 streams a worker, 0.93: OpenBLAS runs 25 columns at
+# 127 GFLOP/s against 199 for 32, and the per-step GEMMs feel it most.)
+STEP_MAJOR_MAX_BYTES = 16 * 2**20
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -243,18 +262,46 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
             _join_states([r[1] for r in results]))
 
 
+def compiled_inference(params: dict, config, windows: bool = False):
+    """The weights as stack_numba's compiled loops read them, when they apply (an LSTM
+    stack, numba's fused loops in use: see cells.lstm.BACKEND and FUSED_LOOPS); else
+    None. Prepared once per evaluation or sampling call: a copy of every weight.
+
+    windows: for evaluation, where model.forward's layer-by-layer windows are the
+    alternative: the step-major loop reads every weight of the stack once per step,
+    while model.forward runs each layer's input projection as one GEMM per window, so
+    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES)."""
+    dtype = params["decoder.weight"].dtype
+    kernels = lstm._numba(dtype)
+    if stack_numba is None or config.cell != "lstm" or not kernels or "infer_loop" not in kernels:
+        return None
+    weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
+                       for k in range(config.num_layers) for kind in ("ih", "hh"))
+    if windows and weight_bytes > STEP_MAJOR_MAX_BYTES:
+        return None
+    return stack_numba.prepare(params, config.num_layers)
+
+
 def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
-               state=None, threads: int | None = None):
+               state=None, threads: int | None = None, compiled=None):
     """Summed cross-entropy of the positions `mask` selects, and the final state.
 
     Args:
         x, y: (T, B) int ids.  mask: (T, B) bool, the positions that count.
         state: tuple of (L, B, H) arrays, or None for zeros.
+        compiled: compiled_inference(params, config), when the caller evaluates many
+            windows with the same weights; None runs model.forward per slice.
     Returns:
         total nll (float, nats, summed in float64), count (int), final state.
-    Each slice reduces its own logits, so no (T, B, V) array is ever joined.
+    Each slice reduces its own logits, so no (T, B, V) array is ever joined; the
+    compiled loop makes no (T, B, .) array at all: each step's logits are reduced
+    as soon as they exist (measured, 2x512 B64 T100, two workers: 55-57k chars/s
+    against 46-47k for model.forward's layer-by-layer windows).
     """
     def work(s: slice):
+        if compiled is not None:
+            return stack_numba.window_nll(compiled, x[:, s], y[:, s], mask[:, s],
+                                          _slice_state(state, s))
         logits, final, _ = model.forward(params, config, x[:, s], _slice_state(state, s),
                                          need_cache=False)
         logp = layers.log_softmax(logits)  # (T, b, V)

@@ -25,10 +25,12 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
     also when ids has no target.
     """
     total, count, state = 0.0, 0, None
+    compiled = engine.compiled_inference(params, config, windows=True)  # once for all
     for x, y, mask in eval_windows(ids, batch_size, seq_len):
         if abort is not None and abort():
             return None
-        nll, n, state = engine.window_nll(params, config, x, y, mask, state)
+        nll, n, state = engine.window_nll(params, config, x, y, mask, state,
+                                          compiled=compiled)
         total += nll
         count += n
     return total / count if count else None

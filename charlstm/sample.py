@@ -166,13 +166,16 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     """B = len(rngs) streams from a zero state with the NumPy model, as one batch or,
     for very many, split across the engine's workers: (length, B) int64 ids.
 
-    Each worker runs the whole step loop (generate_ids) for its contiguous slice of
-    streams, under the engine's one-thread BLAS, with no synchronisation per step;
-    the slices are joined in order at the end. Stream b draws only from rngs[b] and
-    its own logits, so the ids are those of generate_ids over all B streams at once
-    (or B single-stream runs), up to how the BLAS rounds a GEMM with a different
-    number of rows (the last bit of a float32 logit, which moves a draw only when
-    the uniform falls that close to a boundary of the distribution).
+    Each worker runs the whole step loop for its contiguous slice of streams, under
+    the engine's one-thread BLAS, with no synchronisation per step; the slices are
+    joined in order at the end. The loop is generate_ids over model.step, or for an
+    LSTM stack with numba the same loop compiled (charlstm.stack_numba: steps and
+    draws in one GIL-free call per chunk of steps, the same uniforms from each rng).
+    Stream b draws only from rngs[b] and its own logits, so the ids are those of
+    generate_ids over all B streams at once (or B single-stream runs), up to how the
+    BLAS rounds a GEMM of another shape or orientation (the last bit of a float32
+    logit, which moves a draw only when the uniform falls that close to a boundary of
+    the distribution).
     threads: workers (default engine.get_num_threads()), while each slice keeps
     engine.MIN_SAMPLE_SLICE_STREAMS streams; fewer streams run on one worker, with
     the BLAS threads the caller has.
@@ -183,8 +186,12 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
         raise ValueError("need at least one stream (one generator per stream)")
     step_fn = numpy_step_fn(params, config)
     dtype = params["decoder.weight"].dtype
+    compiled = engine.compiled_inference(params, config)
 
     def work(s: slice) -> np.ndarray:
+        if compiled is not None:  # the same loop compiled, steps and draws (stack_numba)
+            return engine.stack_numba.generate(compiled, prime_ids, length, rngs[s],
+                                               temperature, top_k, top_p)
         state = model.zero_state(config, s.stop - s.start, dtype)
         steps = generate_ids(step_fn, state, prime_ids, length, temperature, top_k, top_p,
                              rngs[s])

@@ -125,6 +125,16 @@ def test_parallel_equals_serial(cell, dtype):
         nll = engine.window_nll(params, config, x, y, mask, state, threads=threads)
         assert nll[1] == nll1[1] == mask.sum()
         assert nll[0] == pytest.approx(nll1[0], rel=tol["rtol"])
+    # the compiled step-major loop (LSTM stacks, stack_numba) gives the same loss and state
+    compiled = engine.compiled_inference(params, config)
+    assert (compiled is not None) == (cell == "lstm" and engine.stack_numba is not None)
+    for threads in (1, 2, 3) if compiled is not None else ():
+        nll = engine.window_nll(params, config, x, y, mask, state, threads=threads,
+                                compiled=compiled)
+        assert nll[1] == nll1[1]
+        assert nll[0] == pytest.approx(nll1[0], rel=tol["rtol"])
+        for a, b in zip(nll[2], nll1[2]):
+            np.testing.assert_allclose(a, b, **tol)
 
 
 def test_one_worker_is_exactly_model_loss_and_grads():

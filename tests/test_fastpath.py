@@ -137,3 +137,38 @@ def test_numba_kernels_exist_for_both_dtypes():
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
     assert lstm.BACKEND in BACKENDS
 
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("V,H,L,B", [(7, 5, 1, 3), (11, 16, 2, 5), (5, 33, 3, 4)])
+def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
+        monkeypatch, dtype, V, H, L, B):
+    """stack_numba's evaluation (each step through the whole stack, its logits reduced
+    at once, state carried window to window) == model.forward's layer-by-layer windows
+    on the NumPy backend, over windows with a ragged tail; and it is used only where
+    it applies."""
+    from charlstm import engine
+    from charlstm.evaluate import evaluate
+    config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L)
+    params = {k: v.astype(dtype) for k, v in
+              random_problem(config, 2, 2, seed=V + H)[0].items()}
+    ids = np.random.default_rng(H).integers(0, V, size=173)
+    monkeypatch.setattr(lstm, "BACKEND", "numba")
+    assert engine.compiled_inference(params, config) is not None
+    fast = evaluate(params, config, ids, B, 9)
+    for backend, fused in (("numpy", True), ("numba", False)):
+        monkeypatch.setattr(lstm, "BACKEND", backend)
+        monkeypatch.setattr(lstm, "FUSED_LOOPS", fused)
+        assert engine.compiled_inference(params, config) is None
+        assert fast == pytest.approx(evaluate(params, config, ids, B, 9),
+                                     rel=TOL[dtype]["rtol"])
+    gru = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, cell="gru")
+    assert engine.compiled_inference(random_problem(gru, 2, 2, seed=0)[0], gru) is None
+
+
+def test_compiled_evaluation_shows_nan():
+    """A diverged model's validation loss must be NaN (training stops on it)."""
+    from charlstm.evaluate import evaluate
+    model = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4, num_layers=2), seed=0)
+    model.params["lstm.weight_hh_l1"][0, 0] = np.nan
+    assert np.isnan(evaluate(model.params, model.config, np.arange(40) % 5, 2, 7))

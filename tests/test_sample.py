@@ -160,6 +160,9 @@ def test_parallel_sampling_gives_the_serial_texts(cell, spy_slices):
     whole step loop for its slice: the same ids as all 7 streams stepped together,
     for every sampling setting, and texts that differ from stream to stream."""
     model = tiny_model(cell)
+    # an LSTM samples in stack_numba's compiled loop, the others in generate_ids itself
+    compiled = engine.compiled_inference(model.params, model.config)
+    assert (compiled is not None) == (cell == "lstm" and engine.stack_numba is not None)
     for kw in SETTINGS:
         serial = np.array(list(generate_ids(
             numpy_step_fn(model.params, model.config), zero_state(model.config, 7, np.float64),

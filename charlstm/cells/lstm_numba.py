@@ -165,12 +165,12 @@ KERNELS = {np.dtype(np.float32): dict(_STEPS), np.dtype(np.float64): dict(_STEPS
 if GEMM is not None:
     _SGEMM, _DGEMM = GEMM[np.dtype(np.float32)], GEMM[np.dtype(np.float64)]
 
-    def _matmul(A, B, C):
+    def matmul_into(A, B, C):
         """C = A @ B for C-contiguous A (M, K), B (K, N), C (M, N), by NumPy's BLAS."""
         np.matmul(A, B, out=C)
 
-    @overload(_matmul, jit_options=_JIT)
-    def _matmul_overload(A, B, C):
+    @overload(matmul_into, jit_options=_JIT)
+    def matmul_into_overload(A, B, C):
         gemm = _SGEMM if A.dtype == types.float32 else _DGEMM
 
         def impl(A, B, C):
@@ -186,7 +186,7 @@ if GEMM is not None:
         forward_step; gates (T, 4H, B) pre-scaled in, post-activation out; hT, c
         (T+1, H, B) with step 0 filled; tanh_c (T, H, B); zh (4H, B) scratch."""
         for t in range(gates.shape[0]):
-            _matmul(W_s, hT[t], zh)
+            matmul_into(W_s, hT[t], zh)
             forward_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1])
 
     @numba.njit(**_JIT)
@@ -195,7 +195,7 @@ if GEMM is not None:
         hsT (T, H, B); c and c_next (H, B) take turns. Returns the final c."""
         h_prev = h0
         for t in range(gates.shape[0]):
-            _matmul(W_s, h_prev, zh)
+            matmul_into(W_s, h_prev, zh)
             forward_step(gates[t], zh, c, c_next, tanh_c, hsT[t])
             c, c_next = c_next, c
             h_prev = hsT[t]
@@ -207,7 +207,7 @@ if GEMM is not None:
         GEMM dh = W_hh^T dz_t^T. dz (T, 4H, B) out; dh, dc (H, B) carried in place."""
         for t in range(gates.shape[0] - 1, -1, -1):
             backward_step(dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)
-            _matmul(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
+            matmul_into(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
 
     for _kernels in KERNELS.values():
         _kernels.update(forward_loop=forward_loop, infer_loop=infer_loop,
