@@ -271,9 +271,8 @@ def compiled_inference(params: dict, config, windows: bool = False):
     alternative: the step-major loop reads every weight of the stack once per step,
     while model.forward runs each layer's input projection as one GEMM per window, so
     past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES)."""
-    dtype = params["decoder.weight"].dtype
-    kernels = lstm._numba(dtype)
-    if stack_numba is None or config.cell != "lstm" or not kernels or "infer_loop" not in kernels:
+    if (stack_numba is None or config.cell != "lstm"
+            or not lstm.fused_loops(params["decoder.weight"].dtype)):
         return None
     weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
                        for k in range(config.num_layers) for kind in ("ih", "hh"))

@@ -123,6 +123,13 @@ def _numba(dtype) -> dict | None:
     return kernels
 
 
+def fused_loops(dtype) -> bool:
+    """True when the time loops run as whole compiled calls for dtype (numba backend,
+    FUSED_LOOPS on, NumPy's BLAS bound): what charlstm.stack_numba builds on too."""
+    kernels = _numba(dtype)
+    return kernels is not None and "infer_loop" in kernels
+
+
 def cell_step(z, zh, c_prev, c_out, tanh_out, h_out, ig, scale, offset) -> None:
     """One forward step after the GEMM, feature-major: z (4H, B) pre-scaled input
     part, zh (4H, B) the recurrent part; z becomes the gates, and c, tanh(c), h
