@@ -81,6 +81,45 @@ def test_probabilities_never_fail_on_extreme_values(logits, temperature, top_k, 
     assert p[0, ids[0]] > 0
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e30, 1e30), min_size=1, max_size=12),
+       st.floats(1e-300, 1e6) | st.just(0.0), st.none() | st.integers(1, 15),
+       st.floats(1e-6, 1.0), st.integers(0, 2**32))
+def test_compiled_draw_is_sample_ids(logits, temperature, top_k, top_p, seed):
+    """stack_numba's draw (the compiled sampling loop's) picks the id sample_ids picks
+    from the same logits and the same uniform, on extreme values too."""
+    if engine.stack_numba is None:
+        pytest.skip("numba (the fast extra) is not installed: there is no compiled draw")
+    z = np.array([logits], dtype=np.float32)
+    expected = sample_ids(z, temperature, top_k, top_p, [np.random.default_rng(seed)])[0]
+    u = 1.0 - np.random.default_rng(seed).random()
+    V = z.shape[1]
+    got = engine.stack_numba._draw(np.ascontiguousarray(z.T), 0, u, temperature,
+                                   V if top_k is None else min(top_k, V), top_p,
+                                   np.empty(V), np.empty(V))
+    assert got == expected
+
+
+@pytest.mark.parametrize("logits", [[0.0, np.nan, 1.0], [np.inf, 0.0], [-np.inf, -np.inf],
+                                    [2.0, np.nan, np.nan], [-np.inf, 3.0, 3.0]])
+def test_compiled_draw_treats_non_finite_logits_as_sample_ids_does(logits):
+    if engine.stack_numba is None:
+        pytest.skip("numba (the fast extra) is not installed: there is no compiled draw")
+    z = np.array([logits], dtype=np.float32)
+    V = z.shape[1]
+    u = 1.0 - np.random.default_rng(0).random()  # what sample_ids draws from rng 0
+    draw = lambda t: engine.stack_numba._draw(np.ascontiguousarray(z.T), 0, u, t, V,  # noqa: E731
+                                              1.0, np.empty(V), np.empty(V))
+    assert draw(0.0) == sample_ids(z, 0.0, None, 1.0, [])[0]  # greedy: NumPy's argmax
+    try:
+        expected = sample_ids(z, 1.0, None, 1.0, [np.random.default_rng(0)])[0]
+    except FloatingPointError:
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            draw(1.0)
+    else:
+        assert draw(1.0) == expected
+
+
 def test_non_finite_logits_are_an_error_not_garbage():
     with pytest.raises(FloatingPointError):
         probabilities(np.array([[0.0, np.nan]]), 1.0)
