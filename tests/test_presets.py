@@ -21,7 +21,7 @@ def test_each_preset_is_a_complete_recipe_for_its_budget(name):
     settings = load_preset(name)
     config = TrainConfig.from_dict(settings)
     assert not set(settings) & set(NOT_IN_PRESETS)  # the corpus and the run dir are the user's
-    assert config.time_budget == {"small": 5, "medium": 20}[name]
+    assert config.time_budget == {"small": 5, "medium": 20, "large": 120}[name]
     assert config.max_steps is None and config.epochs is None  # the schedule follows time
     # every regulariser the recipe uses is spelled out, not left to a default
     for key in ("hidden_size", "num_layers", "batch_size", "seq_len", "lr"):
