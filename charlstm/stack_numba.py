@@ -126,6 +126,8 @@ def _draw(logits, b, u, temperature, top_k, top_p, p, sorted_p):
 
 @numba.njit(**_JIT)
 def _prime(prime_ids, weights, state, scratch):
+    """Run every stream through the prime ids (P,), one step per id, as generate_ids
+    does; the logits after the last one (scratch[3]) give the first draw."""
     ids = np.empty(state[0].shape[2], dtype=np.int64)
     for i in prime_ids:
         ids[:] = i
@@ -134,12 +136,16 @@ def _prime(prime_ids, weights, state, scratch):
 
 @numba.njit(**_JIT)
 def _advance(ids, weights, state, scratch):
+    """One step of every stream on ids (B,): weights from prepare(), state (h, c,
+    c_next) each (L, H, B), scratch (z, zh, tanh_c, logits); see _stack_step."""
     table0, W_ih, b_ih, b_hh, W_hh, W_dec, b_dec = weights
     h, c, c_next = state
     z, zh, tanh_c, logits = scratch
     _stack_step(ids, table0, W_ih, b_ih, b_hh, W_hh, W_dec, b_dec, h, c, c_next,
                 z, zh, tanh_c, logits)
-    c[...] = c_next  # the new cell state becomes the next step's c_prev
+    # the new cell state becomes the next step's c_prev (a copy of L*H*B numbers: under
+    # 0.5% of a step, and it keeps the state in the same arrays from call to call)
+    c[...] = c_next
 
 
 @numba.njit(**_JIT)
