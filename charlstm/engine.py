@@ -184,6 +184,43 @@ def map_streams(fn, B: int, H: int, threads: int | None = None,
         return [first] + [f.result() for f in futures]
 
 
+# Element-wise passes over every weight (optimizer update, clipping, weight averaging)
+# run in chunks of this many elements, shared among the workers: 128K, so that a
+# 2x512 model's passes split into about 30 pieces. Below two chunks they stay serial.
+CHUNK_ELEMENTS = 1 << 17
+
+
+def weight_chunks(sizes) -> list[tuple[int, int, int]]:
+    """(array index, start, stop) for flat ranges of at most CHUNK_ELEMENTS of each
+    array in `sizes` (their element counts), in order: the same pieces whatever
+    the thread count, so reductions over them add in the same order too."""
+    return [(k, a, min(a + CHUNK_ELEMENTS, n))
+            for k, n in enumerate(sizes) for a in range(0, n, CHUNK_ELEMENTS)]
+
+
+def map_chunks(fn, sizes, threads: int | None = None) -> list:
+    """[fn(k, start, stop) for weight_chunks(sizes)], contiguous runs of chunks on
+    each worker at once; the results in chunk order. fn must release the GIL for
+    the work itself (numba nogil kernels) and write only its own range."""
+    chunks = weight_chunks(sizes)
+    n = max(1, min(threads or get_num_threads(), len(chunks)))
+    if n == 1:
+        return [fn(*c) for c in chunks]
+    bounds = np.linspace(0, len(chunks), n + 1).round().astype(int)
+    groups = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def run(group):
+        return [fn(*c) for c in group]
+
+    futures = [_executor(n - 1).submit(run, g) for g in groups[1:]]
+    try:
+        first = run(groups[0])
+    finally:
+        for f in futures:
+            f.exception()
+    return first + [r for f in futures for r in f.result()]
+
+
 def _slice_state(state, s: slice):
     """Streams s of a state tuple of (L, B, H) arrays (None stays None)."""
     return None if state is None else tuple(part[:, s] for part in state)

@@ -172,3 +172,51 @@ def test_compiled_evaluation_shows_nan():
     model = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4, num_layers=2), seed=0)
     model.params["lstm.weight_hh_l1"][0, 0] = np.nan
     assert np.isnan(evaluate(model.params, model.config, np.arange(40) % 5, 2, 7))
+
+
+def test_loop_width_pads_to_the_fewest_kernel_sweeps(monkeypatch):
+    """lstm.loop_width: the smallest width >= B with the fewest sweeps of OpenBLAS's
+    SkylakeX kernel (blocks of 16, then 8, 4, 2, 1), only where the rule applies."""
+    W32 = np.zeros((2048, 512), np.float32)
+    monkeypatch.setattr(lstm, "PAD_COLUMNS", True)
+    widths = {B: lstm.loop_width(B, W32) for B in
+              (0, 1, 2, 3, 5, 9, 16, 17, 21, 25, 31, 32, 33, 37, 50, 51)}
+    assert widths == {0: 0, 1: 1, 2: 2, 3: 4, 5: 8, 9: 16, 16: 16, 17: 17, 21: 24, 25: 32,
+                      31: 32, 32: 32, 33: 33, 37: 40, 50: 50, 51: 52}
+    monkeypatch.setattr(lstm, "PAD_COLUMNS", False)
+    assert lstm.loop_width(25, W32) == 25
+    monkeypatch.setattr(lstm, "PAD_COLUMNS", None)  # decided: float32, >= 1 MiB, kernel
+    assert lstm.loop_width(25, W32.astype(np.float64)) == 25
+    assert lstm.loop_width(25, np.zeros((512, 128), np.float32)) == 25
+    assert lstm.loop_width(25, W32) in (25, 32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 3), (6, 5, 16), (3, 25, 8)])
+def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B, H):
+    """The time loop on zero-padded columns (loop_width > B) gives what the unpadded
+    loop gives: outputs, final state, every gradient, the cache's (T, B, .) views, the
+    cache-free forward; and the padding columns stay exactly zero."""
+    rng = np.random.default_rng(T + B + H)
+    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
+    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
+    b_hh = rng.normal(size=4 * H).astype(dtype)
+    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    dhs = rng.normal(size=(T, B, H)).astype(dtype)
+    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    monkeypatch.setattr(lstm, "BACKEND", backend)
+    runs = {}
+    for pad in (False, True):
+        monkeypatch.setattr(lstm, "PAD_COLUMNS", pad)
+        hs, final, cache = lstm.forward(xw, state0, W_hh, b_hh)
+        assert cache.gates.shape[2] == ({1: 1, 5: 8, 25: 32}[B] if pad else B)
+        runs[pad] = (hs, *final, *lstm.infer(xw, state0, W_hh, b_hh)[1],
+                     lstm.infer(xw, state0, W_hh, b_hh)[0], lstm.keep_gate(cache),
+                     *lstm.activations(cache).values(),
+                     *_flat(lstm.backward(dhs, dstate, cache)))
+        if pad:
+            np.testing.assert_array_equal(cache.c[:, :, B:], 0)
+    for a, b in zip(runs[True], runs[False]):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, **TOL[dtype])

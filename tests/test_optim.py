@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from charlstm.optim import clip_grad_norm, global_norm, make_optimizer
+from charlstm import engine, optim
+from charlstm.optim import clip_grad_norm, ema_update, global_norm, make_optimizer
 
 TORCH = {
     "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr, eps=1e-8),
@@ -16,8 +17,10 @@ TORCH = {
 }
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_matches_torch_optim(name):
+def test_matches_torch_optim(monkeypatch, name, fused):
+    monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)  # numba's passes and NumPy's
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}
     tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
@@ -35,7 +38,9 @@ def test_matches_torch_optim(name):
                                        atol=1e-12, err_msg=f"{name} {k}")
 
 
-def test_clip_matches_torch_and_returns_pre_clip_norm():
+@pytest.mark.parametrize("fused", [False, True])
+def test_clip_matches_torch_and_returns_pre_clip_norm(monkeypatch, fused):
+    monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)
     rng = np.random.default_rng(1)
     grads = {"a": rng.normal(size=(5, 5)), "b": rng.normal(size=(5,))}
     tensors = [torch.zeros(v.shape, dtype=torch.float64, requires_grad=True)
@@ -63,3 +68,49 @@ def test_weight_decay_skips_biases_and_state_round_trips():
     assert other.t == 1
     with pytest.raises(ValueError):
         make_optimizer("sgd", params, lr=0.1).load_state_arrays(opt.state_arrays(), 1)
+
+
+@pytest.mark.skipif(not optim.FUSED, reason="numba is not installed (or CHARLSTM_BACKEND=numpy)")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
+    """The numba passes (Adam with weight decay, weight averaging, the gradient norm
+    and clipping), in chunks shared among 1, 2 or 3 workers, give the NumPy code's
+    results: the updates bit for bit, the norm (summed in other groups) and so the
+    clipped gradients to rounding, and the same bits whatever the thread count."""
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 7)  # many chunks, a ragged last one
+    rng = np.random.default_rng(5)
+    start = {"w": rng.normal(size=(6, 5)), "v": rng.normal(size=(3, 1, 4)),
+             "b": rng.normal(size=(9,)), "one": rng.normal(size=(1,))}
+    start = {k: v.astype(dtype) for k, v in start.items()}
+    grads = [{k: (rng.normal(size=v.shape) * 10).astype(dtype) for k, v in start.items()}
+             for _ in range(3)]
+    runs = {}
+    for fused, threads in ((False, 1), (True, 1), (True, 2), (True, 3)):
+        monkeypatch.setattr(optim, "FUSED", fused)
+        with engine.num_threads(threads):
+            params = {k: v.copy() for k, v in start.items()}
+            average = {k: v.copy() for k, v in start.items()}
+            opt = make_optimizer("adam", params, lr=0.01, weight_decay=0.1)
+            norms, clipped = [], []
+            for g in grads:
+                clipped.append({k: v.copy() for k, v in g.items()})
+                norms.append(clip_grad_norm(clipped[-1], 5.0))
+                opt.step(params, g)  # unclipped: the update's own bits are compared
+                ema_update(average, params, 0.9, opt.t)
+        runs[fused, threads] = (params, average, opt.state_arrays(), norms, clipped)
+    numpy_run = runs[False, 1]
+    for key, (params, average, slots, norms, clipped) in runs.items():
+        for got, want in ((params, numpy_run[0]), (average, numpy_run[1]),
+                          (slots, numpy_run[2])):
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=f"{key} {name}")
+        assert min(norms) > 5.0  # every step clipped
+        rtol = 1e-13 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(norms, numpy_run[3], rtol=rtol)
+        for got, want in zip(clipped, numpy_run[4]):
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=rtol)
+    for key in ((True, 2), (True, 3)):  # fused: bit-identical across thread counts
+        assert runs[key][3] == runs[True, 1][3]
+        for got, want in zip(runs[key][4], runs[True, 1][4]):
+            assert all(got[k].tobytes() == want[k].tobytes() for k in want)

@@ -66,13 +66,20 @@ BACKEND = ("numba" if _NUMBA_KERNELS and os.environ.get("CHARLSTM_BACKEND") != "
 # first step to the last) where lstm_numba could bind NumPy's BLAS; else a Python
 # loop of one GEMM and one kernel per step. Tests switch it to prove both agree.
 FUSED_LOOPS = True
+# Pad the time loop's columns (see loop_width): None decides from NumPy's BLAS on
+# first use; tests set True (pad wherever the rule would, any dtype and size) or False.
+PAD_COLUMNS: bool | None = None
+# The OpenBLAS kernels whose step-GEMM timings the padding rule was measured on.
+_PADDED_KERNELS = ("skylakex",)
+_pad_columns_found: bool | None = None
 
 
 class LSTMCache(NamedTuple):
     h: np.ndarray  # (T+1, B, H) hidden states; h[0] is h0, h[t+1] the output at t
-    c: np.ndarray  # (T+1, H, B) cell states, feature-major; c[0] is c0^T
-    gates: np.ndarray  # (T, 4H, B) post-activation gates [i | f | g | o], feature-major
-    tanh_c: np.ndarray  # (T, H, B) tanh(c[t+1]), reused by the backward pass
+    c: np.ndarray  # (T+1, H, n) cell states, feature-major; c[0] is c0^T; n >= B columns
+    gates: np.ndarray  # (T, 4H, n) post-activation gates [i | f | g | o], feature-major
+    tanh_c: np.ndarray  # (T, H, n) tanh(c[t+1]), reused by the backward pass
+    # (n = loop_width(B, W_hh): columns past B are zero padding, see loop_width)
     W_hh: np.ndarray  # (4H, H) recurrent weights
 
 
@@ -143,24 +150,26 @@ def cell_step(z, zh, c_prev, c_out, tanh_out, h_out, ig, scale, offset) -> None:
     _cell_(z, c_prev, c_out, tanh_out, h_out, ig)
 
 
-def _prescaled(xw, W_hh, b_hh):
-    """The feature-major gate buffer ((xw + b_hh) * scale)^T (T, 4H, B), and the
-    scaled weights W_hh * scale (4H, H), C-contiguous: the left operand of every
-    step's GEMM. Also returns gate_constants()."""
+def _prescaled(xw, W_hh, b_hh, width):
+    """The feature-major gate buffer ((xw + b_hh) * scale)^T (T, 4H, width), zero in
+    the padding columns, and the scaled weights W_hh * scale (4H, H), C-contiguous:
+    the left operand of every step's GEMM. Also returns gate_constants()."""
     H = W_hh.shape[1]
     scale, offset = gate_constants(H, xw.dtype)
     T, B, G = xw.shape
-    z = np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=workspace.empty((T, G, B), xw.dtype))
+    z = workspace.empty((T, G, width), xw.dtype)
+    np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=z[:, :, :B])
+    z[:, :, B:] = 0
     z *= scale
     return z, np.multiply(W_hh, scale, order="C"), scale, offset
 
 
-def _rows(a: np.ndarray) -> np.ndarray:
-    """a (T, X, Y) -> a C-contiguous copy of a.transpose(0, 2, 1), (T, Y, X), in
-    workspace memory: between the model's (T, B, .) layout and the loop's (T, ., B)."""
-    T, X, Y = a.shape
-    out = workspace.empty((T, Y, X), a.dtype)
-    np.copyto(out, a.transpose(0, 2, 1))
+def _rows(a: np.ndarray, B: int) -> np.ndarray:
+    """a (T, X, width) -> a C-contiguous copy of its first B columns transposed,
+    (T, B, X), in workspace memory: from the loop's (T, ., B) layout to the model's."""
+    T, X, _ = a.shape
+    out = workspace.empty((T, B, X), a.dtype)
+    np.copyto(out, a[:, :, :B].transpose(0, 2, 1))
     return out
 
 
@@ -168,6 +177,71 @@ def _columns(a: np.ndarray, dtype=None) -> np.ndarray:
     """A C-contiguous COPY of a^T, (B, H) -> (H, B): the callers update it in place,
     and for B = 1 ascontiguousarray would hand back a view of the caller's array."""
     return np.array(a.T, dtype=dtype, order="C")
+
+
+def _passes(n: int) -> int:
+    """Sweeps OpenBLAS's SkylakeX sgemm kernel makes over the weights for n columns:
+    one per block of 16, then one per block of 8, 4, 2, 1 the remainder needs."""
+    return n // 16 + bin(n % 16).count("1")
+
+
+def _padding_applies() -> bool:
+    """Whether NumPy's BLAS is a kernel the padding rule was measured on (cached)."""
+    global _pad_columns_found
+    if _pad_columns_found is None:
+        try:
+            from threadpoolctl import threadpool_info
+            kernels = [str(lib.get("architecture", "")).lower() for lib in threadpool_info()
+                       if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", "")]
+        except ImportError:
+            kernels = []
+        _pad_columns_found = bool(kernels) and kernels[0] in _PADDED_KERNELS
+    return _pad_columns_found
+
+
+def loop_width(B: int, W_hh: np.ndarray) -> int:
+    """Columns of the time loop's feature-major arrays for B streams: B, or more.
+
+    Each step's GEMM streams the whole (4H, H) weight matrix past every column, and
+    OpenBLAS's SkylakeX sgemm kernel sweeps it once per 16 columns and once more per
+    block of 8, 4, 2 or 1 the remainder needs; past a core's L2 (1 MiB of weights:
+    H >= 256) the sweeps, not the flops, set the time. So B = 25 (16 + 8 + 1) costs
+    more than 32 (16 + 16). Measured, H = 512, one thread, us per step GEMM (W_hh h^T;
+    the backward's W_hh^T dz^T alike): 25 columns 401 against 327 for 32, 31: 562,
+    37: 488 against 449 for 48, 9: 273 against 200 for 16; but 33: 398, 50: 549 (64:
+    594). The width is the smallest n >= B with the fewest sweeps. The extra columns
+    start at zero state and zero input, so every gate keeps them exactly at h = c = 0;
+    they get zero gradient; no result reads them. Other kernels (the Haswell one
+    differs) and float64 are not padded."""
+    pad = PAD_COLUMNS
+    if pad is None:
+        pad = (W_hh.dtype == np.float32 and W_hh.nbytes >= 2**20 and _padding_applies())
+    if not pad or B == 0:
+        return B
+    return min(range(B, -(-B // 16) * 16 + 1), key=_passes)
+
+
+def _loop_input(a: np.ndarray, width: int, out=None) -> np.ndarray:
+    """(T, B, X) -> C-contiguous (T, X, width): a transposed into the loop's layout,
+    zero in the padding columns past B (see loop_width)."""
+    T, B, X = a.shape
+    if out is None:
+        out = workspace.empty((T, X, width), a.dtype)
+    np.copyto(out[:, :, :B], a.transpose(0, 2, 1))
+    out[:, :, B:] = 0
+    return out
+
+
+def _loop_state(a: np.ndarray, width: int, dtype) -> np.ndarray:
+    """(B, H) -> a C-contiguous (H, width) copy of a^T, zero past column B."""
+    out = np.zeros((a.shape[1], width), dtype=dtype)
+    out[:, : a.shape[0]] = a.T
+    return out
+
+
+def _stream_state(a: np.ndarray, B: int) -> np.ndarray:
+    """(H, width) -> a C-contiguous (B, H) copy of the first B columns, transposed."""
+    return np.array(a[:, :B].T, order="C")
 
 
 def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
@@ -184,14 +258,15 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     """
     T, B, G = xw.shape
     H = G // GATES
-    gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh)
-    hT = workspace.empty((T + 1, H, B), xw.dtype)  # h^T: the right operand of each GEMM
-    c = workspace.empty((T + 1, H, B), xw.dtype)
-    tanh_c = workspace.empty((T, H, B), xw.dtype)
-    zh = np.empty((G, B), dtype=xw.dtype)  # W_hh h_{t-1}^T for one step
-    ig = np.empty((H, B), dtype=xw.dtype)  # scratch for i*g
-    hT[0] = state0[0].T
-    c[0] = state0[1].T
+    n = loop_width(B, W_hh)  # B, or B plus zero padding columns
+    gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh, n)
+    hT = workspace.empty((T + 1, H, n), xw.dtype)  # h^T: the right operand of each GEMM
+    c = workspace.empty((T + 1, H, n), xw.dtype)
+    tanh_c = workspace.empty((T, H, n), xw.dtype)
+    zh = np.empty((G, n), dtype=xw.dtype)  # W_hh h_{t-1}^T for one step
+    ig = np.empty((H, n), dtype=xw.dtype)  # scratch for i*g
+    hT[0] = _loop_state(state0[0], n, xw.dtype)
+    c[0] = _loop_state(state0[1], n, xw.dtype)
     nb = _numba(xw.dtype)
     if nb is not None and "forward_loop" in nb and B:
         nb["forward_loop"](W_s, gates, hT, c, tanh_c, zh)  # the loop below, without the GIL
@@ -199,9 +274,9 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
         for t in range(T):
             np.matmul(W_s, hT[t], out=zh)  # all four gates in one GEMM
             cell_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1], ig, scale, offset)
-    h = _rows(hT)  # (T+1, B, H), the model's layout
+    h = _rows(hT, B)  # (T+1, B, H), the model's layout
     cache = LSTMCache(h=h, c=c, gates=gates, tanh_c=tanh_c, W_hh=W_hh)
-    return h[1:], (h[T].copy(), _columns(c[T])), cache
+    return h[1:], (h[T].copy(), _stream_state(c[T], B)), cache
 
 
 def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
@@ -212,14 +287,15 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
     """
     T, B, G = xw.shape
     H = G // GATES
-    gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh)
-    hsT = workspace.empty((T, H, B), xw.dtype)
-    c = _columns(state0[1], xw.dtype)  # updated step by step
+    n = loop_width(B, W_hh)
+    gates, W_s, scale, offset = _prescaled(xw, W_hh, b_hh, n)
+    hsT = workspace.empty((T, H, n), xw.dtype)
+    c = _loop_state(state0[1], n, xw.dtype)  # updated step by step
     c_next = np.empty_like(c)
     tanh_c = np.empty_like(c)
-    zh = np.empty((G, B), dtype=xw.dtype)
-    ig = np.empty((H, B), dtype=xw.dtype)
-    h_prev = _columns(state0[0], xw.dtype)
+    zh = np.empty((G, n), dtype=xw.dtype)
+    ig = np.empty((H, n), dtype=xw.dtype)
+    h_prev = _loop_state(state0[0], n, xw.dtype)
     nb = _numba(xw.dtype)
     if nb is not None and "infer_loop" in nb and T and B:
         c = nb["infer_loop"](W_s, gates, hsT, h_prev, c, c_next, tanh_c, zh)
@@ -230,7 +306,7 @@ def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
             cell_step(gates[t], zh, c, c_next, tanh_c, hsT[t], ig, scale, offset)
             c, c_next = c_next, c
             h_prev = hsT[t]
-    return _rows(hsT), (_columns(h_prev), _columns(c))
+    return _rows(hsT, B), (_stream_state(h_prev, B), _stream_state(c, B))
 
 
 def step(xw, state0, W_hh, b_hh, out) -> None:
@@ -259,16 +335,16 @@ def step(xw, state0, W_hh, b_hh, out) -> None:
 
 def keep_gate(cache: LSTMCache) -> np.ndarray:
     """The forget gate f (T, B, H) of the window: c = f*c_prev + i*g."""
-    H = cache.c.shape[1]
-    return cache.gates[:, H : 2 * H].transpose(0, 2, 1)
+    B, H = cache.h.shape[1:]
+    return cache.gates[:, H : 2 * H, :B].transpose(0, 2, 1)
 
 
 def activations(cache: LSTMCache) -> dict[str, np.ndarray]:
     """(T, B, H) views: h and c after each step, then the gates i, f, g, o."""
-    H = cache.c.shape[1]
-    gates = {name: cache.gates[:, j * H:(j + 1) * H].transpose(0, 2, 1)
+    B, H = cache.h.shape[1:]
+    gates = {name: cache.gates[:, j * H:(j + 1) * H, :B].transpose(0, 2, 1)
              for j, name in enumerate(GATE_NAMES)}
-    return {"h": cache.h[1:], "c": cache.c[1:].transpose(0, 2, 1), **gates}
+    return {"h": cache.h[1:], "c": cache.c[1:, :, :B].transpose(0, 2, 1), **gates}
 
 
 def _backward_factors(gates, c_prev, tanh_c, F, A) -> None:
@@ -316,12 +392,12 @@ def backward(dhs, dstateT, cache: LSTMCache):
         dxw (T, B, 4H) = dL/dz, (dh0, dc0) each (B, H), dW_hh (4H, H), db_hh (4H,).
     """
     h, c, gates, tanh_c, W_hh = cache
-    T, G, B = gates.shape
-    H = G // GATES
-    dhsT = _rows(dhs.astype(gates.dtype, copy=False))  # (T, H, B)
-    dz = workspace.empty((T, G, B), gates.dtype)  # dL/dz^T per step
-    dh = _columns(dstateT[0], gates.dtype)  # running dL/dh_t^T
-    dc = _columns(dstateT[1], gates.dtype)  # running dL/dc_t^T
+    T, G, n = gates.shape  # n: the loop's columns, B or more (loop_width)
+    B, H = h.shape[1], G // GATES
+    dhsT = _loop_input(dhs.astype(gates.dtype, copy=False), n)  # (T, H, n)
+    dz = workspace.empty((T, G, n), gates.dtype)  # dL/dz^T per step
+    dh = _loop_state(dstateT[0], n, gates.dtype)  # running dL/dh_t^T
+    dc = _loop_state(dstateT[1], n, gates.dtype)  # running dL/dc_t^T
     W_T = np.ascontiguousarray(W_hh.T)  # (H, 4H): the left operand of each step's GEMM
     nb = _numba(gates.dtype)
     if nb is not None and "backward_loop" in nb and B:
@@ -332,11 +408,11 @@ def backward(dhs, dstateT, cache: LSTMCache):
             np.matmul(W_T, dz[t], out=dh)  # dL/dh_{t-1} (before adding dhs[t-1])
     else:
         _backward_loop_numpy(dhsT, c, gates, tanh_c, W_T, dz, dh, dc)
-    dxw = _rows(dz)  # (T, B, 4H), the model's layout
+    dxw = _rows(dz, B)  # (T, B, 4H), the model's layout
     dz_flat = dxw.reshape(T * B, G)
     dW_hh = dz_flat.T @ h[:-1].reshape(T * B, H)  # one GEMM for all steps
     db_hh = dz_flat.sum(axis=0)
-    return dxw, (_columns(dh), _columns(dc)), dW_hh, db_hh
+    return dxw, (_stream_state(dh, B), _stream_state(dc, B)), dW_hh, db_hh
 
 
 def _backward_loop_numpy(dhsT, c, gates, tanh_c, W_T, dz_all, dh, dc) -> None:
