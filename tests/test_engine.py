@@ -158,8 +158,14 @@ def test_same_thread_count_is_bit_identical_run_to_run(cell):
                    for a, b in zip(final + dstate0, runs[0].state + runs[0].dstate0))
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_gradients_with_two_workers_match_finite_differences(cell):
+# lstm "padded": its time loop on zero-padded columns (lstm.loop_width, forced here;
+# the slices of 3 and 2 streams run 4 and 2 wide)
+CASES = [(cell, False) for cell in CELLS] + [("lstm", True)]
+
+
+@pytest.mark.parametrize("cell,padded", CASES)
+def test_gradients_with_two_workers_match_finite_differences(monkeypatch, cell, padded):
+    monkeypatch.setattr(lstm, "PAD_COLUMNS", padded)
     config, params, x, y, state, masks = _problem(cell, np.float64, B=5, L=2, seed=3)
 
     def loss() -> float:
@@ -173,8 +179,9 @@ def test_gradients_with_two_workers_match_finite_differences(cell):
         assert relative_error(ds, numeric_gradient(loss, s)) < 1e-6
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_two_workers_match_torch_autograd(cell):
+@pytest.mark.parametrize("cell,padded", CASES)
+def test_two_workers_match_torch_autograd(monkeypatch, cell, padded):
+    monkeypatch.setattr(lstm, "PAD_COLUMNS", padded)
     config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
     loss, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
                                                            threads=2)
@@ -222,29 +229,3 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
         assert set(a) == set(b)
         assert all(a[k].tobytes() == b[k].tobytes() for k in a), other
 
-
-def test_padded_loop_columns_pass_the_gradient_check_and_match_torch(monkeypatch):
-    """With the LSTM's time loop on zero-padded columns (lstm.loop_width; forced here,
-    so slices of 3 and 2 streams run 4 and 2 wide), two workers still give the
-    finite-difference gradients and torch's."""
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", True)
-    config, params, x, y, state, masks = _problem("lstm", np.float64, B=5, L=2, seed=3)
-
-    def loss() -> float:
-        return engine.loss_and_grads(params, config, x, y, state, masks, threads=2).loss
-
-    _, grads, _, dstate0, _ = engine.loss_and_grads(params, config, x, y, state, masks,
-                                                    threads=2)
-    for name, value in params.items():
-        assert relative_error(grads[name], numeric_gradient(loss, value)) < 1e-6, name
-    for s, ds in zip(state, dstate0):
-        assert relative_error(ds, numeric_gradient(loss, s)) < 1e-6
-    loss_, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
-                                                            threads=2)
-    theirs = torch_loss_and_grads(params, "lstm", config.num_layers, x, y, state)
-    assert loss_ == pytest.approx(theirs[0], rel=1e-10)
-    for name in params:
-        np.testing.assert_allclose(grads[name], theirs[3][name], rtol=1e-9, atol=1e-10,
-                                   err_msg=name)
-    for a, b in zip(final + dstate0, theirs[2] + theirs[4]):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

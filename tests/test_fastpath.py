@@ -56,13 +56,7 @@ def test_fused_loops_equal_the_python_loop_of_step_kernels(monkeypatch, dtype, T
     caller's arrays alone (B = 1 included, where a transpose is still contiguous)."""
     if "forward_loop" not in KERNELS[np.dtype(dtype)]:
         pytest.skip("numba cannot call this NumPy's BLAS: only the step kernels exist")
-    rng = np.random.default_rng(T * B + H)
-    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
-    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
-    b_hh = rng.normal(size=4 * H).astype(dtype)
-    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    dhs = rng.normal(size=(T, B, H)).astype(dtype)
-    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T * B + H)
     inputs = [a.copy() for a in (xw, *state0, dhs, *dstate)]
     monkeypatch.setattr(lstm, "BACKEND", "numba")
     runs = {}
@@ -76,6 +70,19 @@ def test_fused_loops_equal_the_python_loop_of_step_kernels(monkeypatch, dtype, T
         np.testing.assert_allclose(a, b, **TOL[dtype])
     for a, b in zip((xw, *state0, dhs, *dstate), inputs):
         np.testing.assert_array_equal(a, b)
+
+
+def _window(T, B, H, dtype, seed):
+    """A random LSTM window: xw (T, B, 4H), W_hh (4H, H), b_hh (4H,), state0 and
+    dstate (pairs of (B, H)), dhs (T, B, H)."""
+    rng = np.random.default_rng(seed)
+    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
+    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
+    b_hh = rng.normal(size=4 * H).astype(dtype)
+    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    dhs = rng.normal(size=(T, B, H)).astype(dtype)
+    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    return xw, W_hh, b_hh, state0, dhs, dstate
 
 
 def _flat(result):
@@ -198,13 +205,7 @@ def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B,
     """The time loop on zero-padded columns (loop_width > B) gives what the unpadded
     loop gives: outputs, final state, every gradient, the cache's (T, B, .) views, the
     cache-free forward; and the padding columns stay exactly zero."""
-    rng = np.random.default_rng(T + B + H)
-    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
-    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
-    b_hh = rng.normal(size=4 * H).astype(dtype)
-    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    dhs = rng.normal(size=(T, B, H)).astype(dtype)
-    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
+    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T + B + H)
     monkeypatch.setattr(lstm, "BACKEND", backend)
     runs = {}
     for pad in (False, True):
