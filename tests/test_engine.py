@@ -165,7 +165,7 @@ CASES = [(cell, False) for cell in CELLS] + [("lstm", True)]
 
 @pytest.mark.parametrize("cell,padded", CASES)
 def test_gradients_with_two_workers_match_finite_differences(monkeypatch, cell, padded):
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", padded)
+    monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if padded else 0)
     config, params, x, y, state, masks = _problem(cell, np.float64, B=5, L=2, seed=3)
 
     def loss() -> float:
@@ -181,7 +181,7 @@ def test_gradients_with_two_workers_match_finite_differences(monkeypatch, cell, 
 
 @pytest.mark.parametrize("cell,padded", CASES)
 def test_two_workers_match_torch_autograd(monkeypatch, cell, padded):
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", padded)
+    monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if padded else 0)
     config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
     loss, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
                                                            threads=2)

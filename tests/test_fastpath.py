@@ -182,20 +182,23 @@ def test_compiled_evaluation_shows_nan():
 
 
 def test_loop_width_pads_to_the_fewest_kernel_sweeps(monkeypatch):
-    """lstm.loop_width: the smallest width >= B with the fewest sweeps of OpenBLAS's
-    SkylakeX kernel (blocks of 16, then 8, 4, 2, 1), only where the rule applies."""
+    """lstm.loop_width: the smallest width >= B with the fewest sweeps of an OpenBLAS
+    kernel with 16-wide (SkylakeX) or 8-wide (Haswell) column blocks, then 8/4, 4, 2, 1;
+    only for float32 weights of 1 MiB or more, on a kernel the rule was measured on."""
     W32 = np.zeros((2048, 512), np.float32)
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", True)
-    widths = {B: lstm.loop_width(B, W32) for B in
-              (0, 1, 2, 3, 5, 9, 16, 17, 21, 25, 31, 32, 33, 37, 50, 51)}
-    assert widths == {0: 0, 1: 1, 2: 2, 3: 4, 5: 8, 9: 16, 16: 16, 17: 17, 21: 24, 25: 32,
-                      31: 32, 32: 32, 33: 33, 37: 40, 50: 50, 51: 52}
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", False)
+    sizes = (0, 1, 2, 3, 5, 9, 11, 16, 17, 19, 21, 25, 27, 31, 32, 33, 37, 50, 51)
+    monkeypatch.setattr(lstm, "PAD_BLOCK", 16)
+    assert [lstm.loop_width(B, W32) for B in sizes] == [
+        0, 1, 2, 4, 8, 16, 16, 16, 17, 20, 24, 32, 32, 32, 32, 33, 40, 50, 52]
+    monkeypatch.setattr(lstm, "PAD_BLOCK", 8)
+    assert [lstm.loop_width(B, W32) for B in sizes] == [
+        0, 1, 2, 4, 8, 9, 12, 16, 17, 20, 24, 25, 28, 32, 32, 33, 40, 50, 52]
+    monkeypatch.setattr(lstm, "PAD_BLOCK", 0)
     assert lstm.loop_width(25, W32) == 25
-    monkeypatch.setattr(lstm, "PAD_COLUMNS", None)  # decided: float32, >= 1 MiB, kernel
+    monkeypatch.setattr(lstm, "PAD_BLOCK", None)  # from the kernel: float32, >= 1 MiB
     assert lstm.loop_width(25, W32.astype(np.float64)) == 25
     assert lstm.loop_width(25, np.zeros((512, 128), np.float32)) == 25
-    assert lstm.loop_width(25, W32) in (25, 32)
+    assert lstm.loop_width(25, W32) == {16: 32, 8: 25, 0: 25}[lstm._blas_block()]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -209,7 +212,7 @@ def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B,
     monkeypatch.setattr(lstm, "BACKEND", backend)
     runs = {}
     for pad in (False, True):
-        monkeypatch.setattr(lstm, "PAD_COLUMNS", pad)
+        monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if pad else 0)
         hs, final, cache = lstm.forward(xw, state0, W_hh, b_hh)
         assert cache.gates.shape[2] == ({1: 1, 5: 8, 25: 32}[B] if pad else B)
         runs[pad] = (hs, *final, *lstm.infer(xw, state0, W_hh, b_hh)[1],

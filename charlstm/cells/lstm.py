@@ -66,12 +66,14 @@ BACKEND = ("numba" if _NUMBA_KERNELS and os.environ.get("CHARLSTM_BACKEND") != "
 # first step to the last) where lstm_numba could bind NumPy's BLAS; else a Python
 # loop of one GEMM and one kernel per step. Tests switch it to prove both agree.
 FUSED_LOOPS = True
-# Pad the time loop's columns (see loop_width): None decides from NumPy's BLAS on
-# first use; tests set True (pad wherever the rule would, any dtype and size) or False.
-PAD_COLUMNS: bool | None = None
-# The OpenBLAS kernels whose step-GEMM timings the padding rule was measured on.
-_PADDED_KERNELS = ("skylakex",)
-_pad_columns_found: bool | None = None
+# Pad the time loop's columns (see loop_width) to the fewest sweeps of a kernel whose
+# blocks are PAD_BLOCK columns wide: None decides from NumPy's BLAS on first use (float32
+# weights of 1 MiB or more only); 0 never pads; tests set 16 or 8 (any dtype and size).
+PAD_BLOCK: int | None = None
+# Column blocks of the OpenBLAS sgemm kernels the padding rule was measured on
+# (OpenBLAS also runs its Haswell kernel on AMD Zen 1-3: OPENBLAS_CORETYPE=Zen reports it).
+_KERNEL_BLOCKS = {"skylakex": 16, "haswell": 8}
+_kernel_block: int | None = None
 
 
 class LSTMCache(NamedTuple):
@@ -179,46 +181,50 @@ def _columns(a: np.ndarray, dtype=None) -> np.ndarray:
     return np.array(a.T, dtype=dtype, order="C")
 
 
-def _passes(n: int) -> int:
-    """Sweeps OpenBLAS's SkylakeX sgemm kernel makes over the weights for n columns:
-    one per block of 16, then one per block of 8, 4, 2, 1 the remainder needs."""
-    return n // 16 + bin(n % 16).count("1")
+def _passes(n: int, block: int) -> int:
+    """Sweeps an OpenBLAS sgemm kernel with `block`-wide column blocks makes over the
+    weights for n columns: one per full block, then one per power of two the remainder
+    needs (SkylakeX: 16, then 8, 4, 2, 1; Haswell: 8, then 4, 2, 1)."""
+    return n // block + bin(n % block).count("1")
 
 
-def _padding_applies() -> bool:
-    """Whether NumPy's BLAS is a kernel the padding rule was measured on (cached)."""
-    global _pad_columns_found
-    if _pad_columns_found is None:
+def _blas_block() -> int:
+    """The column block of NumPy's BLAS kernel, 0 if unmeasured (cached)."""
+    global _kernel_block
+    if _kernel_block is None:
         try:
             from threadpoolctl import threadpool_info
             kernels = [str(lib.get("architecture", "")).lower() for lib in threadpool_info()
                        if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", "")]
         except ImportError:
             kernels = []
-        _pad_columns_found = bool(kernels) and kernels[0] in _PADDED_KERNELS
-    return _pad_columns_found
+        _kernel_block = _KERNEL_BLOCKS.get(kernels[0], 0) if kernels else 0
+    return _kernel_block
 
 
 def loop_width(B: int, W_hh: np.ndarray) -> int:
     """Columns of the time loop's feature-major arrays for B streams: B, or more.
 
     Each step's GEMM streams the whole (4H, H) weight matrix past every column, and
-    OpenBLAS's SkylakeX sgemm kernel sweeps it once per 16 columns and once more per
-    block of 8, 4, 2 or 1 the remainder needs; past a core's L2 (1 MiB of weights:
-    H >= 256) the sweeps, not the flops, set the time. So B = 25 (16 + 8 + 1) costs
-    more than 32 (16 + 16). Measured, H = 512, one thread, us per step GEMM (W_hh h^T;
-    the backward's W_hh^T dz^T alike): 25 columns 401 against 327 for 32, 31: 562,
-    37: 488 against 449 for 48, 9: 273 against 200 for 16; but 33: 398, 50: 549 (64:
-    594). The width is the smallest n >= B with the fewest sweeps. The extra columns
-    start at zero state and zero input, so every gate keeps them exactly at h = c = 0;
-    they get zero gradient; no result reads them. Other kernels (the Haswell one
-    differs) and float64 are not padded."""
-    pad = PAD_COLUMNS
-    if pad is None:
-        pad = (W_hh.dtype == np.float32 and W_hh.nbytes >= 2**20 and _padding_applies())
-    if not pad or B == 0:
+    OpenBLAS's sgemm kernels sweep it once per block of columns (16 wide on SkylakeX,
+    8 on Haswell) and once more per power of two in the remainder; past a core's L2
+    (1 MiB of weights: H >= 256) the sweeps, not the flops, set the time. So on
+    SkylakeX B = 25 (16 + 8 + 1) costs more than 32 (16 + 16). Measured, H = 512, one
+    thread, us per step GEMM (W_hh h^T; the backward's W_hh^T dz^T alike), SkylakeX:
+    25 columns 401 against 327 for 32, 31: 562, 37: 488 against 449 for 48, 9: 273
+    against 200 for 16, but 33: 398 and 50: 549 (64: 594); Haswell: 27: 636 against
+    602 for 28, 19: 510 against 467 for 20, 15: 503 against 338 for 16, but 25: 550
+    (32: 597). The width is the smallest n >= B with the fewest sweeps. The extra
+    columns start at zero state with zero input, so the gates keep them at exactly
+    h = c = 0; they get zero gradient, and no result reads them. Other kernels and
+    float64 are not padded."""
+    block = PAD_BLOCK
+    if block is None:
+        block = (_blas_block() if W_hh.dtype == np.float32 and W_hh.nbytes >= 2**20
+                 else 0)
+    if not block or B == 0:
         return B
-    return min(range(B, -(-B // 16) * 16 + 1), key=_passes)
+    return min(range(B, -(-B // block) * block + 1), key=lambda n: _passes(n, block))
 
 
 def _loop_input(a: np.ndarray, width: int, out=None) -> np.ndarray:
