@@ -224,3 +224,15 @@ def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B,
     for a, b in zip(runs[True], runs[False]):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiled_transpose_kernel_is_an_exact_transpose(dtype):
+    """lstm_numba.transpose_into (the backward loop's W_hh^T) on shapes that are and
+    are not multiples of its 16 x 16 tiles."""
+    rng = np.random.default_rng(2)
+    for shape in [(1, 1), (16, 16), (3, 50), (40, 23), (64, 17)]:
+        a = rng.normal(size=shape).astype(dtype)
+        out = np.empty(shape[::-1], dtype)
+        KERNELS[np.dtype(dtype)]["transpose_into"](a, out)
+        np.testing.assert_array_equal(out, a.T)

@@ -127,8 +127,7 @@ def _numba(dtype) -> dict | None:
         return None
     kernels = _NUMBA_KERNELS[np.dtype(dtype)]
     if not FUSED_LOOPS:
-        return {"forward_step": kernels["forward_step"],
-                "backward_step": kernels["backward_step"]}
+        return {k: kernels[k] for k in ("forward_step", "backward_step", "transpose_into")}
     return kernels
 
 
@@ -404,8 +403,8 @@ def backward(dhs, dstateT, cache: LSTMCache):
     dz = workspace.empty((T, G, n), gates.dtype)  # dL/dz^T per step
     dh = _loop_state(dstateT[0], n, gates.dtype)  # running dL/dh_t^T
     dc = _loop_state(dstateT[1], n, gates.dtype)  # running dL/dc_t^T
-    W_T = np.ascontiguousarray(W_hh.T)  # (H, 4H): the left operand of each step's GEMM
     nb = _numba(gates.dtype)
+    W_T = _transposed(W_hh, nb)  # (H, 4H): the left operand of each step's GEMM
     if nb is not None and "backward_loop" in nb and B:
         nb["backward_loop"](W_T, dz, gates, c, tanh_c, dh, dhsT, dc)  # the loop below
     elif nb is not None:
@@ -419,6 +418,15 @@ def backward(dhs, dstateT, cache: LSTMCache):
     dW_hh = dz_flat.T @ h[:-1].reshape(T * B, H)  # one GEMM for all steps
     db_hh = dz_flat.sum(axis=0)
     return dxw, (_stream_state(dh, B), _stream_state(dc, B)), dW_hh, db_hh
+
+
+def _transposed(W: np.ndarray, nb) -> np.ndarray:
+    """A C-contiguous copy of W^T (numba's tiled copy where the kernels are loaded)."""
+    if nb is None or not W.flags.c_contiguous:
+        return np.ascontiguousarray(W.T)
+    out = np.empty(W.shape[::-1], dtype=W.dtype)
+    nb["transpose_into"](W, out)
+    return out
 
 
 def _backward_loop_numpy(dhsT, c, gates, tanh_c, W_T, dz_all, dh, dc) -> None:
