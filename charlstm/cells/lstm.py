@@ -37,6 +37,9 @@ How the time loop is kept cheap (it runs T times per layer, everything else once
     call NumPy's BLAS themselves), so a worker thread never takes the GIL inside it.
   * the backward loop does only what depends on the running gradient; the
     weight gradient is one GEMM over all T*B rows after the loop.
+  * the loop's arrays may be a few columns wider than B (loop_width): OpenBLAS's
+    kernels sweep the weights once per block of columns, so e.g. 32 columns run
+    faster than 25. The extra columns hold zeros throughout and are never read back.
 """
 
 from __future__ import annotations
