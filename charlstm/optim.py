@@ -36,10 +36,11 @@ def _map_chunks(fn, sizes) -> list:
 
 
 def _fused(arrays) -> bool:
-    """Whether the fused passes apply to these arrays (all float32 or float64, and
-    C-contiguous, so each has a flat view)."""
-    return FUSED and all(a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
-                         for a in arrays)
+    """Whether the fused passes apply to these arrays: all of one dtype, float32 or
+    float64 (mixed ones keep NumPy's casting rules), and C-contiguous (flat views)."""
+    dtypes = {a.dtype for a in arrays}
+    return (FUSED and len(dtypes) == 1 and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}
+            and all(a.flags.c_contiguous for a in arrays))
 
 
 def global_norm(grads: dict) -> float:

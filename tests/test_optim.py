@@ -114,3 +114,19 @@ def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
         assert runs[key][3] == runs[True, 1][3]
         for got, want in zip(runs[key][4], runs[True, 1][4]):
             assert all(got[k].tobytes() == want[k].tobytes() for k in want)
+
+
+def test_mixed_dtypes_and_strided_arrays_take_the_numpy_path(monkeypatch):
+    """float64 gradients for float32 weights, or a non-contiguous array, keep NumPy's
+    own casting and loops (optim._fused says no), with the same result either way."""
+    w32, g64 = np.ones((3, 4), np.float32), np.full((3, 4), 0.5)
+    assert not optim._fused([w32, g64])
+    assert not optim._fused([np.ones((4, 4))[:, ::2]])
+    assert optim._fused([w32, w32]) == optim.FUSED
+    results = []
+    for fused in (False, optim.FUSED):
+        monkeypatch.setattr(optim, "FUSED", fused)
+        params = {"w": w32.copy()}
+        make_optimizer("adam", params, lr=0.1).step(params, {"w": g64})
+        results.append(params["w"])
+    np.testing.assert_array_equal(results[0], results[1])
