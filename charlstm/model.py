@@ -166,6 +166,8 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     if state is None:
         state = zero_state(config, B, dtype)
     run = cell.forward if need_cache else cell.infer
+    # a cell may take layer 0's ids itself, gathering straight into its own layout
+    run_ids = getattr(cell, "forward_ids" if need_cache else "infer_ids", None)
     p = config.cell + "."
     inputs, caches = [], []
     final_state = tuple(np.empty((config.num_layers, B, config.hidden_size), dtype=dtype)
@@ -173,12 +175,15 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     h = x
     for k in range(config.num_layers):
         inputs.append(h)
-        xw = layers.input_projection_forward(h, params[f"{p}weight_ih_l{k}"],
-                                             params[f"{p}bias_ih_l{k}"])
+        W_ih, b_ih = params[f"{p}weight_ih_l{k}"], params[f"{p}bias_ih_l{k}"]
+        W_hh, b_hh = params[f"{p}weight_hh_l{k}"], params[f"{p}bias_hh_l{k}"]
         state0 = tuple(s[k] for s in state)
-        # xw is ours alone, so the cell may use its memory (e.g. for the gates)
-        h, stateT, *cache = run(xw, state0, params[f"{p}weight_hh_l{k}"],
-                                params[f"{p}bias_hh_l{k}"], overwrite_xw=True)
+        if run_ids is not None and layers.is_ids(h):  # xw = one_hot(h) W_ih^T + b_ih
+            h, stateT, *cache = run_ids(h, W_ih, b_ih, state0, W_hh, b_hh)
+        else:
+            xw = layers.input_projection_forward(h, W_ih, b_ih)
+            # xw is ours alone, so the cell may use its memory (e.g. for the gates)
+            h, stateT, *cache = run(xw, state0, W_hh, b_hh, overwrite_xw=True)
         top = h  # the last layer's, before its mask, is what AR and TAR read
         if (mask := layer_mask(masks, k)) is not None:
             h = h * mask  # (1, B, H) locked masks broadcast over time

@@ -236,3 +236,43 @@ def test_tiled_transpose_kernel_is_an_exact_transpose(dtype):
         out = np.empty(shape[::-1], dtype)
         KERNELS[np.dtype(dtype)]["transpose_into"](a, out)
         np.testing.assert_array_equal(out, a.T)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pad", [0, 16])
+def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, backend, dtype, pad):
+    """lstm.forward_ids / infer_ids (layer 0's gather straight into the gate buffer)
+    give forward() / infer() of the gathered xw bit for bit, padded loop or not; the
+    model's whole window (loss, every gradient, state) is unchanged by taking them;
+    an id out of range is NumPy's IndexError."""
+    monkeypatch.setattr(lstm, "BACKEND", backend)
+    monkeypatch.setattr(lstm, "PAD_BLOCK", pad)
+    T, B, H, V = 5, 6, 8, 11
+    xw, W_hh, b_hh, state0, _, _ = _window(T, B, H, dtype, seed=7)
+    rng = np.random.default_rng(8)
+    W_ih, b_ih = rng.normal(size=(4 * H, V)).astype(dtype), rng.normal(size=4 * H).astype(dtype)
+    ids = rng.integers(0, V, size=(T, B))
+    gathered = np.add(W_ih.T, b_ih, order="C")[ids]
+    ours = lstm.forward_ids(ids, W_ih, b_ih, state0, W_hh, b_hh)
+    theirs = lstm.forward(gathered, state0, W_hh, b_hh)
+    for a, b in zip((ours[0], *ours[1], *ours[2][:4]), (theirs[0], *theirs[1], *theirs[2][:4])):
+        np.testing.assert_array_equal(a, b)
+    hs, final = lstm.infer_ids(ids, W_ih, b_ih, state0, W_hh, b_hh)
+    hs_, final_ = lstm.infer(gathered, state0, W_hh, b_hh)
+    for a, b in zip((hs, *final), (hs_, *final_)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(IndexError):
+        lstm.forward_ids(np.full((2, 3), V), W_ih, b_ih, state0, W_hh, b_hh)
+    config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=2)
+    params, x, y, state, _ = random_problem(config, T, B, 9)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    state = tuple(s.astype(dtype) for s in state)
+    direct = loss_and_grads(params, config, x, y, state)
+    monkeypatch.delattr(lstm, "forward_ids")
+    generic = loss_and_grads(params, config, x, y, state)
+    assert direct.loss == generic.loss
+    for name in params:
+        np.testing.assert_array_equal(direct.grads[name], generic.grads[name], err_msg=name)
+    for a, b in zip(direct.state + direct.dstate0, generic.state + generic.dstate0):
+        np.testing.assert_array_equal(a, b)

@@ -9,6 +9,11 @@ gather for ids, one GEMM for the layer below), so a cell runs only the part that
 truly sequential. The model, sampling, gradflow and interop use these members and
 CELLS, nothing else of a cell.
 
+A cell may also provide forward_ids(ids, W_ih, b_ih, state0, W_hh, b_hh) and
+infer_ids(...) (the LSTM does): forward() and infer() for one-hot input ids (T, B),
+with the input projection done by the cell itself, straight into its own layout.
+The model calls them for layer 0 when they exist.
+
 Adding a cell: write cells/<name>.py implementing `Cell`, add it to CELLS, and give it
 its torch twin (interop/torch.py RECURRENT) and ONNX operator (interop/onnx.py
 ONNX_OPS, GATE_ORDER); the parametrised proofs in tests/ then cover it once its naive

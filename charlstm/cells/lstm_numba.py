@@ -175,8 +175,26 @@ def transpose_into(a, out):
                     o[x] = a[x, y]
 
 
+@numba.njit(**_JIT)
+def gather_gates(W_ih, b_ih, b_hh, scale, ids, out):
+    """The LSTM's layer-0 gate buffer from ids, feature-major (cells.lstm._gathered):
+    out[t, g, b] = ((W_ih[g, ids[t, b]] + b_ih[g]) + b_hh[g]) * scale[g] for b < B,
+    0 in the padding columns b >= B. W_ih (G, V); b_ih, b_hh, scale (G,); ids (T, B);
+    out (T, G, n). Each row of W_ih (V numbers) stays in cache while its B ids read it."""
+    T, B = ids.shape
+    G, n = out.shape[1], out.shape[2]
+    for t in range(T):
+        it, ot = ids[t], out[t]
+        for g in range(G):
+            w, bi, bh, s, o = W_ih[g], b_ih[g], b_hh[g], scale[g], ot[g]
+            for b in range(B):
+                o[b] = ((w[it[b]] + bi) + bh) * s
+            for b in range(B, n):
+                o[b] = 0
+
+
 _STEPS = {"forward_step": forward_step, "backward_step": backward_step,
-          "transpose_into": transpose_into}
+          "transpose_into": transpose_into, "gather_gates": gather_gates}
 KERNELS = {np.dtype(np.float32): dict(_STEPS), np.dtype(np.float64): dict(_STEPS)}
 
 if GEMM is not None:
