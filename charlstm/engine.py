@@ -93,7 +93,9 @@ MIN_SAMPLE_SLICE_STREAMS = 64
 # 1.29, 1x512 B32 T64 1.29, 1x768 B32 T64 1.31 (9.4 MB of weights), 2x256 B32 T64
 # 1.08, 3x256 B64 1.38, 2x512 B64 1.19-1.21 (12.6 MB); 3x512 B64 0.94 and B50 T50 0.86
 # (20.9 MB). (2x512 B50 T50, 25 streams a worker, 0.93: OpenBLAS runs 25 columns at
-# 127 GFLOP/s against 199 for 32, and the per-step GEMMs feel it most.)
+# 127 GFLOP/s against 199 for 32, and the per-step GEMMs feel it most; since the
+# compiled loop pads its columns as the cells do (lstm.loop_width), 25 streams run as
+# 32: 37.5k against 31.3-32.0k chars/s, two workers.)
 STEP_MAJOR_MAX_BYTES = 16 * 2**20
 
 _num_threads: int | None = None  # None: every core this process may use

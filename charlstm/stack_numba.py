@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from .cells import lstm_numba
-from .cells.lstm import gate_constants
+from .cells.lstm import gate_constants, loop_width
 from .cells.lstm_numba import _JIT, forward_step
 
 if not hasattr(lstm_numba, "matmul_into"):  # NumPy's BLAS could not be bound
@@ -236,15 +236,18 @@ def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, s
     Returns total nll (float), count (int), final state ((L, B, H) each)."""
     W_hh, W_dec = weights[4], weights[5]
     L, G, H = W_hh.shape
-    V, dtype, B = W_dec.shape[0], W_dec.dtype, x.shape[1]
-    if state is None:
-        h, c = (np.zeros((L, H, B), dtype) for _ in range(2))
-    else:  # feature-major copies, updated in place
-        h, c = (np.ascontiguousarray(s.transpose(0, 2, 1), dtype=dtype) for s in state)
-    scratch = (np.empty((G, B), dtype), np.empty((G, B), dtype), np.empty((H, B), dtype),
-               np.empty((V, B), dtype))
-    total = _window_nll(np.ascontiguousarray(x, dtype=np.int64),
-                        np.ascontiguousarray(y, dtype=np.int64),
-                        np.ascontiguousarray(mask, dtype=np.bool_), weights,
-                        (h, c, np.empty_like(c)), scratch)
-    return total, int(mask.sum()), (h.transpose(0, 2, 1).copy(), c.transpose(0, 2, 1).copy())
+    V, dtype, (T, B) = W_dec.shape[0], W_dec.dtype, x.shape
+    # n >= B columns, as the cells' time loops (cells.lstm.loop_width): the extra streams
+    # read id 0, count for nothing (mask False) and never mix with the real ones
+    n = loop_width(B, W_hh[0])
+    h, c = (np.zeros((L, H, n), dtype) for _ in range(2))
+    if state is not None:  # feature-major copies, updated in place
+        for whole, part in zip((h, c), state):
+            whole[:, :, :B] = part.transpose(0, 2, 1)
+    ids, targets, counts = (np.zeros((T, n), np.int64), np.zeros((T, n), np.int64),
+                            np.zeros((T, n), np.bool_))
+    ids[:, :B], targets[:, :B], counts[:, :B] = x, y, mask
+    scratch = (np.empty((G, n), dtype), np.empty((G, n), dtype), np.empty((H, n), dtype),
+               np.empty((V, n), dtype))
+    total = _window_nll(ids, targets, counts, weights, (h, c, np.empty_like(c)), scratch)
+    return total, int(mask.sum()), tuple(a[:, :, :B].transpose(0, 2, 1).copy() for a in (h, c))

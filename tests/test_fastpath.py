@@ -146,16 +146,18 @@ def test_numba_kernels_exist_for_both_dtypes():
 
 
 
+@pytest.mark.parametrize("pad", [0, 16])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("V,H,L,B", [(7, 5, 1, 3), (11, 16, 2, 5), (5, 33, 3, 4)])
 def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
-        monkeypatch, dtype, V, H, L, B):
+        monkeypatch, dtype, V, H, L, B, pad):
     """stack_numba's evaluation (each step through the whole stack, its logits reduced
-    at once, state carried window to window) == model.forward's layer-by-layer windows
-    on the NumPy backend, over windows with a ragged tail; and it is used only where
-    it applies."""
+    at once, state carried window to window; padded to loop_width's columns or not) ==
+    model.forward's layer-by-layer windows on the NumPy backend, over windows with a
+    ragged tail; and it is used only where it applies."""
     from charlstm import engine
     from charlstm.evaluate import evaluate
+    monkeypatch.setattr(lstm, "PAD_BLOCK", pad)
     config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L)
     params = {k: v.astype(dtype) for k, v in
               random_problem(config, 2, 2, seed=V + H)[0].items()}
