@@ -150,10 +150,11 @@ def _advance(ids, weights, state, scratch):
 
 @numba.njit(**_JIT)
 def _sample_steps(U, out, advance_last, temperature, top_k, top_p, weights, state, scratch):
-    """Draw len(U) steps into out (N, B) from the current logits, advancing the
-    stack after each draw (after the last one only if advance_last). U (N, B)."""
+    """Draw len(U) steps into out (N, n) from the current logits, advancing the
+    stack after each draw (after the last one only if advance_last). U (N, B): the
+    streams past B are padding (see generate) and keep id 0."""
     logits = scratch[3]
-    V, B = logits.shape
+    V, B = logits.shape[0], U.shape[1]
     p = np.empty(V)
     sorted_p = np.empty(V)
     for t in range(U.shape[0]):
@@ -189,10 +190,11 @@ def generate(weights: tuple, prime_ids: np.ndarray, length: int, rngs, temperatu
     W_hh, W_dec = weights[4], weights[5]
     num_layers, G, H = W_hh.shape
     V, dtype, B = W_dec.shape[0], W_dec.dtype, len(rngs)
-    state = tuple(np.zeros((num_layers, H, B), dtype) for _ in range(3))
-    scratch = (np.empty((G, B), dtype), np.empty((G, B), dtype), np.empty((H, B), dtype),
-               np.empty((V, B), dtype))
-    out = np.empty((length, B), dtype=np.int64)
+    width = loop_width(B, W_hh[0])  # padded as window_nll's streams; never drawn for
+    state = tuple(np.zeros((num_layers, H, width), dtype) for _ in range(3))
+    scratch = (np.empty((G, width), dtype), np.empty((G, width), dtype),
+               np.empty((H, width), dtype), np.empty((V, width), dtype))
+    out = np.zeros((length, width), dtype=np.int64)
     _prime(np.asarray(prime_ids, dtype=np.int64), weights, state, scratch)
     k = V if top_k is None else min(int(top_k), V)
     for start in range(0, length, CHUNK_STEPS):
@@ -203,7 +205,7 @@ def generate(weights: tuple, prime_ids: np.ndarray, length: int, rngs, temperatu
             U = np.stack([1.0 - r.random(n) for r in rngs], axis=1)
         _sample_steps(U, out[start:start + n], start + n < length, float(temperature), k,
                       float(top_p), weights, state, scratch)
-    return out
+    return np.ascontiguousarray(out[:, :B])
 
 
 @numba.njit(**_JIT)
