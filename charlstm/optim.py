@@ -46,10 +46,10 @@ def _fused(arrays) -> bool:
 def global_norm(grads: dict) -> float:
     """sqrt(sum of squares of every gradient element), accumulated in float64.
 
-    einsum, not the BLAS dot: a multi-threaded BLAS call here wakes OpenBLAS's helper
-    threads, which then spin on the cores for ~0.1 s while the engine's workers run
-    the next window (measured, 1x128 B32 T64 on 2 threads: a step took twice as long);
-    and a float32 dot also accumulates in float32."""
+    Per chunk in numba (FUSED), else einsum; never the BLAS dot: a multi-threaded BLAS
+    call here wakes OpenBLAS's helper threads, which then spin on the cores for ~0.1 s
+    while the engine's workers run the next window (measured, 1x128 B32 T64 on 2
+    threads: a step took twice as long); and a float32 dot accumulates in float32."""
     arrays = list(grads.values())
     if _fused(arrays):
         flats = [g.reshape(-1) for g in arrays]
