@@ -79,6 +79,10 @@ try:  # optional: compiled step-major inference for LSTM stacks (numba and its B
     from . import stack_numba
 except ImportError:
     stack_numba = None
+try:  # optional: the same evaluation with the units split across workers
+    from . import stack_units
+except ImportError:
+    stack_units = None
 
 # Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
 # HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
@@ -97,6 +101,14 @@ MIN_SAMPLE_SLICE_STREAMS = 64
 # compiled loop pads its columns as the cells do (lstm.loop_width), 25 streams run as
 # 32: 37.5k against 31.3-32.0k chars/s, two workers.)
 STEP_MAJOR_MAX_BYTES = 16 * 2**20
+# Evaluation splits the hidden units across workers (stack_units) rather than the
+# streams when each worker keeps at least this many units of every layer; the limit
+# above then applies to each worker's share of the weights. Measured, two workers, us
+# a step, units / streams / layer-by-layer windows: 1x128 B64 T100 64 / 52 / 87,
+# 1x384 B64 250 / 263 / 295, 2x256 B32 T64 184 / 198 / 217, 2x512 B64 T100 1167-1184 /
+# 1421-1454 / -, 2x512 B50 T50 1081 / 1277 / 1336, 3x512 B50 T50 1928 / 2343 / 2106,
+# 3x512 B64 T100 2133 / 2486 / 2409.
+MIN_WORKER_UNITS = 128
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -307,7 +319,18 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
             _join_states([r[1] for r in results]))
 
 
-def compiled_inference(params: dict, config, windows: bool = False):
+def unit_workers(H: int, threads: int | None = None) -> int:
+    """Workers for evaluation's unit split (stack_units): as many as `threads`
+    (default get_num_threads()) and the cores allow while each keeps MIN_WORKER_UNITS
+    units; 1 (no split) without stack_units. Never more than the cores: the workers
+    wait for each other at every layer of every step."""
+    if stack_units is None:
+        return 1
+    return max(1, min(threads or get_num_threads(), available_cores(), H // MIN_WORKER_UNITS))
+
+
+def compiled_inference(params: dict, config, windows: bool = False,
+                       threads: int | None = None):
     """The weights as stack_numba's compiled loops read them, when they apply (an LSTM
     stack, numba's fused loops in use: see cells.lstm.BACKEND and FUSED_LOOPS); else
     None. Prepared once per evaluation or sampling call: a copy of every weight.
@@ -315,15 +338,21 @@ def compiled_inference(params: dict, config, windows: bool = False):
     windows: for evaluation, where model.forward's layer-by-layer windows are the
     alternative: the step-major loop reads every weight of the stack once per step,
     while model.forward runs each layer's input projection as one GEMM per window, so
-    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES)."""
+    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES).
+    With windows, where unit_workers(H, threads) > 1, a stack_units.Split: the same
+    weights and each worker's rows of them, the limit applying to one worker's share."""
     if (stack_numba is None or config.cell != "lstm"
             or not lstm.fused_loops(params["decoder.weight"].dtype)):
         return None
     weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
                        for k in range(config.num_layers) for kind in ("ih", "hh"))
-    if windows and weight_bytes > STEP_MAJOR_MAX_BYTES:
+    workers = unit_workers(config.hidden_size, threads) if windows else 1
+    if windows and weight_bytes / workers > STEP_MAJOR_MAX_BYTES:
         return None
-    return stack_numba.prepare(params, config.num_layers)
+    weights = stack_numba.prepare(params, config.num_layers)
+    if workers == 1:
+        return weights
+    return stack_units.Split(weights, stack_units.prepare(weights, workers))
 
 
 def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
@@ -334,7 +363,8 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         x, y: (T, B) int ids.  mask: (T, B) bool, the positions that count.
         state: tuple of (L, B, H) arrays, or None for zeros.
         compiled: compiled_inference(params, config), when the caller evaluates many
-            windows with the same weights; None runs model.forward per slice.
+            windows with the same weights; None runs model.forward per slice. A
+            stack_units.Split runs on its own workers (threads is not read).
     Returns:
         total nll (float, nats, summed in float64), count (int), final state.
     Each slice reduces its own logits, so no (T, B, V) array is ever joined; the
@@ -342,6 +372,11 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
     as soon as they exist (measured, 2x512 B64 T100, two workers: 55-57k chars/s
     against 46-47k for model.forward's layer-by-layer windows).
     """
+    if stack_units is not None and isinstance(compiled, stack_units.Split):
+        with _one_blas_thread():
+            return stack_units.window_nll(compiled, x, y, mask, state,
+                                          _executor(len(compiled.parts) - 1).submit)
+
     def work(s: slice):
         if compiled is not None:
             return stack_numba.window_nll(compiled, x[:, s], y[:, s], mask[:, s],

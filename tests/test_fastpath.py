@@ -278,3 +278,81 @@ def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, backend, dtype,
         np.testing.assert_array_equal(direct.grads[name], generic.grads[name], err_msg=name)
     for a, b in zip(direct.state + direct.dstate0, generic.state + generic.dstate0):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def small_kernel_bound():
+    """numba_blas.SMALL_SGEMM_MNK, restored afterwards (tests set it to cut or not)."""
+    from charlstm.cells import numba_blas
+    before = numba_blas.SMALL_SGEMM_MNK.value
+    yield numba_blas.SMALL_SGEMM_MNK
+    numba_blas.SMALL_SGEMM_MNK.value = before
+
+
+def test_step_gemm_pieces_follow_the_small_kernel_bound(small_kernel_bound):
+    """lstm_numba.piece_rows: pieces only for float32, past the bound, at 16, 32 or
+    64 columns, a multiple of 4 rows under the bound; read at run time."""
+    from charlstm.cells.lstm_numba import piece_rows
+    small_kernel_bound.value = 10**6
+    assert piece_rows(2048, 32, 512, 4) == 60  # 60 * 32 * 512 <= 10^6 < 64 * 32 * 512
+    assert piece_rows(2048, 64, 512, 4) == 28
+    assert piece_rows(1024, 16, 512, 4) == 120
+    assert piece_rows(512, 32, 2048, 4) == 12
+    assert piece_rows(2048, 48, 512, 4) == 2048  # two column blocks: one call
+    assert piece_rows(2048, 25, 512, 4) == 2048
+    assert piece_rows(2048, 32, 512, 8) == 2048  # float64: one call
+    assert piece_rows(60, 32, 512, 4) == 60  # already small
+    assert piece_rows(4096, 64, 4096, 4) == 4096  # not even 4 rows fit
+    small_kernel_bound.value = 0  # a core without the kernel
+    assert piece_rows(2048, 32, 512, 4) == 2048
+
+
+@pytest.mark.parametrize("M,K,N", [(2048, 512, 32), (2050, 512, 64), (130, 2048, 16),
+                                   (300, 256, 48)])
+def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, M, K, N):
+    """matmul_into and matmul_cols_into in pieces (a ragged last one too) == one GEMM
+    == the float64 product to float32 rounding, on any core (where the small kernel is
+    missing the pieces run on the packed one: slower, the same maths)."""
+    import numba
+
+    from charlstm.cells.lstm_numba import matmul_cols_into, matmul_into
+
+    @numba.njit
+    def both(A, B, C, D, s0, s1):
+        matmul_into(A, B, C)
+        matmul_cols_into(A, B, s0, s1, D)
+
+    rng = np.random.default_rng(M + K + N)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, N + 8)).astype(np.float32)
+    Bc = np.ascontiguousarray(B[:, :N])
+    want = A.astype(np.float64) @ Bc.astype(np.float64)
+    got = {}
+    for bound in (10**6, 0):
+        small_kernel_bound.value = bound
+        C, D = np.empty((M, N), np.float32), np.empty((M, N), np.float32)
+        both(A, Bc, C, D.copy(), 0, N)
+        both(A, B, np.empty((M, N + 8), np.float32), D, 3, N + 3)
+        np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-3 * np.sqrt(K))
+        np.testing.assert_allclose(D, A.astype(np.float64) @ B[:, 3:N + 3], rtol=1e-4,
+                                   atol=1e-3 * np.sqrt(K))
+        got[bound] = C
+    np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
+
+
+def test_time_loops_with_gemm_pieces_match_one_call(monkeypatch, small_kernel_bound):
+    """A whole window (forward, backward, every gradient) at a size whose step GEMMs
+    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut."""
+    monkeypatch.setattr(lstm, "BACKEND", "numba")
+    config = ModelConfig(vocab_size=13, hidden_size=256, num_layers=2)
+    params, x, y, state, _ = random_problem(config, 4, 32, seed=5)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    state = tuple(s.astype(np.float32) for s in state)
+    runs = []
+    for bound in (10**6, 0):
+        small_kernel_bound.value = bound
+        runs.append(loss_and_grads(params, config, x, y, state))
+    assert runs[0].loss == pytest.approx(runs[1].loss, rel=1e-5)
+    for name in params:
+        np.testing.assert_allclose(runs[0].grads[name], runs[1].grads[name], rtol=2e-4,
+                                   atol=2e-6, err_msg=name)

@@ -23,12 +23,17 @@ are passed as integers (the same register on every 64-bit ABI).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
+from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
+from numba.extending import intrinsic
 
 ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS enum values
 
@@ -42,19 +47,25 @@ _CANDIDATES = {
 }
 
 
-def _numpy_blas_library():
-    """ctypes handle of the BLAS NumPy uses, or None when it cannot be told."""
+def _numpy_blas_info() -> dict | None:
+    """threadpoolctl's record of the BLAS NumPy uses, or None when it cannot be told."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
     for lib in threadpool_info():
         if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", ""):
-            try:
-                return ctypes.CDLL(lib["filepath"])
-            except OSError:
-                return None
+            return lib
     return None
+
+
+def _numpy_blas_library():
+    """ctypes handle of the BLAS NumPy uses, or None when it cannot be told."""
+    info = _numpy_blas_info()
+    try:
+        return None if info is None else ctypes.CDLL(info["filepath"])
+    except OSError:
+        return None
 
 
 def _external_gemm(dtype):
@@ -80,6 +91,68 @@ def _external_gemm(dtype):
     return None
 
 
+# The compiled kernels' sources: numba's disk cache of a function is keyed on the file
+# that defines it alone, so a kernel compiled into another (matmul_into into the time
+# loops, forward_step into stack_numba's) would stay stale in its callers' caches
+# after an edit. When any of these files changes, every cached kernel goes.
+_KERNEL_SOURCES = ("cells/lstm_numba.py", "cells/numba_blas.py", "numba_kernels.py",
+                   "stack_numba.py", "stack_units.py")
+
+
+def _drop_stale_kernel_caches() -> None:
+    """Remove charlstm's numba cache files (in-tree __pycache__) when the kernel
+    sources differ from those they were compiled from (a stamp file records them).
+    Best effort: a read-only install keeps its cache (a new install rewrites every
+    source file, which numba notices by itself)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in _KERNEL_SOURCES:
+        with contextlib.suppress(OSError):
+            digest.update((root / name).read_bytes())
+    stamp = root / "__pycache__" / "kernel-sources.sha256"
+    try:
+        if stamp.exists() and stamp.read_text() == digest.hexdigest():
+            return
+        for pattern in ("*.nbi", "*.nbc"):
+            for path in root.rglob(f"__pycache__/{pattern}"):
+                path.unlink(missing_ok=True)
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:
+        pass
+
+
+_drop_stale_kernel_caches()
 GEMM = {dtype: _external_gemm(dtype) for dtype in _CANDIDATES}
 if any(g is None for g in GEMM.values()):
     GEMM = None
+
+# OpenBLAS's AVX-512 cores (SkylakeX and its successors) run an sgemm whose
+# M * N * K is at most 10^6 in a "small matrix" kernel that reads the operands where
+# they lie, instead of packing them into blocks first (kernel/x86_64/
+# sgemm_small_kernel_permit_skylakex.c). A time loop's step GEMM is past that
+# size, and packing the weights every step is what keeps it below the core's peak;
+# the compiled loops cut it into pieces of rows under the bound (see
+# lstm_numba.matmul_into). Other cores have no such kernel (on Haswell the pieces
+# measured 5-30% slower), so there the bound is 0: never cut.
+_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+SMALL_SGEMM_MNK = ctypes.c_int64(
+    10**6 if str((_numpy_blas_info() or {}).get("architecture", "")).lower()
+    in _SMALL_KERNEL_CORES else 0)
+# Read at run time through a symbol, not frozen into the compiled code as a constant:
+# numba's on-disk cache outlives the process, and the next one may run another core
+# (OPENBLAS_CORETYPE). Tests set .value to try both ways.
+llvm.add_symbol("charlstm_small_sgemm_mnk", ctypes.addressof(SMALL_SGEMM_MNK))
+
+
+@intrinsic
+def small_sgemm_mnk(typingctx):
+    """SMALL_SGEMM_MNK's value now (int64), from compiled code."""
+    def codegen(context, builder, signature, args):
+        name = "charlstm_small_sgemm_mnk"  # declared once per LLVM module, linked by name
+        variable = builder.module.globals.get(name)
+        if variable is None:
+            variable = ir.GlobalVariable(builder.module, ir.IntType(64), name)
+            variable.linkage = "external"
+        return builder.load(variable)
+    return types.int64(), codegen
