@@ -41,12 +41,20 @@ spins on a core for a while and slows the two-worker run that follows.)
 Evaluation and sampling of LSTM stacks run step-major in stack_numba's compiled
 loops (each step through the whole stack, then its logits reduced or drawn from at
 once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of weights, where
-it beats the layer-by-layer windows. Sampling (charlstm.sample.generate_parallel)
-splits only from MIN_SAMPLE_SLICE_STREAMS = 64 streams per worker. Measured the same
-way, 2x512, compiled loop: 64 streams on one worker (2-thread BLAS) 1248-1301 us a
-step against 1480-1496 for two workers of 32; 128 streams, two workers over one,
-1.03; 256 streams 1.06. (Before the loop was compiled, a worker took the GIL every
-step: 64 streams ran 1782-1858 us a step on one worker.)
+it beats the layer-by-layer windows. Where a stream split would leave each worker
+fewer than UNIT_SPLIT_BELOW streams, evaluation splits the hidden units instead
+(stack_units: every worker runs all the streams through its rows of the weights,
+and the workers meet at a barrier after each layer of each step). Sampling
+(charlstm.sample.generate_parallel) splits from MIN_SAMPLE_SLICE_STREAMS = 32
+streams per worker. Measured with bench_sample.py, 64 streams, two threads, chars/s
+one worker on a 2-thread BLAS / two workers of 32: 2x512 43-45k / 60-62k, 1x384
+170k / 267k, 1x128 526k / 759k, 2x256 173k / 230k. (Before the step GEMMs ran in
+OpenBLAS's small kernel, lstm_numba.piece_rows, one worker won at 2x512: 1248-1301
+us a step against 1480-1496 for two of 32, so sampling split from 64 a worker.)
+Every one-thread step GEMM of 16, 32 or 64 streams runs in that kernel, cut into
+pieces of rows (see lstm_numba.piece_rows): training 2x512 B64 T100, two workers,
+16.8-17.2k chars/s before, 18.8-19.1k after; 3x512 B50 T50 8.5-8.9k before,
+9.6-9.9k after.
 The element-wise passes over every weight after the gradients are summed (Adam's
 update, the gradient norm and clipping, weight averaging: optim.FUSED) run as numba
 kernels over fixed chunks of the flat weights (weight_chunks), contiguous runs of
@@ -90,7 +98,7 @@ except ImportError:
 MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
 # Sampling's fewest streams per worker (see the module docstring).
-MIN_SAMPLE_SLICE_STREAMS = 64
+MIN_SAMPLE_SLICE_STREAMS = 32
 # Evaluation runs step-major (stack_numba) up to this many bytes of LSTM weights, and
 # as model.forward's layer-by-layer windows beyond. Measured, float32, two workers,
 # chars/s step-major over windows: 1x128 B64 T100 1.81, 1x384 B64 1.37, 1x384 B32 T64
@@ -102,13 +110,17 @@ MIN_SAMPLE_SLICE_STREAMS = 64
 # 32: 37.5k against 31.3-32.0k chars/s, two workers.)
 STEP_MAJOR_MAX_BYTES = 16 * 2**20
 # Evaluation splits the hidden units across workers (stack_units) rather than the
-# streams when each worker keeps at least this many units of every layer; the limit
-# above then applies to each worker's share of the weights. Measured, two workers, us
-# a step, units / streams / layer-by-layer windows: 1x128 B64 T100 64 / 52 / 87,
-# 1x384 B64 250 / 263 / 295, 2x256 B32 T64 184 / 198 / 217, 2x512 B64 T100 1167-1184 /
-# 1421-1454 / -, 2x512 B50 T50 1081 / 1277 / 1336, 3x512 B50 T50 1928 / 2343 / 2106,
-# 3x512 B64 T100 2133 / 2486 / 2409.
+# streams when each worker keeps at least MIN_WORKER_UNITS units of every layer and
+# a stream split would leave each worker fewer than UNIT_SPLIT_BELOW streams; the
+# limit above then applies to each worker's share of the weights. Measured, two
+# workers, us a step, units / streams (3 runs each, alternated; step GEMMs in
+# OpenBLAS's small kernel, see lstm_numba.piece_rows): 2x256 B32 T64 172-173 /
+# 182-187, 3x512 B50 T50 1572-1608 / 1710-1796, 1x384 B32 T64 123-154 / 142-152;
+# with 32 or more streams a worker the streams split is as fast or faster: 2x512 B64
+# T100 1018-1067 / 917-1053, 1x384 B64 T100 213-217 / 216-232; and 2x512 B50 T50
+# 1030-1041 / 967-1052 (25 streams a worker: the one exception, within the noise).
 MIN_WORKER_UNITS = 128
+UNIT_SPLIT_BELOW = 32
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -330,7 +342,7 @@ def unit_workers(H: int, threads: int | None = None) -> int:
 
 
 def compiled_inference(params: dict, config, windows: bool = False,
-                       threads: int | None = None):
+                       threads: int | None = None, streams: int | None = None):
     """The weights as stack_numba's compiled loops read them, when they apply (an LSTM
     stack, numba's fused loops in use: see cells.lstm.BACKEND and FUSED_LOOPS); else
     None. Prepared once per evaluation or sampling call: a copy of every weight.
@@ -339,14 +351,18 @@ def compiled_inference(params: dict, config, windows: bool = False,
     alternative: the step-major loop reads every weight of the stack once per step,
     while model.forward runs each layer's input projection as one GEMM per window, so
     past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES).
-    With windows, where unit_workers(H, threads) > 1, a stack_units.Split: the same
-    weights and each worker's rows of them, the limit applying to one worker's share."""
+    With windows and `streams` (the batch to evaluate), where unit_workers(H,
+    threads) > 1 and the streams would split thinner than UNIT_SPLIT_BELOW, a
+    stack_units.Split: the same weights and each worker's rows of them, the limit
+    applying to one worker's share."""
     if (stack_numba is None or config.cell != "lstm"
             or not lstm.fused_loops(params["decoder.weight"].dtype)):
         return None
     weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
                        for k in range(config.num_layers) for kind in ("ih", "hh"))
-    workers = unit_workers(config.hidden_size, threads) if windows else 1
+    workers = unit_workers(config.hidden_size, threads) if windows and streams else 1
+    if streams and streams / workers >= UNIT_SPLIT_BELOW:
+        workers = 1
     if windows and weight_bytes / workers > STEP_MAJOR_MAX_BYTES:
         return None
     weights = stack_numba.prepare(params, config.num_layers)

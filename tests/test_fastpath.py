@@ -291,8 +291,22 @@ def small_kernel_bound():
 
 def test_step_gemm_pieces_follow_the_small_kernel_bound(small_kernel_bound):
     """lstm_numba.piece_rows: pieces only for float32, past the bound, at 16, 32 or
-    64 columns, a multiple of 4 rows under the bound; read at run time."""
+    64 columns, a multiple of 4 rows under the bound, on a one-thread BLAS (the small
+    kernel runs on one thread); the bound and the threads read at run time."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from charlstm.cells.lstm_numba import piece_rows
+    with threadpool_limits(2, user_api="blas"):
+        threads = [lib["num_threads"] for lib in threadpool_info()
+                   if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
+        small_kernel_bound.value = 10**6
+        if threads == [2]:
+            assert piece_rows(2048, 32, 512, 4) == 2048
+    with threadpool_limits(1, user_api="blas"):
+        _piece_rules(piece_rows, small_kernel_bound)
+
+
+def _piece_rules(piece_rows, small_kernel_bound):
     small_kernel_bound.value = 10**6
     assert piece_rows(2048, 32, 512, 4) == 60  # 60 * 32 * 512 <= 10^6 < 64 * 32 * 512
     assert piece_rows(2048, 64, 512, 4) == 28
@@ -307,9 +321,17 @@ def test_step_gemm_pieces_follow_the_small_kernel_bound(small_kernel_bound):
     assert piece_rows(2048, 32, 512, 4) == 2048
 
 
+@pytest.fixture
+def one_blas_thread():
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 @pytest.mark.parametrize("M,K,N", [(2048, 512, 32), (2050, 512, 64), (130, 2048, 16),
                                    (300, 256, 48)])
-def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, M, K, N):
+def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, one_blas_thread,
+                                                  M, K, N):
     """matmul_into and matmul_cols_into in pieces (a ragged last one too) == one GEMM
     == the float64 product to float32 rounding, on any core (where the small kernel is
     missing the pieces run on the packed one: slower, the same maths)."""
@@ -340,7 +362,8 @@ def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, M, K, N):
     np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
 
 
-def test_time_loops_with_gemm_pieces_match_one_call(monkeypatch, small_kernel_bound):
+def test_time_loops_with_gemm_pieces_match_one_call(monkeypatch, small_kernel_bound,
+                                                    one_blas_thread):
     """A whole window (forward, backward, every gradient) at a size whose step GEMMs
     are cut (H = 256, 32 streams, float32) agrees with the same window run uncut."""
     monkeypatch.setattr(lstm, "BACKEND", "numba")

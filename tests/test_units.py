@@ -152,17 +152,25 @@ def test_evaluate_splits_the_units_by_the_rule(monkeypatch, dtype):
     params = {k: v.astype(dtype) for k, v in random_problem(config, 2, 2, seed=3)[0].items()}
     ids = np.random.default_rng(3).integers(0, 9, size=301)
     with engine.num_threads(1):
-        assert not isinstance(engine.compiled_inference(params, config, windows=True),
-                              stack_units.Split)
+        assert not isinstance(engine.compiled_inference(params, config, windows=True,
+                                                        streams=5), stack_units.Split)
         serial = evaluate(params, config, ids, 5, 13)
     for threads in (2, 3):
         with engine.num_threads(threads):
-            split = engine.compiled_inference(params, config, windows=True)
+            split = engine.compiled_inference(params, config, windows=True, streams=5)
             assert isinstance(split, stack_units.Split) and len(split.parts) == threads
             assert evaluate(params, config, ids, 5, 13) == pytest.approx(
                 serial, rel=TOL[dtype]["rtol"])
-    # sampling keeps the plain compiled weights; past the byte limit per worker, windows
+    # sampling keeps the plain compiled weights; so does a batch that splits into
+    # slices of UNIT_SPLIT_BELOW streams or more; past the byte limit per worker, windows
     assert not isinstance(engine.compiled_inference(params, config, threads=2),
                           stack_units.Split)
+    wide = 2 * engine.UNIT_SPLIT_BELOW
+    assert not isinstance(engine.compiled_inference(params, config, windows=True,
+                                                    threads=2, streams=wide),
+                          stack_units.Split)
+    assert isinstance(engine.compiled_inference(params, config, windows=True, threads=2,
+                                                streams=wide - 1), stack_units.Split)
     monkeypatch.setattr(engine, "STEP_MAJOR_MAX_BYTES", 1)
-    assert engine.compiled_inference(params, config, windows=True, threads=2) is None
+    assert engine.compiled_inference(params, config, windows=True, threads=2,
+                                     streams=5) is None

@@ -209,15 +209,17 @@ if GEMM is not None:
     def piece_rows(M, N, K, itemsize):
         """Rows of A per GEMM call for C (M, N) = A (M, K) B (K, N): M (one call), or
         a multiple of 4 that keeps each call in OpenBLAS's small-matrix kernel
-        (numba_blas.SMALL_SGEMM_MNK; float32 only). That kernel runs the 16, 32 or 64
-        columns of B (the streams; 16-wide vectors) as one block, so each piece reads
-        its rows of A once, and its rows 4 at a time. Measured, one thread, GFLOP/s
+        (numba_blas.SMALL_SGEMM_MNK; float32 only, on a one-thread BLAS). That kernel
+        runs 16, 32 or 64 columns of B (the streams; 16-wide vectors) as one block, so
+        each piece reads its rows of A once, 4 rows at a time. Measured, one thread, GFLOP/s
         whole / in pieces, 3 weights in turn: (2048, 512) 32 columns 180 / 242, 64
         columns 191 / 241, 16: 157 / 183; (512, 2048) 32 columns 163 / 186; (1024,
         256) 32 columns 201 / 248; 48 columns (two blocks) 173 / 150 and 128: 205 / 133,
         so no pieces there."""
         limit = numba_blas.small_sgemm_mnk() if itemsize == 4 else 0
         if limit == 0 or limit >= M * N * K or (N != 16 and N != 32 and N != 64):
+            return M
+        if numba_blas.blas_threads() != 1:  # a threaded GEMM beats one-thread pieces
             return M
         rows = limit // (N * K) // 4 * 4
         return rows if rows >= 4 else M

@@ -135,9 +135,29 @@ if any(g is None for g in GEMM.values()):
 # the compiled loops cut it into pieces of rows under the bound (see
 # lstm_numba.matmul_into). Other cores have no such kernel (on Haswell the pieces
 # measured 5-30% slower), so there the bound is 0: never cut.
+# That kernel runs on one thread whatever the BLAS's setting, so the pieces are for
+# callers on a one-thread BLAS only (the engine's workers): blas_threads() tells.
 _SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _external_threads():
+    """OpenBLAS's openblas_get_num_threads() as a numba external function, or None."""
+    lib = _numpy_blas_library()
+    for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                   "openblas_get_num_threads"):
+        try:
+            address = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+        except AttributeError:
+            continue
+        llvm.add_symbol("charlstm_blas_threads", address)
+        return types.ExternalFunction("charlstm_blas_threads", types.int32())
+    return None
+
+
+blas_threads = _external_threads()
 SMALL_SGEMM_MNK = ctypes.c_int64(
-    10**6 if str((_numpy_blas_info() or {}).get("architecture", "")).lower()
+    10**6 if blas_threads is not None
+    and str((_numpy_blas_info() or {}).get("architecture", "")).lower()
     in _SMALL_KERNEL_CORES else 0)
 # Read at run time through a symbol, not frozen into the compiled code as a constant:
 # numba's on-disk cache outlives the process, and the next one may run another core
