@@ -41,10 +41,7 @@ spins on a core for a while and slows the two-worker run that follows.)
 Evaluation and sampling of LSTM stacks run step-major in stack_numba's compiled
 loops (each step through the whole stack, then its logits reduced or drawn from at
 once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of weights, where
-it beats the layer-by-layer windows. Where a stream split would leave each worker
-fewer than UNIT_SPLIT_BELOW streams, evaluation splits the hidden units instead
-(stack_units: every worker runs all the streams through its rows of the weights,
-and the workers meet at a barrier after each layer of each step). Sampling
+it beats the layer-by-layer windows. Sampling
 (charlstm.sample.generate_parallel) splits from MIN_SAMPLE_SLICE_STREAMS = 32
 streams per worker. Measured with bench_sample.py, 64 streams, two threads, chars/s
 one worker on a 2-thread BLAS / two workers of 32: 2x512 43-45k / 60-62k, 1x384
@@ -55,6 +52,14 @@ Every one-thread step GEMM of 16, 32 or 64 streams runs in that kernel, cut into
 pieces of rows (see lstm_numba.piece_rows): training 2x512 B64 T100, two workers,
 16.8-17.2k chars/s before, 18.8-19.1k after; 3x512 B50 T50 8.5-8.9k before,
 9.6-9.9k after.
+A unit split for evaluation (each worker all the streams through its rows of every
+weight, the workers meeting at a barrier after each layer of each step, layer inputs
+projected a chunk of steps at a time) was built and measured, and not kept: on a
+quiet machine it won only where streams split thin (us a step, units / streams, two
+workers: 2x256 B32 T64 172-173 / 182-187, 3x512 B50 T50 1572-1608 / 1710-1796; 2x512
+B64 T100 1018-1067 / 917-1053), and with a second process spinning a core
+(bench_eval.py --load) the barriers cost more than that: 2x512 B50 T50 18.1k against
+24.6k chars/s, 1x384 B32 T64 101k against 110k.
 The element-wise passes over every weight after the gradients are summed (Adam's
 update, the gradient norm and clipping, weight averaging: optim.FUSED) run as numba
 kernels over fixed chunks of the flat weights (weight_chunks), contiguous runs of
@@ -87,10 +92,6 @@ try:  # optional: compiled step-major inference for LSTM stacks (numba and its B
     from . import stack_numba
 except ImportError:
     stack_numba = None
-try:  # optional: the same evaluation with the units split across workers
-    from . import stack_units
-except ImportError:
-    stack_units = None
 
 # Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
 # HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
@@ -109,18 +110,6 @@ MIN_SAMPLE_SLICE_STREAMS = 32
 # compiled loop pads its columns as the cells do (lstm.loop_width), 25 streams run as
 # 32: 37.5k against 31.3-32.0k chars/s, two workers.)
 STEP_MAJOR_MAX_BYTES = 16 * 2**20
-# Evaluation splits the hidden units across workers (stack_units) rather than the
-# streams when each worker keeps at least MIN_WORKER_UNITS units of every layer and
-# a stream split would leave each worker fewer than UNIT_SPLIT_BELOW streams; the
-# limit above then applies to each worker's share of the weights. Measured, two
-# workers, us a step, units / streams (3 runs each, alternated; step GEMMs in
-# OpenBLAS's small kernel, see lstm_numba.piece_rows): 2x256 B32 T64 172-173 /
-# 182-187, 3x512 B50 T50 1572-1608 / 1710-1796, 1x384 B32 T64 123-154 / 142-152;
-# with 32 or more streams a worker the streams split is as fast or faster: 2x512 B64
-# T100 1018-1067 / 917-1053, 1x384 B64 T100 213-217 / 216-232; and 2x512 B50 T50
-# 1030-1041 / 967-1052 (25 streams a worker: the one exception, within the noise).
-MIN_WORKER_UNITS = 128
-UNIT_SPLIT_BELOW = 32
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
@@ -331,18 +320,7 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
             _join_states([r[1] for r in results]))
 
 
-def unit_workers(H: int, threads: int | None = None) -> int:
-    """Workers for evaluation's unit split (stack_units): as many as `threads`
-    (default get_num_threads()) and the cores allow while each keeps MIN_WORKER_UNITS
-    units; 1 (no split) without stack_units. Never more than the cores: the workers
-    wait for each other at every layer of every step."""
-    if stack_units is None:
-        return 1
-    return max(1, min(threads or get_num_threads(), available_cores(), H // MIN_WORKER_UNITS))
-
-
-def compiled_inference(params: dict, config, windows: bool = False,
-                       threads: int | None = None, streams: int | None = None):
+def compiled_inference(params: dict, config, windows: bool = False):
     """The weights as stack_numba's compiled loops read them, when they apply (an LSTM
     stack, numba's fused loops in use: see cells.lstm.BACKEND and FUSED_LOOPS); else
     None. Prepared once per evaluation or sampling call: a copy of every weight.
@@ -350,25 +328,15 @@ def compiled_inference(params: dict, config, windows: bool = False,
     windows: for evaluation, where model.forward's layer-by-layer windows are the
     alternative: the step-major loop reads every weight of the stack once per step,
     while model.forward runs each layer's input projection as one GEMM per window, so
-    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES).
-    With windows and `streams` (the batch to evaluate), where unit_workers(H,
-    threads) > 1 and the streams would split thinner than UNIT_SPLIT_BELOW, a
-    stack_units.Split: the same weights and each worker's rows of them, the limit
-    applying to one worker's share."""
+    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES)."""
     if (stack_numba is None or config.cell != "lstm"
             or not lstm.fused_loops(params["decoder.weight"].dtype)):
         return None
     weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
                        for k in range(config.num_layers) for kind in ("ih", "hh"))
-    workers = unit_workers(config.hidden_size, threads) if windows and streams else 1
-    if streams and streams / workers >= UNIT_SPLIT_BELOW:
-        workers = 1
-    if windows and weight_bytes / workers > STEP_MAJOR_MAX_BYTES:
+    if windows and weight_bytes > STEP_MAJOR_MAX_BYTES:
         return None
-    weights = stack_numba.prepare(params, config.num_layers)
-    if workers == 1:
-        return weights
-    return stack_units.Split(weights, stack_units.prepare(weights, workers))
+    return stack_numba.prepare(params, config.num_layers)
 
 
 def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
@@ -379,8 +347,7 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         x, y: (T, B) int ids.  mask: (T, B) bool, the positions that count.
         state: tuple of (L, B, H) arrays, or None for zeros.
         compiled: compiled_inference(params, config), when the caller evaluates many
-            windows with the same weights; None runs model.forward per slice. A
-            stack_units.Split runs on its own workers (threads is not read).
+            windows with the same weights; None runs model.forward per slice.
     Returns:
         total nll (float, nats, summed in float64), count (int), final state.
     Each slice reduces its own logits, so no (T, B, V) array is ever joined; the
@@ -388,11 +355,6 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
     as soon as they exist (measured, 2x512 B64 T100, two workers: 55-57k chars/s
     against 46-47k for model.forward's layer-by-layer windows).
     """
-    if stack_units is not None and isinstance(compiled, stack_units.Split):
-        with _one_blas_thread():
-            return stack_units.window_nll(compiled, x, y, mask, state,
-                                          _executor(len(compiled.parts) - 1).submit)
-
     def work(s: slice):
         if compiled is not None:
             return stack_numba.window_nll(compiled, x[:, s], y[:, s], mask[:, s],

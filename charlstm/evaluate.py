@@ -25,8 +25,7 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
     also when ids has no target.
     """
     total, count, state = 0.0, 0, None
-    compiled = engine.compiled_inference(params, config, windows=True,  # once for all
-                                         streams=batch_size)
+    compiled = engine.compiled_inference(params, config, windows=True)  # once for all
     for x, y, mask in eval_windows(ids, batch_size, seq_len):
         if abort is not None and abort():
             return None

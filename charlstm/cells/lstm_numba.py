@@ -239,25 +239,6 @@ if GEMM is not None:
                      C.ctypes.data + r * N * C.itemsize, N)
         return impl
 
-    def matmul_cols_into(A, B, s0, s1, C):
-        """C = A @ B[:, s0:s1] for C-contiguous A (M, K), B (K, N), C (M, s1 - s0)."""
-        np.matmul(A, B[:, s0:s1], out=C)
-
-    @overload(matmul_cols_into, jit_options=_JIT)
-    def matmul_cols_into_overload(A, B, s0, s1, C):
-        gemm = _SGEMM if A.dtype == types.float32 else _DGEMM
-
-        def impl(A, B, s0, s1, C):
-            M, K = A.shape
-            N, width = B.shape[1], s1 - s0
-            step = piece_rows(M, width, K, A.itemsize)
-            for r in range(0, M, step):
-                gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, min(step, M - r), width, K,
-                     A.dtype.type(1.0), A.ctypes.data + r * K * A.itemsize, K,
-                     B.ctypes.data + s0 * B.itemsize, N, A.dtype.type(0.0),
-                     C.ctypes.data + r * width * C.itemsize, width)
-        return impl
-
     @numba.njit(**_JIT)
     def forward_loop(W_s, gates, hT, c, tanh_c, zh):
         """cells.lstm.forward's time loop: every step's GEMM zh = W_s h_{t-1}^T, then

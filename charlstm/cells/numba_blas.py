@@ -96,7 +96,7 @@ def _external_gemm(dtype):
 # loops, forward_step into stack_numba's) would stay stale in its callers' caches
 # after an edit. When any of these files changes, every cached kernel goes.
 _KERNEL_SOURCES = ("cells/lstm_numba.py", "cells/numba_blas.py", "numba_kernels.py",
-                   "stack_numba.py", "stack_units.py")
+                   "stack_numba.py")
 
 
 def _drop_stale_kernel_caches() -> None:
