@@ -108,8 +108,12 @@ MIN_SAMPLE_SLICE_STREAMS = 32
 # (20.9 MB). (2x512 B50 T50, 25 streams a worker, 0.93: OpenBLAS runs 25 columns at
 # 127 GFLOP/s against 199 for 32, and the per-step GEMMs feel it most; since the
 # compiled loop pads its columns as the cells do (lstm.loop_width), 25 streams run as
-# 32: 37.5k against 31.3-32.0k chars/s, two workers.)
-STEP_MAJOR_MAX_BYTES = 16 * 2**20
+# 32: 37.5k against 31.3-32.0k chars/s, two workers.) Since the step GEMMs run in
+# OpenBLAS's small kernel (lstm_numba.piece_rows), us a step, B64 T100, step-major /
+# windows, 2 runs each: 3x512 1636-1764 / 1929-2006 (20.9 MB), 1x1024 1466-1568 /
+# 1795-1851 (17.8 MB); 2x768 2861-2977 / 2642-2662 (29.1 MB), 4x512 2960-3161 /
+# 2786-2820 (29.9 MB), 2x1024 4944-4998 / 4780-4912 (51 MB).
+STEP_MAJOR_MAX_BYTES = 24 * 2**20
 
 _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
