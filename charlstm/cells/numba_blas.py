@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 from pathlib import Path
 
@@ -47,6 +48,7 @@ _CANDIDATES = {
 }
 
 
+@functools.cache
 def _numpy_blas_info() -> dict | None:
     """threadpoolctl's record of the BLAS NumPy uses, or None when it cannot be told."""
     try:
@@ -155,10 +157,14 @@ def _external_threads():
 
 
 blas_threads = _external_threads()
+if blas_threads is None:  # not OpenBLAS: no small kernel to cut for (the bound is 0)
+    @numba.njit(cache=True)
+    def blas_threads():
+        return 0
 SMALL_SGEMM_MNK = ctypes.c_int64(
-    10**6 if blas_threads is not None
-    and str((_numpy_blas_info() or {}).get("architecture", "")).lower()
-    in _SMALL_KERNEL_CORES else 0)
+    10**6 if str((_numpy_blas_info() or {}).get("architecture", "")).lower()
+    in _SMALL_KERNEL_CORES and (_numpy_blas_info() or {}).get("internal_api") == "openblas"
+    else 0)
 # Read at run time through a symbol, not frozen into the compiled code as a constant:
 # numba's on-disk cache outlives the process, and the next one may run another core
 # (OPENBLAS_CORETYPE). Tests set .value to try both ways.
