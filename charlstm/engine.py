@@ -41,11 +41,11 @@ spins on a core for a while and slows the two-worker run that follows.)
 Evaluation and sampling of LSTM stacks run step-major in stack_numba's compiled
 loops (each step through the whole stack, then its logits reduced or drawn from at
 once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of weights, where
-it beats the layer-by-layer windows. Sampling
-(charlstm.sample.generate_parallel) splits from MIN_SAMPLE_SLICE_STREAMS = 32
-streams per worker. Measured with bench_sample.py, 64 streams, two threads, chars/s
-one worker on a 2-thread BLAS / two workers of 32: 2x512 43-45k / 60-62k, 1x384
-170k / 267k, 1x128 526k / 759k, 2x256 173k / 230k. (Before the step GEMMs ran in
+it beats the layer-by-layer windows. Sampling (charlstm.sample.generate_parallel)
+splits from MIN_SAMPLE_SLICE_STREAMS = 32 streams per worker. Measured with
+bench_sample.py, 64 streams, two threads, chars/s one worker on a 2-thread BLAS / two
+workers of 32: 2x512 43-45k / 60-62k, 1x384 170k / 267k, 1x128 526k / 759k, 2x256
+173k / 230k. (Before the step GEMMs ran in
 OpenBLAS's small kernel, lstm_numba.piece_rows, one worker won at 2x512: 1248-1301
 us a step against 1480-1496 for two of 32, so sampling split from 64 a worker.)
 Every one-thread step GEMM of 16, 32 or 64 streams runs in that kernel, cut into
