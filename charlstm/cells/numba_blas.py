@@ -136,7 +136,9 @@ if any(g is None for g in GEMM.values()):
 # size, and packing the weights every step is what keeps it below the core's peak;
 # the compiled loops cut it into pieces of rows under the bound (see
 # lstm_numba.matmul_into). Other cores have no such kernel (on Haswell the pieces
-# measured 5-30% slower), so there the bound is 0: never cut.
+# measured 5-30% slower), so there the bound is 0: never cut. (Measured with numpy's
+# OpenBLAS 0.3.31; an OpenBLAS built without SMALL_MATRIX_OPT would run the pieces
+# packed, as on Haswell.)
 # That kernel runs on one thread whatever the BLAS's setting, so the pieces are for
 # callers on a one-thread BLAS only (the engine's workers): blas_threads() tells.
 _SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
