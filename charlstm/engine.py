@@ -45,13 +45,12 @@ it beats the layer-by-layer windows. Sampling (charlstm.sample.generate_parallel
 splits from MIN_SAMPLE_SLICE_STREAMS = 32 streams per worker. Measured with
 bench_sample.py, 64 streams, two threads, chars/s one worker on a 2-thread BLAS / two
 workers of 32: 2x512 43-45k / 60-62k, 1x384 170k / 267k, 1x128 526k / 759k, 2x256
-173k / 230k. (Before the step GEMMs ran in
-OpenBLAS's small kernel, lstm_numba.piece_rows, one worker won at 2x512: 1248-1301
-us a step against 1480-1496 for two of 32, so sampling split from 64 a worker.)
-Every one-thread step GEMM of 16, 32 or 64 streams runs in that kernel, cut into
-pieces of rows (see lstm_numba.piece_rows): training 2x512 B64 T100, two workers,
-16.8-17.2k chars/s before, 18.8-19.1k after; 3x512 B50 T50 8.5-8.9k before,
-9.6-9.9k after.
+173k / 230k. (Before the step GEMMs ran in OpenBLAS's small kernel, one worker won
+at 2x512: 1248-1301 us a step against 1480-1496 for two of 32, so sampling split
+from 64 a worker.) Every one-thread step GEMM of 16, 32 or 64 streams runs in that
+kernel, cut into pieces of rows (see lstm_numba.piece_rows): training 2x512 B64
+T100, two workers, 16.8-17.2k chars/s before, 18.8-19.1k after; 3x512 B50 T50
+8.5-8.9k before, 9.6-9.9k after.
 A unit split for evaluation (each worker all the streams through its rows of every
 weight, the workers meeting at a barrier after each layer of each step, layer inputs
 projected a chunk of steps at a time) was built and measured, and not kept: on a
