@@ -163,10 +163,16 @@ if blas_threads is None:  # not OpenBLAS: no small kernel to cut for (the bound 
     @numba.njit(cache=True)
     def blas_threads():
         return 0
-SMALL_SGEMM_MNK = ctypes.c_int64(
-    10**6 if str((_numpy_blas_info() or {}).get("architecture", "")).lower()
-    in _SMALL_KERNEL_CORES and (_numpy_blas_info() or {}).get("internal_api") == "openblas"
-    else 0)
+
+
+def _small_kernel_bound() -> int:
+    """10^6 where NumPy's BLAS is OpenBLAS on a core with the small kernel, else 0."""
+    info = _numpy_blas_info() or {}
+    on_core = str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES
+    return 10**6 if on_core and info.get("internal_api") == "openblas" else 0
+
+
+SMALL_SGEMM_MNK = ctypes.c_int64(_small_kernel_bound())
 # Read at run time through a symbol, not frozen into the compiled code as a constant:
 # numba's on-disk cache outlives the process, and the next one may run another core
 # (OPENBLAS_CORETYPE). Tests set .value to try both ways.
