@@ -4,12 +4,11 @@
     print(model.generate("ROMEO:", length=200, temperature=0.8, seed=1))
 """
 
-__version__ = "0.1.0"
-
-from .config import ModelConfig  # noqa: E402 (checkpoint reads __version__ from here)
-from .engine import get_num_threads, set_num_threads  # noqa: E402
-from .language_model import LanguageModel, load  # noqa: E402
-from .model import CharLSTM  # noqa: E402
+from ._version import __version__
+from .config import ModelConfig
+from .language_model import LanguageModel, load
+from .network import CharLSTM
+from .pool import get_num_threads, set_num_threads
 
 __all__ = ["CharLSTM", "LanguageModel", "ModelConfig", "__version__", "get_num_threads", "load",
            "set_num_threads"]

@@ -33,7 +33,8 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from . import __version__
+from ._version import __version__
+from .cells import get_cell
 from .config import ModelConfig
 from .errors import UserError
 from .fsutil import atomic_write_bytes
@@ -146,6 +147,7 @@ def load_checkpoint(path) -> Checkpoint:
                               f"version {FORMAT_VERSION}")
     try:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        get_cell(config.cell)  # a name the config does not check
         vocab = json.loads(metadata["vocab"])
         meta = json.loads(metadata.get("meta", "{}"))
     except KeyError as e:

@@ -11,7 +11,10 @@ import contextlib
 import importlib
 import sys
 
-from . import __version__
+from threadpoolctl import threadpool_limits
+
+from . import pool
+from ._version import __version__
 from .commands.argtypes import integer
 from .errors import UserError, os_error_message
 from .progress import silence_stdout
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"charlstm.commands.{name}").register(sub)
+    # what `completion` writes its script from (argparse passes a default to every command)
+    parser.set_defaults(parser=parser)
     for name, command_parser in sub.choices.items():  # options every command shares
         g = command_parser.add_argument_group("runtime")
         if name in THREADED:
@@ -62,15 +67,13 @@ def add_debug(parser, default) -> None:
 
 
 @contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Context running the command on n threads (None: the defaults): n stream-parallel
-    workers (charlstm.engine) and a BLAS pool limited to n threads."""
-    from . import engine
-    with engine.num_threads(n):
+def use_threads(n: int | None):
+    """Context running the command on n threads (None: the defaults): n worker threads
+    (charlstm.pool) and a BLAS pool limited to n threads."""
+    with pool.num_threads(n):
         if n is None:
             yield
         else:
-            from threadpoolctl import threadpool_limits
             with threadpool_limits(limits=n, user_api="blas"):
                 yield
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with blas_threads(getattr(args, "threads", None)):
+        with use_threads(getattr(args, "threads", None)):
             return int(args.run(args) or 0)
     except UserError as e:
         if args.debug:

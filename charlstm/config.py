@@ -17,12 +17,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# The name sets below come from their registries: the cells, optimizers and schedules
-# themselves, so a new one is valid here, and a CLI choice, by being registered there.
-from .cells import CELLS
-from .optim import OPTIMIZERS
-from .schedules import SCHEDULES
-
 # The dropout rates, each in [0, 1): training-only settings, free to change on fine-tuning.
 DROPOUTS = ("dropout", "weight_dropout", "locked_dropout", "input_dropout")
 
@@ -67,8 +61,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        _check_name(self, "cell")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,12 +195,11 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
-        for name, choices in (("cell", CELLS), ("optimizer", OPTIMIZERS),
-                              ("lr_schedule", SCHEDULES),
-                              ("encoding_errors", ENCODING_ERRORS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, "
-                                 f"got {getattr(self, name)!r}")
+        for name in ("cell", "optimizer", "lr_schedule"):
+            _check_name(self, name)
+        if self.encoding_errors not in ENCODING_ERRORS:
+            raise ValueError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, "
+                             f"got {self.encoding_errors!r}")
         if not isinstance(self.data, str) or not self.data:
             raise ValueError("data must be a non-empty string")
         for name in ("out", "init_from"):
@@ -258,6 +250,15 @@ def _is_number(value) -> bool:
     fail silently later, as a NaN loss or an endless run), so they are never valid."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
+
+
+def _check_name(config, name: str) -> None:
+    """A registry name (cell, optimizer, lr_schedule) is a non-empty string here; whether
+    it is registered is checked where it is looked up (cells.get_cell,
+    optim.get_optimizer, schedules.get_schedule), so config imports no registry."""
+    value = getattr(config, name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
 def _check_int(config, name: str, low: int) -> None:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import UserError
-from .text import Vocab
+from .text import Vocab, list_chars
 
 
 class Corpus(NamedTuple):
@@ -60,7 +60,6 @@ def make_corpus(text: str, val_frac: float, source: str = "the text",
         vocab = Vocab.from_text(text)
     missing = vocab.unknown(text)
     if missing:
-        from .sample import list_chars
         raise UserError(f"{source} has characters the model's vocabulary lacks: "
                         f"{list_chars(missing)}; remove them from the text, or train a new "
                         "model on it")

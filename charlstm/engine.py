@@ -61,8 +61,8 @@ B64 T100 1018-1067 / 917-1053), and with a second process spinning a core
 24.6k chars/s, 1x384 B32 T64 101k against 110k.
 The element-wise passes over every weight after the gradients are summed (Adam's
 update, the gradient norm and clipping, weight averaging: optim.FUSED) run as numba
-kernels over fixed chunks of the flat weights (weight_chunks), contiguous runs of
-chunks per worker (map_chunks); reductions add per chunk in chunk order, so they
+kernels over fixed chunks of the flat weights (pool.weight_chunks), contiguous runs of
+chunks per worker (pool.map_chunks); reductions add per chunk in chunk order, so they
 too give the same bits for any thread count. Measured, 3x512, two threads: clip and
 Adam 4.2 + 9.7 ms a step as NumPy passes on one core, 1.2 + 1.8 ms fused and shared.
 A layer wavefront for evaluation (worker j runs layer j on time chunk c while
@@ -71,20 +71,15 @@ split won for forward-only work too, and not kept: 2x512 B64 T100, 14.1k chars/s
 its best chunking against 16.9k for one worker on a 2-thread BLAS (10.7k on one
 thread), on an older 2-core machine.
 
-    set_num_threads(2)                       # or charlstm.set_num_threads / --threads
+    pool.set_num_threads(2)                  # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from . import layers, model
+from . import layers, model, pool
 from .cells import lstm
 
 try:  # optional: compiled step-major inference for LSTM stacks (numba and its BLAS)
@@ -114,43 +109,6 @@ MIN_SAMPLE_SLICE_STREAMS = 32
 # 2786-2820 (29.9 MB), 2x1024 4944-4998 / 4780-4912 (51 MB).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
 
-_num_threads: int | None = None  # None: every core this process may use
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_blas = None  # threadpoolctl.ThreadpoolController, built on first parallel use
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
-def set_num_threads(n: int | None) -> None:
-    """Use n worker threads (like torch.set_num_threads); None restores the default,
-    the number of cores this process may use."""
-    global _num_threads
-    if n is not None and (not isinstance(n, int | np.integer) or n < 1):
-        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
-    _num_threads = None if n is None else int(n)
-
-
-def get_num_threads() -> int:
-    return _num_threads if _num_threads is not None else available_cores()
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None):
-    """Context: set_num_threads(n) while it is open, then the previous setting."""
-    before = _num_threads
-    set_num_threads(n)
-    try:
-        yield
-    finally:
-        set_num_threads(before)
-
-
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
     return max(MIN_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM))
@@ -158,91 +116,16 @@ def fewest_streams(H: int) -> int:
 
 def stream_slices(B: int, H: int, threads: int | None = None,
                   fewest: int | None = None) -> list[slice]:
-    """Contiguous slices of range(B), one per worker: as many workers as `threads`
-    (default get_num_threads()) allows while each slice keeps at least `fewest`
-    streams (default fewest_streams(H)); sizes differ by at most one, the wider first."""
-    fewest = max(1, fewest_streams(H) if fewest is None else fewest)
-    n = max(1, min(threads or get_num_threads(), B // fewest))
-    base, extra = divmod(B, n)
-    bounds = np.cumsum([0] + [base + (k < extra) for k in range(n)])
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool with at least `workers` threads (kept between calls)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:
-            if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="charlstm")
-        return _pool
-
-
-def _one_blas_thread():
-    """Context: the BLAS pool limited to one thread (process-wide) while it is open."""
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    """pool.stream_slices with at least `fewest` streams a slice (default
+    fewest_streams(H))."""
+    return pool.stream_slices(B, fewest_streams(H) if fewest is None else fewest, threads)
 
 
 def map_streams(fn, B: int, H: int, threads: int | None = None,
                 fewest: int | None = None) -> list:
-    """[fn(s) for s in stream_slices(B, H, threads, fewest)], the slices run concurrently.
-
-    The calling thread runs the first slice itself; the results come back in slice
-    order whatever order the workers finish in. With one slice, fn runs directly
-    under the caller's BLAS settings (the serial path is the plain library)."""
-    parts = stream_slices(B, H, threads, fewest)
-    if len(parts) == 1:
-        return [fn(parts[0])]
-    with _one_blas_thread():
-        futures = [_executor(len(parts) - 1).submit(fn, s) for s in parts[1:]]
-        try:
-            first = fn(parts[0])
-        finally:  # never leave the region (and restore BLAS threads) with workers running
-            for f in futures:
-                f.exception()
-        return [first] + [f.result() for f in futures]
-
-
-# Element-wise passes over every weight (optimizer update, clipping, weight averaging)
-# run in chunks of this many elements, shared among the workers: 128K, so that a
-# 2x512 model's passes split into about 30 pieces. Below two chunks they stay serial.
-CHUNK_ELEMENTS = 1 << 17
-
-
-def weight_chunks(sizes) -> list[tuple[int, int, int]]:
-    """(array index, start, stop) for flat ranges of at most CHUNK_ELEMENTS of each
-    array in `sizes` (their element counts), in order: the same pieces whatever
-    the thread count, so reductions over them add in the same order too."""
-    return [(k, a, min(a + CHUNK_ELEMENTS, n))
-            for k, n in enumerate(sizes) for a in range(0, n, CHUNK_ELEMENTS)]
-
-
-def map_chunks(fn, sizes, threads: int | None = None) -> list:
-    """[fn(k, start, stop) for weight_chunks(sizes)], contiguous runs of chunks on
-    each worker at once; the results in chunk order. fn must release the GIL for
-    the work itself (numba nogil kernels) and write only its own range."""
-    chunks = weight_chunks(sizes)
-    n = max(1, min(threads or get_num_threads(), len(chunks)))
-    if n == 1:
-        return [fn(*c) for c in chunks]
-    bounds = np.linspace(0, len(chunks), n + 1).round().astype(int)
-    groups = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-    def run(group):
-        return [fn(*c) for c in group]
-
-    futures = [_executor(n - 1).submit(run, g) for g in groups[1:]]
-    try:
-        first = run(groups[0])
-    finally:
-        for f in futures:
-            f.exception()
-    return first + [r for f in futures for r in f.result()]
+    """pool.map_streams over stream_slices(B, H, threads, fewest): [fn(s) for each
+    slice s], run concurrently, in slice order."""
+    return pool.map_streams(fn, B, fewest_streams(H) if fewest is None else fewest, threads)
 
 
 def _slice_state(state, s: slice):
@@ -269,7 +152,7 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
         masks: output dropout masks drawn for the whole batch (model.make_dropout_masks:
             L-1 or L of (T, B, H) or (1, B, H)), or None.
         dstate: dL/d(final state), tuple of (L, B, H), or None for zeros.
-        threads: workers (default get_num_threads()).
+        threads: workers (default pool.get_num_threads()).
         penalty: AR and TAR weights (penalties.Penalty), or None.
         weight_masks: name -> mask on that weight (model.make_weight_masks), or None.
     Returns:

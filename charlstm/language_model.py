@@ -23,18 +23,18 @@ import numpy as np
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .evaluate import evaluate as evaluate_ids  # what eval and validation passes use
-from .model import CharLSTM, zero_state
+from .model import zero_state
+from .network import CharLSTM
 from .runs import resolve_checkpoint
 from .sample import (
     encode_prime,
-    list_chars,
     numpy_step_fn,
     random_seed,
     sample_text,
     sample_texts,
     stream_rng,
 )
-from .text import Vocab
+from .text import Vocab, list_chars
 
 # What `save` keeps of a training checkpoint's meta: where the model came from and how
 # good it was. The rest (optimizer moments, data cursor, RNG states) only serves an exact

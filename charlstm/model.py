@@ -15,8 +15,8 @@ state, cache) and backward(dlogits, dstate, cache) -> (grads, dstate0), joined
 by softmax cross-entropy (plus, in training, AWD-LSTM's AR and TAR penalties on the
 top layer's output, see penalties) in loss_and_grads (what training, gradient checks and
 benchmarks call), plus step() for sampling one character at a time; the
-CharLSTM class only holds the params dict, the config and an RNG. The cell is
-reached only through the interface in cells/__init__.py.
+CharLSTM class (network.py) only holds the params dict, the config and an RNG. The
+cell is reached only through the interface in cells/__init__.py.
 Parameter names and shapes are PyTorch's, so `params` loads into
 torch.nn.LSTM(V, H, L) + torch.nn.Linear(H, V) unchanged.
 """
@@ -182,8 +182,7 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
             h, stateT, *cache = run_ids(h, W_ih, b_ih, state0, W_hh, b_hh)
         else:
             xw = layers.input_projection_forward(h, W_ih, b_ih)
-            # xw is ours alone, so the cell may use its memory (e.g. for the gates)
-            h, stateT, *cache = run(xw, state0, W_hh, b_hh, overwrite_xw=True)
+            h, stateT, *cache = run(xw, state0, W_hh, b_hh)
         top = h  # the last layer's, before its mask, is what AR and TAR read
         if (mask := layer_mask(masks, k)) is not None:
             h = h * mask  # (1, B, H) locked masks broadcast over time
@@ -277,75 +276,6 @@ def loss_and_grads(params: dict, config: ModelConfig, x: np.ndarray, y: np.ndarr
     if dh0 is not None:  # forward: d[0] = top[0] - h0, h0 = state[0][L-1]
         dstate0[0][-1] += dh0
     return WindowGrads(loss, grads, final_state, dstate0, value)
-
-
-class CharLSTM:
-    """A character-level recurrent language model with hand-written backprop.
-
-    >>> model = CharLSTM(ModelConfig(vocab_size=65, hidden_size=128), seed=0)
-    >>> logits, state = model.forward(x)                  # x: (T, B) int ids
-    >>> loss, grads, state = model.loss_and_grads(x, y)   # grads: same keys as params
-    """
-
-    def __init__(self, config: ModelConfig, seed: int = 0, dtype=np.float32, params=None):
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        # One generator for init and (by default) dropout masks: reproducible from seed.
-        self.rng = np.random.default_rng(seed)
-        if params is None:
-            params = init_params(config, self.rng, self.dtype)
-        else:
-            shapes = param_shapes(config)
-            if set(params) != set(shapes):
-                raise ValueError("params keys do not match the config")
-            params = {n: np.asarray(params[n], dtype=self.dtype) for n in shapes}
-        self.params = params
-
-    def num_params(self) -> int:
-        return sum(int(v.size) for v in self.params.values())
-
-    def forward(self, x, state=None):
-        """Evaluation-mode forward (no dropout). x: (T, B) ids -> logits (T, B, V), state.
-        The streams run in parallel on charlstm.set_num_threads() workers (see engine)."""
-        from . import engine  # engine builds on this module's forward/backward
-        return engine.forward(self.params, self.config, self._check_ids(x), state)
-
-    def loss_and_grads(self, x, y, state=None, train=True, rng=None):
-        """Mean cross-entropy (nats/char) over the window and its gradients.
-
-        Args:
-            x, y: (T, B) int ids; y[t] is the character that follows x[t].
-            state: initial state from the previous window, or None for zeros.
-            train: apply every configured dropout (dropout, locked_dropout,
-                weight_dropout, input_dropout) with masks drawn from `rng`
-                (default: the model's own generator).
-        Returns:
-            loss (float), grads (dict like params), final state (detached).
-        The streams run in parallel on charlstm.set_num_threads() workers (see engine).
-        """
-        from . import engine  # engine builds on this module's forward/backward
-        x, y = self._check_ids(x), self._check_ids(y)
-        if x.shape != y.shape:
-            raise ValueError(f"x and y shapes differ: {x.shape} vs {y.shape}")
-        T, B = x.shape
-        masks = weight_masks = None
-        if train:
-            rng = rng or self.rng
-            masks = make_dropout_masks(self.config, T, B, rng, self.dtype)
-            weight_masks = make_weight_masks(self.config, rng, self.dtype)
-        loss, grads, state, _, _ = engine.loss_and_grads(self.params, self.config, x, y,
-                                                         state, masks,
-                                                         weight_masks=weight_masks)
-        return loss, grads, state
-
-    def _check_ids(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim != 2 or not layers.is_ids(x):
-            raise ValueError("expected a (T, B) integer array of character ids, "
-                             f"got {x.dtype} {x.shape}")
-        if x.size and (x.min() < 0 or x.max() >= self.config.vocab_size):
-            raise ValueError(f"character ids must lie in [0, {self.config.vocab_size})")
-        return x
 
 
 def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):

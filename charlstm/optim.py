@@ -15,24 +15,19 @@ import os
 
 import numpy as np
 
+from . import pool
+
 try:  # optional: one fused, multi-threaded pass per update (numba)
     from . import numba_kernels as _kernels
 except ImportError:
     _kernels = None
 
 # Adam's update, the gradient norm and clipping, and weight averaging as fused numba
-# passes over chunks of the flat weights, shared among engine's workers (the same
-# bits as the NumPy code, which makes one pass per operation, on one core). Measured,
+# passes over chunks of the flat weights, shared among the workers (pool.map_chunks; the
+# same bits as the NumPy code, which makes one pass per operation, on one core). Measured,
 # 3x512 (5.4 M weights), float32, two threads: clip 4.2 and Adam 9.7 ms a step in
 # NumPy, ~5% of a training step. Off with CHARLSTM_BACKEND=numpy; tests switch it.
 FUSED = _kernels is not None and os.environ.get("CHARLSTM_BACKEND") != "numpy"
-
-
-def _map_chunks(fn, sizes) -> list:
-    """engine.map_chunks (imported here: config imports this module for OPTIMIZERS,
-    and engine imports config)."""
-    from . import engine
-    return engine.map_chunks(fn, sizes)
 
 
 def _fused(arrays) -> bool:
@@ -53,8 +48,8 @@ def global_norm(grads: dict) -> float:
     arrays = list(grads.values())
     if _fused(arrays):
         flats = [g.reshape(-1) for g in arrays]
-        parts = _map_chunks(lambda k, a, b: _kernels.sum_squares(flats[k][a:b]),
-                                  [f.size for f in flats])
+        parts = pool.map_chunks(lambda k, a, b: _kernels.sum_squares(flats[k][a:b]),
+                                [f.size for f in flats])
         return math.sqrt(math.fsum(parts))  # chunk order: the same for any thread count
     total = 0.0
     for g in arrays:
@@ -75,7 +70,7 @@ def clip_grad_norm(grads: dict, max_norm: float) -> float:
         arrays = list(grads.values())
         if _fused(arrays):
             flats = [g.reshape(-1) for g in arrays]
-            _map_chunks(lambda k, a, b: _kernels.scale_(
+            pool.map_chunks(lambda k, a, b: _kernels.scale_(
                 flats[k][a:b], flats[k].dtype.type(scale)), [f.size for f in flats])
             return norm
         for g in arrays:
@@ -205,7 +200,7 @@ class Adam(Optimizer):
             decay = 1.0 - lr * self.weight_decay if params[name].ndim > 1 else 1.0
             _kernels.adam_update(p, g, m, v, p.dtype.type(decay), *constants[p.dtype])
 
-        _map_chunks(update, [params[n].size for n in names])
+        pool.map_chunks(update, [params[n].size for n in names])
 
     def _update(self, name, p, g, lr, tmp):
         b1, c1, b2, c2, root_bias2, eps, step = self._constants(lr, p.dtype)
@@ -246,23 +241,28 @@ def ema_update(average: dict, params: dict, decay: float, t: int) -> None:
             avg, p = flat[names[k]]
             _kernels.average_update(avg[a:b], p[a:b], avg.dtype.type(w))
 
-        _map_chunks(update, [average[n].size for n in names])
+        pool.map_chunks(update, [average[n].size for n in names])
         return
     for name, a in average.items():
         a += a.dtype.type(w) * (params[name] - a)
 
 
-# The registry of --optimizer names: config validation and the CLI's choices come from it.
+# The registry of --optimizer names: the CLI's choices and get_optimizer's check come from it.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "rmsprop": RMSprop, "sgd": SGD,
                                           "adagrad": Adagrad}
+
+
+def get_optimizer(name: str) -> type[Optimizer]:
+    """The optimizer class registered as `name`; a ValueError naming the choices if none."""
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}"
+                         ) from None
 
 
 def make_optimizer(name: str, params: dict, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> Optimizer:
     """Build an optimizer by its name in OPTIMIZERS (momentum is read by SGD only)."""
-    try:
-        cls = OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}"
-                         ) from None
+    cls = get_optimizer(name)
     return cls(params, lr, weight_decay, momentum=momentum)

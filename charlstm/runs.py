@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import TrainConfig, dump_toml
+from .datasets import DATASETS
 from .errors import UserError
 from .fsutil import atomic_write_bytes
 
@@ -35,7 +36,6 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
     """Make the stored config independent of the working directory: a data path (and an
     --init-from path) becomes absolute (a dataset name stays a name), an empty --out
     becomes runs/<data>-<time>."""
-    from .datasets import DATASETS
     data = config.data
     if data not in DATASETS or Path(data).expanduser().is_file():
         data = str(Path(data).expanduser().resolve())

@@ -27,7 +27,7 @@ import numpy as np
 from . import engine, model
 from .config import ModelConfig
 from .errors import UserError
-from .text import Vocab
+from .text import Vocab, list_chars
 
 
 def numpy_step_fn(params: dict, config: ModelConfig):
@@ -176,7 +176,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     BLAS rounds a GEMM of another shape or orientation (the last bit of a float32
     logit, which moves a draw only when the uniform falls that close to a boundary of
     the distribution).
-    threads: workers (default engine.get_num_threads()), while each slice keeps
+    threads: workers (default pool.get_num_threads()), while each slice keeps
     engine.MIN_SAMPLE_SLICE_STREAMS streams; fewer streams run on one worker, with
     the BLAS threads the caller has.
     """
@@ -229,12 +229,6 @@ def sample_texts(params: dict, config: ModelConfig, vocab: Vocab, prime_ids, ech
     ids = generate_parallel(params, config, prime_ids, length, stream_rngs(seed, num_samples),
                             temperature, top_k, top_p)
     return [echo + vocab.decode(ids[:, k]) for k in range(num_samples)]
-
-
-def list_chars(chars: list[str], limit: int = 20) -> str:
-    """"'x' 'é' ... and 3 more": characters shown unambiguously, for error messages."""
-    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
-    return " ".join(repr(c) for c in chars[:limit]) + more
 
 
 def encode_prime(vocab: Vocab | Sequence[str], prime: str | None, skip_unknown: bool = False,

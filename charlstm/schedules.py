@@ -1,31 +1,43 @@
 """Learning-rate schedules: the lr of every update, from the config and the run's progress.
 
-SCHEDULES is the registry of `--lr-schedule` names (the config's validation and the
-CLI's choices and help come from it). Each entry gives the lr after the warmup, from
-the config, the update's step number and the run's progress in [0, 1]; every schedule
-starts with `warmup_steps` of linear warmup from 0.
+SCHEDULES is the registry of `--lr-schedule` names (the CLI's choices and help, and
+get_schedule's check, come from it). Each entry gives the lr after the warmup, from
+the settings, the update's step number and the run's progress in [0, 1]; every
+schedule starts with `warmup_steps` of linear warmup from 0. The settings are read as
+plain attributes (Settings, which config.TrainConfig has), so this module stays below
+config.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # config imports this module for the names
-    from .config import TrainConfig
+from typing import Protocol
 
 
-def constant(config: TrainConfig, step: int, progress: float) -> float:
+class Settings(Protocol):
+    """The TrainConfig fields a schedule reads."""
+
+    lr: float
+    lr_schedule: str
+    warmup_steps: int
+    lr_decay: float
+    lr_decay_every: int
+    min_lr_ratio: float
+    max_steps: int | None
+    epochs: float | None
+
+
+def constant(config: Settings, step: int, progress: float) -> float:
     """--lr throughout"""
     return config.lr
 
 
-def step_decay(config: TrainConfig, step: int, progress: float) -> float:
+def step_decay(config: Settings, step: int, progress: float) -> float:
     """--lr times --lr-decay every --lr-decay-every steps"""
     return config.lr * config.lr_decay ** (step // config.lr_decay_every)
 
 
-def cosine(config: TrainConfig, step: int, progress: float) -> float:
+def cosine(config: Settings, step: int, progress: float) -> float:
     """half a cosine from --lr down to --min-lr-ratio of it at the end of the run"""
     p = min(max(progress, 0.0), 1.0)
     r = config.min_lr_ratio
@@ -35,7 +47,16 @@ def cosine(config: TrainConfig, step: int, progress: float) -> float:
 SCHEDULES = {"constant": constant, "step": step_decay, "cosine": cosine}
 
 
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+def get_schedule(name: str):
+    """The schedule registered as `name`; a ValueError naming the choices if none."""
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"unknown lr schedule {name!r}; choose from {', '.join(SCHEDULES)}"
+                         ) from None
+
+
+def learning_rate(config: Settings, step: int, progress: float) -> float:
     """The lr of update number step + 1.
 
     progress: fraction of the run done, in [0, 1] (steps of the horizon, or
@@ -43,10 +64,10 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    return SCHEDULES[config.lr_schedule](config, step, progress)
+    return get_schedule(config.lr_schedule)(config, step, progress)
 
 
-def horizon_steps(config: TrainConfig, windows_per_epoch: int) -> int | None:
+def horizon_steps(config: Settings, windows_per_epoch: int) -> int | None:
     """Total steps the run will take, if a step or epoch limit fixes it."""
     limits = []
     if config.max_steps is not None:

@@ -9,6 +9,12 @@ import numpy as np
 from .errors import UserError
 
 
+def list_chars(chars: list[str], limit: int = 20) -> str:
+    """"'x' 'é' ... and 3 more": characters shown unambiguously, for error messages."""
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return " ".join(repr(c) for c in chars[:limit]) + more
+
+
 def read_text(path, encoding_errors: str = "strict") -> str:
     """Read a UTF-8 text file, with user-facing one-line errors.
 

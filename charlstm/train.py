@@ -29,15 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, engine, model
+from . import engine, model
+from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, describe_dropouts, name_flag
 from .data import Batches, Corpus, Cursor, make_corpus
+from .datasets import resolve_data
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
 from .finetune import load_init
 from .layers import LN2
 from .lockfile import run_dir_lock
+from .network import CharLSTM
 from .optim import Optimizer, clip_grad_norm, ema_update, make_optimizer
 from .penalties import Penalty
 from .progress import Progress, StopSignals
@@ -163,7 +166,7 @@ def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str,
     same shape and vocabulary, the caller checks); fresh optimizer and schedule."""
     model_config = config.model_config(len(corpus.vocab))
     params = None if init is None else {k: v.astype(DTYPE) for k, v in init.params.items()}
-    net = model.CharLSTM(model_config, seed=config.seed, dtype=DTYPE, params=params)
+    net = CharLSTM(model_config, seed=config.seed, dtype=DTYPE, params=params)
     optimizer = make_optimizer(config.optimizer, net.params, config.lr, config.momentum,
                                config.weight_decay)
     # Dropout has its own stream, so changing the dropout rate never changes the init.
@@ -402,7 +405,6 @@ def _last_saved(out_dir: Path) -> str:
 
 def load_text(config: TrainConfig) -> tuple[str, str, str]:
     """(text, sha256 of the decoded text, path) for config.data."""
-    from .datasets import resolve_data
     path = resolve_data(config.data)
     text = read_text(path, config.encoding_errors)
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)

@@ -1,4 +1,4 @@
-"""The `charlstm visualize` page and report: charlstm.inspect's numbers, packed.
+"""The `charlstm visualize` page and report: charlstm.activity's numbers, packed.
 
 Shape legend: N characters, L layers, H hidden units, V vocab, K top predictions.
 
@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 
-from . import inspect
+from . import activity
 from .config import ModelConfig
 
 TOP_PREDICTIONS = 5
@@ -28,17 +28,17 @@ def _round(values, digits: int = 4) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def report(acts: inspect.Activations, text: str, ids: np.ndarray, config: ModelConfig,
+def report(acts: activity.Activations, text: str, ids: np.ndarray, config: ModelConfig,
            top: int = 10) -> dict:
     """The statistics of a run over text (N characters, ids (N,)) as JSON values:
     interesting cells per feature, gate saturation per layer, loss on the text."""
-    features = inspect.text_features(text)
-    ranked = inspect.rank_cells(acts.signals, features, top)
+    features = activity.text_features(text)
+    ranked = activity.rank_cells(acts.signals, features, top)
     saturation = []
     for k, layer in enumerate(acts.signals):
         for s in layer:
             if s.kind == "gate":
-                left, right = inspect.saturation(s.values)
+                left, right = activity.saturation(s.values)
                 saturation.append({"layer": k, "gate": s.name, "left": _round(left),
                                    "right": _round(right)})
     # each position predicts the next character; the last one has no target
@@ -49,10 +49,10 @@ def report(acts: inspect.Activations, text: str, ids: np.ndarray, config: ModelC
         "chars": len(text),
         "loss_nats_per_char": round(loss, 4),
         "signals": [{"name": s.name, "kind": s.kind} for s in acts.signals[0]],
-        "features": inspect.FEATURES,
+        "features": activity.FEATURES,
         "interesting_cells": {name: [c._asdict() | {"r": round(c.r, 4)} for c in cells]
                               for name, cells in ranked.items()},
-        "saturation": {"low": inspect.SATURATION_LOW, "high": inspect.SATURATION_HIGH,
+        "saturation": {"low": activity.SATURATION_LOW, "high": activity.SATURATION_HIGH,
                        "gates": saturation},
     }
 
@@ -61,7 +61,7 @@ def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
 
-def page_data(acts: inspect.Activations, text: str, ids: np.ndarray, vocab: list[str],
+def page_data(acts: activity.Activations, text: str, ids: np.ndarray, vocab: list[str],
               stats: dict, title: str, signals: list[str] | None = None) -> dict:
     """Everything the page shows. Activations are quantised per unit to 8 bits and
     stored unit-major, (H, N) per layer and signal, so one unit is one slice; only
@@ -73,11 +73,11 @@ def page_data(acts: inspect.Activations, text: str, ids: np.ndarray, vocab: list
         for s in layer:
             if signals is not None and s.name not in signals:
                 continue
-            codes, lo, hi = inspect.quantise(s.values, BITS)
+            codes, lo, hi = activity.quantise(s.values, BITS)
             packed.append({"name": s.name, "kind": s.kind, "lo": _round(lo, 5),
                            "hi": _round(hi, 5), "codes": _b64(codes.T)})
         layers.append(packed)
-    top_ids, top_p = inspect.top_predictions(acts.probs, TOP_PREDICTIONS)
+    top_ids, top_p = activity.top_predictions(acts.probs, TOP_PREDICTIONS)
     following = np.append(ids[1:], ids[-1])  # the last character has no successor
     actual = acts.probs[np.arange(len(ids)), following]
     return {

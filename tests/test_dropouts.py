@@ -19,7 +19,7 @@ import pytest
 from reference import naive_lm_forward
 from torch_oracle import torch_loss_and_grads
 
-from charlstm import CharLSTM, ModelConfig, engine
+from charlstm import CharLSTM, ModelConfig, engine, pool
 from charlstm import train as tr
 from charlstm.cells import CELLS
 from charlstm.evaluate import evaluate
@@ -266,7 +266,7 @@ def test_exact_resume_with_every_dropout(tmp_path, monkeypatch):
 
     settings = dict(batch_size=3, **RATES)
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
-    engine.set_num_threads(2)
+    pool.set_num_threads(2)
     try:
         straight = tr.start_training(tiny_config(tmp_path, "a", **settings))
         plain = tr.start_training(tiny_config(tmp_path, "plain", batch_size=3))
@@ -277,7 +277,7 @@ def test_exact_resume_with_every_dropout(tmp_path, monkeypatch):
         monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
         second = tr.resume_training(tmp_path / "resumed")
     finally:
-        engine.set_num_threads(None)
+        pool.set_num_threads(None)
     assert second.step == straight.step == 16
     assert second.val_loss == straight.val_loss != plain.val_loss
     a, meta = _final_arrays(tmp_path / "a")

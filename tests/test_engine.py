@@ -13,7 +13,7 @@ import pytest
 from torch_oracle import torch_loss_and_grads
 
 import charlstm
-from charlstm import ModelConfig, engine, model
+from charlstm import ModelConfig, engine, model, pool
 from charlstm import train as tr
 from charlstm.cells import lstm
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
@@ -29,7 +29,7 @@ def thin_slices(monkeypatch):
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
     yield
-    engine.set_num_threads(None)
+    pool.set_num_threads(None)
 
 
 def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
@@ -75,14 +75,14 @@ def test_training_and_evaluation_split_by_the_same_rule(monkeypatch):
     # B = 16 at H = 512 stays on one worker: loss_and_grads is then model.loss_and_grads
     # itself (no map), forward and window_nll map one slice
     assert seen == [2, 2, 2, 1, 1]
-    engine.set_num_threads(None)
+    pool.set_num_threads(None)
 
 
 def test_set_num_threads_validates_and_defaults_to_the_affinity():
     charlstm.set_num_threads(3)
     assert charlstm.get_num_threads() == 3
     charlstm.set_num_threads(None)
-    assert charlstm.get_num_threads() == engine.available_cores()
+    assert charlstm.get_num_threads() == pool.available_cores()
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises(ValueError, match="positive integer"):
             charlstm.set_num_threads(bad)

@@ -34,7 +34,7 @@ def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def plain_forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def plain_forward(xw, state0, W_hh, b_hh):
     """The LSTM forward written plainly: xw (T, B, 4H), state0 (h0, c0) each (B, H)."""
     T, B, G = xw.shape
     H = G // 4

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charlstm import engine, optim
+from charlstm import optim, pool
 from charlstm.optim import clip_grad_norm, ema_update, global_norm, make_optimizer
 
 TORCH = {
@@ -77,7 +77,7 @@ def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
     and clipping), in chunks shared among 1, 2 or 3 workers, give the NumPy code's
     results: the updates bit for bit, the norm (summed in other groups) and so the
     clipped gradients to rounding, and the same bits whatever the thread count."""
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 7)  # many chunks, a ragged last one
+    monkeypatch.setattr(pool, "CHUNK_ELEMENTS", 7)  # many chunks, a ragged last one
     rng = np.random.default_rng(5)
     start = {"w": rng.normal(size=(6, 5)), "v": rng.normal(size=(3, 1, 4)),
              "b": rng.normal(size=(9,)), "one": rng.normal(size=(1,))}
@@ -87,7 +87,7 @@ def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
     runs = {}
     for fused, threads in ((False, 1), (True, 1), (True, 2), (True, 3)):
         monkeypatch.setattr(optim, "FUSED", fused)
-        with engine.num_threads(threads):
+        with pool.num_threads(threads):
             params = {k: v.copy() for k, v in start.items()}
             average = {k: v.copy() for k, v in start.items()}
             opt = make_optimizer("adam", params, lr=0.01, weight_decay=0.1)

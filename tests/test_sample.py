@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm import CharLSTM, ModelConfig, engine
+from charlstm import CharLSTM, ModelConfig, engine, pool
 from charlstm.cells import lstm
 from charlstm.errors import UserError
 from charlstm.model import zero_state
@@ -191,7 +191,7 @@ def spy_slices(monkeypatch):
 
     monkeypatch.setattr(engine, "map_streams", spy)
     yield seen
-    engine.set_num_threads(None)
+    pool.set_num_threads(None)
 
 
 @pytest.mark.parametrize("cell,pad", [("lstm", 0), ("lstm", 16), ("gru", 0), ("rnn", 0)])
@@ -218,7 +218,7 @@ def test_parallel_sampling_gives_the_serial_texts(monkeypatch, cell, pad, spy_sl
         if kw.get("temperature", 1.0) > 0:
             assert len({ids[:, b].tobytes() for b in range(7)}) == 7
     assert spy_slices == [1, 2, 3] * len(SETTINGS)
-    engine.set_num_threads(2)  # the default comes from charlstm.set_num_threads / --threads
+    pool.set_num_threads(2)  # the default comes from charlstm.set_num_threads / --threads
     generate_parallel(model.params, model.config, [1], 3, stream_rngs(0, 5))
     assert spy_slices[-1] == 2
 

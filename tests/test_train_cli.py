@@ -302,16 +302,35 @@ def test_absurd_layer_counts_are_refused_without_building_the_model(tmp_path, co
     assert "LSTM 100000000000 x 8 model needs about" in line
 
 
-def test_name_sets_come_from_their_registries(monkeypatch):
-    """A registered cell, optimizer or schedule is valid in the config and a CLI choice."""
-    from charlstm.cells import CELLS
+def test_names_are_checked_where_they_are_looked_up(monkeypatch):
+    """config imports no registry: a cell, optimizer or schedule name is valid when its
+    registry holds it, at its lookup and as a CLI choice."""
+    from charlstm.cells import CELLS, get_cell
     from charlstm.cli import build_parser
-    from charlstm.optim import OPTIMIZERS
-    from charlstm.schedules import SCHEDULES
-    for registry, key, flag in ((CELLS, "cell", "--cell"), (OPTIMIZERS, "optimizer", "--optimizer"),
-                                (SCHEDULES, "lr_schedule", "--lr-schedule")):
-        with pytest.raises(ValueError, match=f"{key} must be one of {', '.join(registry)}"):
-            TrainConfig(**{key: "new"})
+    from charlstm.optim import OPTIMIZERS, get_optimizer
+    from charlstm.schedules import SCHEDULES, get_schedule
+    for registry, lookup, key, flag in (
+            (CELLS, get_cell, "cell", "--cell"),
+            (OPTIMIZERS, get_optimizer, "optimizer", "--optimizer"),
+            (SCHEDULES, get_schedule, "lr_schedule", "--lr-schedule")):
+        with pytest.raises(ValueError, match=f"unknown .*'new'; choose from {', '.join(registry)}"):
+            lookup("new")
+        with pytest.raises(ValueError, match=f"{key} must be a non-empty string"):
+            TrainConfig(**{key: ""})
         monkeypatch.setitem(registry, "new", next(iter(registry.values())))
-        assert getattr(TrainConfig(**{key: "new"}), key) == "new"
+        assert lookup("new") is registry["new"]
         assert getattr(build_parser().parse_args(["train", flag, "new"]), key) == "new"
+
+
+@pytest.mark.parametrize("line, message", [
+    ('cell = "lstmm"', "unknown cell 'lstmm'; choose from lstm, gru, rnn"),
+    ('optimizer = "lion"', "unknown optimizer 'lion'; choose from adam, "),
+    ('lr_schedule = "linear"', "unknown lr schedule 'linear'; choose from constant, "),
+])
+def test_an_unknown_name_in_a_config_file_is_one_line_before_the_run(tmp_path, corpus, capsys,
+                                                                     line, message):
+    (tmp_path / "c.toml").write_text(line + "\n", encoding="utf-8")
+    error = one_line_error(capsys, "--config", tmp_path / "c.toml", "--data", corpus,
+                           "--out", tmp_path / "r")
+    assert message in error and f"(in {tmp_path / 'c.toml'})" in error
+    assert not (tmp_path / "r").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm import cli, inspect
+from charlstm import activity, cli
 from charlstm.checkpoint import load_checkpoint, save_checkpoint
 from charlstm.text import Vocab
 
@@ -62,14 +62,14 @@ def test_page_and_json_carry_the_library_statistics(runs, tmp_path, capsys, cell
     assert not re.search(r"<(link|img|iframe)\b|\bsrc\s*=", html)
     data, stats = embedded(html), json.loads(stats_path.read_text())
     assert data["stats"] == stats
-    # the JSON says what charlstm.inspect says on the same 300 characters of val split
+    # the JSON says what charlstm.activity says on the same 300 characters of val split
     ckpt = load_checkpoint(runs[cell] / "last.safetensors")
     vocab = Vocab(ckpt.vocab)
     ids = vocab.encode(TEXT)[len(TEXT) // 2:][:300]
     text = vocab.decode(ids)
     assert data["text"] == text and stats["chars"] == 300
-    acts = inspect.record(ckpt.params, ckpt.config, ids)
-    ranked = inspect.rank_cells(acts.signals, inspect.text_features(text), top=10)
+    acts = activity.record(ckpt.params, ckpt.config, ids)
+    ranked = activity.rank_cells(acts.signals, activity.text_features(text), top=10)
     for feature, cells in ranked.items():
         got = stats["interesting_cells"][feature]
         assert [(c["layer"], c["signal"], c["unit"]) for c in got[:3]] == \
@@ -83,7 +83,7 @@ def test_page_and_json_carry_the_library_statistics(runs, tmp_path, capsys, cell
            [[s.name for s in layer] for layer in acts.signals]
     s = data["layers"][1][0]
     codes = np.frombuffer(base64.b64decode(s["codes"]), np.uint8).reshape(12, 300).T
-    back = inspect.dequantise(codes, np.array(s["lo"]), np.array(s["hi"]))
+    back = activity.dequantise(codes, np.array(s["lo"]), np.array(s["hi"]))
     truth = acts.signals[1][0].values
     assert np.all(np.abs(back - truth) <= (truth.max(0) - truth.min(0)) / 510 + 2e-5)
 

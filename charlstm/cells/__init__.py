@@ -40,18 +40,17 @@ class Cell(Protocol):
     def init_bias(self, b_ih: np.ndarray, forget_bias: float) -> None:
         """Bias b_ih (G,) in place at init so the cell keeps its state longer (or nothing)."""
 
-    def forward(self, xw: np.ndarray, state0: tuple, W_hh: np.ndarray, b_hh: np.ndarray,
-                overwrite_xw: bool = False) -> tuple[np.ndarray, tuple, Any]:
+    def forward(self, xw: np.ndarray, state0: tuple, W_hh: np.ndarray,
+                b_hh: np.ndarray) -> tuple[np.ndarray, tuple, Any]:
         """Window forward: xw (T, B, G), state0 tuple of (B, H), W_hh (G, H), b_hh (G,)
-        -> hs (T, B, H), final state tuple of (B, H), cache (a NamedTuple).
-        overwrite_xw: the caller will not read xw again, so the cell may reuse it."""
+        -> hs (T, B, H), final state tuple of (B, H), cache (a NamedTuple)."""
 
     def backward(self, dhs: np.ndarray, dstateT: tuple, cache: Any) -> tuple:
         """dhs (T, B, H), dstateT tuple of (B, H) -> dxw (T, B, G), dstate0 tuple of
         (B, H), dW_hh (G, H), db_hh (G,)."""
 
-    def infer(self, xw: np.ndarray, state0: tuple, W_hh: np.ndarray, b_hh: np.ndarray,
-              overwrite_xw: bool = False) -> tuple[np.ndarray, tuple]:
+    def infer(self, xw: np.ndarray, state0: tuple, W_hh: np.ndarray,
+              b_hh: np.ndarray) -> tuple[np.ndarray, tuple]:
         """forward() keeping no cache (evaluation): -> hs (T, B, H), final state."""
 
     def step(self, xw: np.ndarray, state0: tuple, W_hh: np.ndarray, b_hh: np.ndarray,
@@ -65,7 +64,7 @@ class Cell(Protocol):
 
     def activations(self, cache: Any) -> dict[str, np.ndarray]:
         """(T, B, H) views of the window's states after each step and its gates, by
-        name, STATE_NAMES then GATE_NAMES (what charlstm.inspect reads)."""
+        name, STATE_NAMES then GATE_NAMES (what charlstm.activity reads)."""
 
 
 CELLS: dict[str, Cell] = {"lstm": lstm, "gru": gru, "rnn": rnn}

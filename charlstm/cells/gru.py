@@ -68,14 +68,13 @@ def _step(xw, h_prev, W_hh_T, b_hh, a, hn, h_out) -> None:
     h_out += n
 
 
-def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def forward(xw, state0, W_hh, b_hh):
     """Run the GRU recurrence over a window.
 
     Args:
         xw: (T, B, 3H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0,) with h0 (B, H).
         W_hh: (3H, H) recurrent weights.  b_hh: (3H,) recurrent bias.
-        overwrite_xw: accepted for the interface; the GRU keeps xw intact.
     Returns:
         hs: (T, B, H) hidden outputs, (hT,) with hT (B, H), and a GRUCache.
     """
@@ -91,7 +90,7 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     return h[1:], (h[T].copy(),), cache
 
 
-def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def infer(xw, state0, W_hh, b_hh):
     """forward() without a cache: same arguments, returns hs (T, B, H) and (hT,)."""
     T, B, G = xw.shape
     hs = np.empty((T, B, G // GATES), dtype=xw.dtype)

@@ -41,14 +41,13 @@ def _step(xw, h_prev, W_hh_T, b_hh, h_out) -> None:
     np.tanh(h_out, out=h_out)
 
 
-def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def forward(xw, state0, W_hh, b_hh):
     """Run the tanh recurrence over a window.
 
     Args:
         xw: (T, B, H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0,) with h0 (B, H).
         W_hh: (H, H) recurrent weights.  b_hh: (H,) recurrent bias.
-        overwrite_xw: accepted for the interface; the RNN keeps xw intact.
     Returns:
         hs: (T, B, H) hidden outputs, (hT,) with hT (B, H), and an RNNCache.
     """
@@ -60,7 +59,7 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     return h[1:], (h[T].copy(),), RNNCache(h=h, W_hh=W_hh)
 
 
-def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def infer(xw, state0, W_hh, b_hh):
     """forward() without a cache. The RNN's cache is its outputs plus h0, so this
     is forward() with the cache dropped: hs (T, B, H) and (hT,)."""
     hs, stateT, _ = forward(xw, state0, W_hh, b_hh)

@@ -60,6 +60,5 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
 
 
 def run(args) -> int:
-    from ..cli import build_parser
-    print(bash_script(build_parser()), end="")
+    print(bash_script(args.parser), end="")
     return 0

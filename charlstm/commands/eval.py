@@ -19,8 +19,7 @@ from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
 from ..runs import resolve_checkpoint
-from ..sample import list_chars
-from ..text import Vocab, read_text
+from ..text import Vocab, list_chars, read_text
 from .argtypes import integer, number
 
 SPLITS = ("val", "train", "all")

@@ -14,21 +14,25 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..cells import CELLS
+from ..cells import CELLS, get_cell
 from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
 from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
-from ..optim import OPTIMIZERS
+from ..optim import OPTIMIZERS, get_optimizer
 from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
-from ..schedules import SCHEDULES, describe
+from ..schedules import SCHEDULES, describe, get_schedule
 from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
 from .argtypes import unchecked
 
 DEFAULTS = TrainConfig()
 KEYS = [f.name for f in fields(TrainConfig)]
+# The registry names a TrainConfig holds but does not check (config imports no registry),
+# looked up here as the run will look them up, so that a bad one in a --config file or a
+# preset is one line before a run directory is written (flags are argparse choices).
+LOOKUPS = {"cell": get_cell, "optimizer": get_optimizer, "lr_schedule": get_schedule}
 
 
 def _add(group, key: str, help: str, **kwargs) -> None:
@@ -168,6 +172,8 @@ def run(args) -> int:
             settings = init_settings(settings, load_init(settings["init_from"]))
         try:
             config = TrainConfig.from_dict(settings)
+            for key, lookup in LOOKUPS.items():
+                lookup(getattr(config, key))
         except (ValueError, TypeError) as e:
             message = name_flag(str(e), given)
             where = f" (in {args.config})" if args.config and message == str(e) else ""

@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
+from ..activity import record
 from ..checkpoint import atomic_write_bytes, load_checkpoint
 from ..config import TrainConfig
 from ..errors import UserError
-from ..inspect import record
 from ..runs import resolve_checkpoint
 from ..text import Vocab, read_text
 from ..visualize import page, page_data, report

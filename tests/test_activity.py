@@ -1,4 +1,4 @@
-"""charlstm.inspect: activations recorded right, statistics proven on constructed data."""
+"""charlstm.activity: activations recorded right, statistics proven on constructed data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from charlstm import CharLSTM, ModelConfig, inspect, layers
+from charlstm import CharLSTM, ModelConfig, activity, layers
 from charlstm.text import Vocab
 
 TEXT = 'ROMEO:\nShe said "hi (and more)" to me.\n\nJULIET:\nWhat [light] breaks?\n' * 3
@@ -25,7 +25,7 @@ def model(cell, layers=2, hidden=6):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_record_names_shapes_and_probabilities(cell):
     m, ids = model(cell), VOCAB.encode(TEXT)
-    acts = inspect.record(m.params, m.config, ids, window=17)
+    acts = activity.record(m.params, m.config, ids, window=17)
     assert len(acts.signals) == 2
     for layer in acts.signals:
         assert [s.name for s in layer] == SIGNALS[cell]
@@ -34,7 +34,7 @@ def test_record_names_shapes_and_probabilities(cell):
     logits, _ = m.forward(ids[:, None])
     np.testing.assert_allclose(acts.probs, np.exp(layers.log_softmax(logits[:, 0])),
                                rtol=1e-10, atol=1e-12)
-    one_pass = inspect.record(m.params, m.config, ids, window=len(ids))
+    one_pass = activity.record(m.params, m.config, ids, window=len(ids))
     for a, b in zip(acts.signals[1], one_pass.signals[1]):
         np.testing.assert_allclose(a.values, b.values, rtol=1e-10, atol=1e-12)
 
@@ -42,7 +42,7 @@ def test_record_names_shapes_and_probabilities(cell):
 def test_lstm_signals_are_the_named_gates():
     """h = o*tanh(c) and c = f*c_prev + i*g hold only if each block got its name."""
     m, ids = model("lstm"), VOCAB.encode(TEXT)
-    for layer in inspect.record(m.params, m.config, ids).signals:
+    for layer in activity.record(m.params, m.config, ids).signals:
         s = {sig.name: sig.values for sig in layer}
         c_prev = np.vstack([np.zeros((1, 6)), s["c"][:-1]])
         np.testing.assert_allclose(s["c"], s["f"] * c_prev + s["i"] * s["g"], atol=1e-12)
@@ -54,7 +54,7 @@ def test_lstm_signals_are_the_named_gates():
 def test_gru_signals_are_the_named_gates():
     """h = (1 - z)*n + z*h_prev (torch's GRU) holds only if z and n are named right."""
     m, ids = model("gru"), VOCAB.encode(TEXT)
-    for layer in inspect.record(m.params, m.config, ids).signals:
+    for layer in activity.record(m.params, m.config, ids).signals:
         s = {sig.name: sig.values for sig in layer}
         h_prev = np.vstack([np.zeros((1, 6)), s["h"][:-1]])
         np.testing.assert_allclose(s["h"], (1 - s["z"]) * s["n"] + s["z"] * h_prev, atol=1e-12)
@@ -63,8 +63,8 @@ def test_gru_signals_are_the_named_gates():
 
 def test_text_features_on_a_constructed_text():
     text = 'AB "x(y)"\n  Ab CD:\n'
-    f = inspect.text_features(text)
-    assert set(f) == set(inspect.FEATURES)
+    f = activity.text_features(text)
+    assert set(f) == set(activity.FEATURES)
     as_str = {name: "".join(str(int(v)) for v in values) for name, values in f.items()}
     #                             A B _ " x ( y ) " ⏎ _ _ A b _ C D : ⏎
     assert as_str["in_quotes"] == "0001111110000000000"
@@ -76,7 +76,7 @@ def test_text_features_on_a_constructed_text():
 
 
 def test_unbalanced_closing_bracket_does_not_go_negative():
-    f = inspect.text_features("a)b(c")
+    f = activity.text_features("a)b(c")
     assert list(f["in_brackets"]) == [0, 0, 0, 1, 1]
 
 
@@ -86,7 +86,7 @@ def test_correlation_of_a_feature_with_constructed_activations():
     noise = rng.normal(size=500)
     acts = np.stack([2 * feature + 1, -feature, np.full(500, 0.7), noise,
                      feature + noise], axis=1)
-    r = inspect.correlations(acts, feature)
+    r = activity.correlations(acts, feature)
     np.testing.assert_allclose(r[:3], [1.0, -1.0, 0.0], atol=1e-12)
     for j in (3, 4):
         assert r[j] == pytest.approx(np.corrcoef(acts[:, j], feature)[0, 1], abs=1e-12)
@@ -96,10 +96,10 @@ def test_rank_cells_finds_a_planted_cell_in_any_layer_and_signal():
     rng = np.random.default_rng(1)
     N, H = 400, 5
     feature = (rng.random(N) < 0.5).astype(float)
-    signals = [[inspect.Signal(name, "state", rng.normal(size=(N, H))) for name in "hc"]
+    signals = [[activity.Signal(name, "state", rng.normal(size=(N, H))) for name in "hc"]
                for _ in range(2)]
     signals[1][1].values[:, 3] = -feature + 0.1 * rng.normal(size=N)  # layer 1, c[3]
-    ranked = inspect.rank_cells(signals, {"planted": feature, "absent": np.zeros(N)}, top=4)
+    ranked = activity.rank_cells(signals, {"planted": feature, "absent": np.zeros(N)}, top=4)
     best = ranked["planted"][0]
     assert (best.layer, best.signal, best.unit) == (1, "c", 3) and best.r < -0.95
     assert len(ranked["planted"]) == 4
@@ -111,7 +111,7 @@ def test_rank_cells_finds_a_planted_cell_in_any_layer_and_signal():
 
 def test_saturation_fractions():
     gate = np.array([[0.05, 0.5, 0.95], [0.09, 0.5, 0.5], [0.1, 0.91, 0.99], [0.2, 0.9, 0.0]])
-    left, right = inspect.saturation(gate)
+    left, right = activity.saturation(gate)
     np.testing.assert_array_equal(left, [0.5, 0.0, 0.25])
     np.testing.assert_array_equal(right, [0.0, 0.25, 0.5])
 
@@ -120,9 +120,9 @@ def test_saturation_fractions():
 @given(arrays(np.float64, st.tuples(st.integers(1, 30), st.integers(1, 4)),
               elements=st.floats(-100, 100)))
 def test_quantise_round_trip_within_half_a_step(x):
-    codes, lo, hi = inspect.quantise(x)
+    codes, lo, hi = activity.quantise(x)
     assert codes.dtype == np.uint8 and codes.shape == x.shape
-    back = inspect.dequantise(codes, lo, hi)
+    back = activity.dequantise(codes, lo, hi)
     half_step = (hi - lo) / 510
     assert np.all(np.abs(back - x) <= half_step + 1e-9 * (1 + np.abs(x)))
     np.testing.assert_array_equal(back.min(axis=0), lo)  # the ends are exact
@@ -131,6 +131,6 @@ def test_quantise_round_trip_within_half_a_step(x):
 
 def test_top_predictions_sorted():
     probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
-    ids, p = inspect.top_predictions(probs, k=2)
+    ids, p = activity.top_predictions(probs, k=2)
     np.testing.assert_array_equal(ids, [[1, 2], [0, 2]])
     np.testing.assert_array_equal(p, [[0.6, 0.3], [0.5, 0.3]])
