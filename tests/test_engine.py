@@ -55,6 +55,16 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     assert len(engine.stream_slices(63, 512, 2, engine.MIN_SAMPLE_SLICE_STREAMS * 2)) == 1
 
 
+def test_the_pool_splits_by_the_fewest_streams_it_is_given_and_keeps_order():
+    """pool knows nothing of H: the engine turns H into `fewest`, the pool only splits."""
+    assert pool.stream_slices(10, 5, 4) == [slice(0, 5), slice(5, 10)]
+    assert pool.stream_slices(9, 5, 4) == [slice(0, 9)]
+    assert pool.stream_slices(3, 0, 8) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert pool.map_streams(lambda s: (s.start, s.stop), 10, 3, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert pool.map_chunks(lambda k, a, b: (k, b - a), [5, 2], threads=2) == [
+        (k, b - a) for k, a, b in pool.weight_chunks([5, 2])]
+
+
 def test_training_and_evaluation_split_by_the_same_rule(monkeypatch):
     """loss_and_grads, forward and window_nll all split from fewest_streams(H)."""
     monkeypatch.undo()
