@@ -58,11 +58,13 @@ def load_text(args, ckpt) -> tuple[str, str]:
     errors = (trained or TrainConfig()).encoding_errors
     vocab = Vocab(ckpt.vocab)
     if args.text is not None:
-        text, where, which, val_frac = read_text(args.text, errors), args.text, "all", 0.0
+        text, which, val_frac = read_text(args.text, errors), "all", 0.0
+        where = Path(args.text).name
     else:
         data = resolve_eval_data(None, trained, flag="--text")
-        # named as the run names it ("tinyshakespeare"), not by where it was found
-        where = f"{trained.data} ({args.split} split)"
+        # named as the run names it ("tinyshakespeare"), not by where it was found;
+        # a file by its base name, as the page names every file (see _shown)
+        where = f"{Path(trained.data).name} ({args.split} split)"
         text, which = read_text(data, errors), args.split
         val_frac = (trained or TrainConfig()).val_frac
         if which == "val" and val_frac == 0:
@@ -89,9 +91,9 @@ def run(args) -> int:
     acts = record(ckpt.params, ckpt.config, ids)
     signals = _signal_names(args.signals, [s.name for s in acts.signals[0]], ckpt.config.cell)
     stats = report(acts, text, ids, ckpt.config, args.top)
-    stats["checkpoint"], stats["text"] = str(ckpt_path), where
+    stats["checkpoint"], stats["text"] = _shown(ckpt_path), where
     c = ckpt.config
-    title = (f"{ckpt_path}: {c.num_layers}x{c.hidden_size} {c.cell}, "
+    title = (f"{_shown(ckpt_path)}: {c.num_layers}x{c.hidden_size} {c.cell}, "
              f"{len(text):,} characters of {where}")
     html = page(page_data(acts, text, ids, ckpt.vocab, stats, title, signals)).encode("utf-8")
     _write(Path(args.out), html)
@@ -116,6 +118,14 @@ def _signal_names(spec: str | None, names: list[str], cell: str) -> list[str] | 
         raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; a {cell} has "
                         f"{', '.join(names)}")
     return chosen
+
+
+def _shown(path: Path) -> str:
+    """A checkpoint as the page names it: its run directory's name and its own
+    (run/best.safetensors), never the absolute path, which tells whoever the page
+    is shared with about the machine it was made on and nothing about the model."""
+    path = Path(path).resolve()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def _write(path: Path, data: bytes) -> None:
