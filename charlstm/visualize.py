@@ -63,10 +63,10 @@ def _b64(array: np.ndarray) -> str:
 
 def page_data(acts: inspect.Activations, text: str, ids: np.ndarray, vocab: list[str],
               stats: dict, title: str, signals: list[str] | None = None) -> dict:
-    """Everything the page shows, opening on strongest_cell(). Activations are quantised per unit to 8 bits and
-    stored unit-major, (H, N) per layer and signal, so one unit is one slice; only
-    the signals named in `signals` (default all) are embedded, at N*L*H bytes each
-    (4/3 that in base64): they are most of the page."""
+    """Everything the page shows, opening on strongest_cell(). Activations are
+    quantised per unit to 8 bits and stored unit-major, (H, N) per layer and signal,
+    so one unit is one slice; only the signals named in `signals` (default all) are
+    embedded, at N*L*H bytes each (4/3 that in base64): they are most of the page."""
     layers = []
     for layer in acts.signals:
         packed = []
