@@ -140,7 +140,7 @@ def test_text_file_and_bad_input(runs, tmp_path, capsys):
     bad = [
         (["--text", other], "already exists; pass --force"),
         (["--text", tmp_path / "missing.txt", "--force"], "no such file"),
-        (["--signals", "h,q", "--force"], "--signals: q; a lstm has h, c, i, f, g, o"),
+        (["--signals", "h,q", "--force"], "--signals: q; an LSTM has h, c, i, f, g, o"),
     ]
     for args, message in bad:
         rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", page, *args)

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..config import TrainConfig
+from ..config import TrainConfig, a_cell
 from ..errors import UserError
 from ..inspect import record
 from ..runs import resolve_checkpoint
 from ..text import Vocab, read_text
 from ..visualize import page, page_data, report
 from .argtypes import integer
-from .eval import SPLITS, resolve_eval_data, split_ids, training_config
+from .eval import SPLITS, resolve_eval_data, say_skipped, split_ids, training_config
 
 
 def register(sub) -> None:
@@ -70,7 +70,9 @@ def load_text(args, ckpt) -> tuple[str, str]:
         if which == "val" and val_frac == 0:
             raise UserError("the model was trained with --val-frac 0: it has no validation "
                             "split; pass --split train or --text FILE")
-    ids = split_ids(text, vocab, val_frac, which, args.unknown == "skip")[:args.chars]
+    ids, skipped = split_ids(text, vocab, val_frac, which, args.unknown == "skip")
+    say_skipped(skipped, where)
+    ids = ids[:args.chars]
     if len(ids) < 2:
         raise UserError(f"{where} has {len(ids)} usable character(s); at least 2 are needed")
     return vocab.decode(ids), where
@@ -115,7 +117,7 @@ def _signal_names(spec: str | None, names: list[str], cell: str) -> list[str] | 
     chosen = [s.strip() for s in spec.split(",") if s.strip()]
     wrong = [s for s in chosen if s not in names]
     if wrong or not chosen:
-        raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; a {cell} has "
+        raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; {a_cell(cell)} has "
                         f"{', '.join(names)}")
     return chosen
 
