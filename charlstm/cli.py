@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import re
 import sys
 
 from threadpoolctl import threadpool_limits
@@ -16,11 +17,12 @@ from threadpoolctl import threadpool_limits
 from . import pool
 from ._version import __version__
 from .commands.argtypes import integer
-from .errors import UserError, os_error_message
+from .errors import UserError, closest, os_error_message
 from .progress import silence_stdout
 
-COMMANDS = ["train", "gradcheck", "export", "import_", "sample", "info", "eval", "plot", "gradflow",
-            "fetch", "visualize", "completion"]
+# In the order `charlstm --help` lists them: the everyday ones first, then the rest.
+COMMANDS = ["train", "sample", "eval", "info", "plot", "visualize", "export", "import_", "fetch",
+            "gradcheck", "gradflow", "completion", "help"]
 # The commands that run the model on real amounts of data, where --threads matters.
 THREADED = ("train", "eval", "sample", "gradcheck", "gradflow", "visualize")
 
@@ -32,6 +34,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         message = message.replace("argument ", "", 1) if message.startswith("argument ") \
             else message
+        typo = re.search(r"invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        guess = typo and closest(typo[1], re.findall(r"'([^']*)'", typo[2]))
+        message += f"; did you mean {guess}?" if guess else ""
         self.exit(2, f"charlstm: error: {message} (see {self.prog} --help)\n")
 
 
@@ -41,11 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Character-level LSTM language models with hand-derived backprop in NumPy.")
     parser.add_argument("--version", action="version", version=f"charlstm {__version__}")
     add_debug(parser, default=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # not required: `charlstm` alone prints the list of commands (see main)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"charlstm.commands.{name}").register(sub)
-    # what `completion` writes its script from (argparse passes a default to every command)
-    parser.set_defaults(parser=parser)
     for name, command_parser in sub.choices.items():  # options every command shares
         g = command_parser.add_argument_group("runtime")
         if name in THREADED:
@@ -78,10 +82,34 @@ def use_threads(n: int | None):
                 yield
 
 
+def subparser(parser: argparse.ArgumentParser, name: str | None):
+    """The parser of command `name` (None: no command) under charlstm's `parser`."""
+    return parser._subparsers._group_actions[0].choices.get(name) if name else None
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parser.parse_args, with "did you mean --xyz?" for an unknown flag close to one of
+    the command's own (Python 3.11's argparse has no suggest_on_error)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = subparser(parser, args.command) or parser
+        flags = [f for a in command._actions for f in a.option_strings]
+        guesses = [closest(e.split("=", 1)[0], flags) for e in extras if e.startswith("-")]
+        hint = "".join(f"; did you mean {g}?" for g in dict.fromkeys(guesses) if g)
+        command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
+    if args.command is None:
+        # like git: the list of commands, but exit 1, since nothing was done; a script
+        # running `charlstm $CMD` with CMD empty must not pass. `charlstm help` exits 0.
+        parser.print_help()
+        return 1
+    args.root_parser = parser  # for the commands about the commands: help, completion
     try:
         with use_threads(getattr(args, "threads", None)):
             return int(args.run(args) or 0)

@@ -17,6 +17,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .errors import closest
+
 # The dropout rates, each in [0, 1): training-only settings, free to change on fine-tuning.
 DROPOUTS = ("dropout", "weight_dropout", "locked_dropout", "input_dropout")
 
@@ -221,21 +223,33 @@ class TrainConfig:
 
 
 def _from_dict(cls, d: dict, what: str):
-    """cls(**d), but a key that is not a field is a ValueError naming it."""
+    """cls(**d), but a key that is not a field is a ValueError naming it, with the
+    key it was likely a typo of, else every known key."""
     known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
+    unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(known))})")
+        guesses = {key: closest(key, known) for key in unknown}
+        named = ", ".join(key + (f" (did you mean {guesses[key]}?)" if guesses[key] else "")
+                          for key in unknown)
+        listed = "" if all(guesses.values()) else f" (known: {', '.join(sorted(known))})"
+        raise ValueError(f"unknown {what} keys: {named}{listed}")
     return cls(**d)
 
 
 def describe_dropouts(config: dict) -> str:
-    """"dropout 0.2" and the AWD-LSTM rates that are set ("weight dropout 0.5, ...") of a
-    model config's dict; a checkpoint written before they existed has none."""
+    """The dropout rates that are set ("dropout 0.2, locked dropout 0.3") of a model
+    config's dict, or "no dropout"; a checkpoint written before the AWD-LSTM rates
+    existed has none of them. A rate of 0 beside a set one reads as a contradiction."""
     rates = [f"{name.replace('_', ' ')} {config.get(name, 0.0):g}" for name in DROPOUTS
-             if name == "dropout" or config.get(name, 0.0) > 0]
-    return ", ".join(rates)
+             if config.get(name, 0.0) > 0]
+    return ", ".join(rates) or "no dropout"
+
+
+def a_cell(cell: str) -> str:
+    """A cell's name in a sentence, with its article as it is read aloud: an LSTM,
+    a GRU, an RNN."""
+    name = cell.upper()
+    return ("an " if name[0] in "AEFHILMNORSX" else "a ") + name
 
 
 def name_flag(message: str, given) -> str:

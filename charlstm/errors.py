@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 
 
@@ -39,3 +40,11 @@ def os_error_message(e: OSError) -> str:
     where = f"{e.filename}: " if e.filename else ""
     advice = _ADVICE.get(e.errno, "check the file and the disk, then run the command again")
     return f"{where}{e.strerror or e}; {advice}"
+
+
+def closest(word: str, choices) -> str | None:
+    """The one of choices that `word` was most likely a typo of, or None: difflib's
+    ratio at its default cutoff, which takes --hiden-size for --hidden-size but
+    suggests nothing for a word unlike every choice."""
+    found = difflib.get_close_matches(word, list(choices), n=1)
+    return found[0] if found else None

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .cells import get_cell
-from .config import ModelConfig
+from .config import ModelConfig, a_cell
 from .errors import UserError
 
 # Arrays of one parameter's size alive during training, besides optimizer slots:
@@ -78,7 +78,7 @@ def check_fits(config: ModelConfig, optimizer: str, batch_size: int, seq_len: in
     have = available_memory()
     if have is not None and need > have:
         raise UserError(
-            f"a {config.cell.upper()} {config.num_layers} x {config.hidden_size} model needs "
+            f"{a_cell(config.cell)} {config.num_layers} x {config.hidden_size} model needs "
             f"about {format_bytes(need)} to train (parameters, {optimizer} state and one "
             f"{seq_len} x {batch_size} window's activations), more than the "
             f"{format_bytes(have)} of memory available; choose a smaller --hidden-size, "

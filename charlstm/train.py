@@ -454,7 +454,8 @@ def _describe_stop(cfg: TrainConfig) -> str:
         parts.append(f"{cfg.epochs:g} epochs")
     if cfg.time_budget is not None:
         parts.append(f"{cfg.time_budget:g} min")
-    return " or ".join(parts) + ", whichever comes first; Ctrl-C saves and stops"
+    first = ", whichever comes first" if len(parts) > 1 else ""
+    return " or ".join(parts) + first + "; Ctrl-C saves and stops"
 
 
 def start_training(config: TrainConfig, force: bool = False, say: Say | None = None) -> Outcome:

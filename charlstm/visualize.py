@@ -63,10 +63,10 @@ def _b64(array: np.ndarray) -> str:
 
 def page_data(acts: activity.Activations, text: str, ids: np.ndarray, vocab: list[str],
               stats: dict, title: str, signals: list[str] | None = None) -> dict:
-    """Everything the page shows. Activations are quantised per unit to 8 bits and
-    stored unit-major, (H, N) per layer and signal, so one unit is one slice; only
-    the signals named in `signals` (default all) are embedded, at N*L*H bytes each
-    (4/3 that in base64): they are most of the page."""
+    """Everything the page shows, opening on strongest_cell(). Activations are
+    quantised per unit to 8 bits and stored unit-major, (H, N) per layer and signal,
+    so one unit is one slice; only the signals named in `signals` (default all) are
+    embedded, at N*L*H bytes each (4/3 that in base64): they are most of the page."""
     layers = []
     for layer in acts.signals:
         packed = []
@@ -77,6 +77,7 @@ def page_data(acts: activity.Activations, text: str, ids: np.ndarray, vocab: lis
             packed.append({"name": s.name, "kind": s.kind, "lo": _round(lo, 5),
                            "hi": _round(hi, 5), "codes": _b64(codes.T)})
         layers.append(packed)
+    embedded = [{s["name"] for s in layer} for layer in layers]
     top_ids, top_p = activity.top_predictions(acts.probs, TOP_PREDICTIONS)
     following = np.append(ids[1:], ids[-1])  # the last character has no successor
     actual = acts.probs[np.arange(len(ids)), following]
@@ -90,7 +91,20 @@ def page_data(acts: activity.Activations, text: str, ids: np.ndarray, vocab: lis
         "top_p": _b64(np.rint(top_p * 1000).astype(np.uint16)),  # per mille
         "next_p": _b64(np.rint(actual * 1000).astype(np.uint16)),
         "stats": stats,
+        "start": strongest_cell(stats["interesting_cells"], embedded),
     }
+
+
+def strongest_cell(ranked: dict, embedded: list[set[str]]) -> dict | None:
+    """The cell the page opens on: of the ranked cells (report()'s interesting_cells)
+    whose signal is on the page (embedded: per layer, the signal names), the one with
+    the largest |r|, the first on a tie; None when no feature ranked any. A feature's
+    best alone can be its weakest match, far below another feature's."""
+    cells = [c for found in ranked.values() for c in found if c["signal"] in embedded[c["layer"]]]
+    if not cells:
+        return None
+    best = max(cells, key=lambda c: abs(c["r"]))  # max keeps the first of equals
+    return {k: best[k] for k in ("layer", "signal", "unit", "r")}
 
 
 def page(data: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,11 +216,11 @@ def test_the_library_and_the_cli_default_to_the_same_model():
 
 
 def test_bash_completion_completes_commands_flags_and_choices(capsys):
-    import shutil
     rc, script, _ = charlstm(capsys, "completion", "bash")
     assert rc == 0 and "complete -o filenames -F _charlstm charlstm" in script
     if shutil.which("bash") is None:
         pytest.skip("no bash to run the script in")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
     def complete(*words):
         line = " ".join(shlex.quote(w) for w in words)
@@ -234,3 +235,129 @@ def test_bash_completion_completes_commands_flags_and_choices(capsys):
     assert complete("--debug", "sample", "--top") == ["--top-k", "--top-p"]
     assert complete("train", "--cell", "") == ["gru", "lstm", "rnn"]
     assert "--threads" not in complete("info", "--")
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_completion_scripts_parse_and_complete(capsys, shell):
+    rc, script, _ = charlstm(capsys, "completion", shell)
+    assert rc == 0 and "charlstm" in script
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell} to check the script with")
+    done = subprocess.run([shell, "-n"], input=script, text=True, capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+    def complete(*words: str) -> list[str]:
+        if shell == "fish":  # fish completes a command line itself
+            line = shlex.quote(" ".join(("charlstm",) + words))
+            probe = f"{script}\ncomplete -C {line}"
+        else:  # zsh outside completion: stand-ins for compadd and _files, then the function
+            typed = " ".join(map(shlex.quote, words))
+            probe = ("compadd() { shift; print -rl -- \"$@\"; }; _files() { print FILES; }; "
+                     f"compdef() {{}}\n{script}\nwords=(charlstm {typed}); "
+                     f"CURRENT={len(words) + 1}; _charlstm")
+        done = subprocess.run([shell, "-c", probe], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        # fish: "word<TAB>description", prefix-filtered; zsh: every candidate
+        found = [line.split("\t")[0] for line in done.stdout.splitlines()]
+        return [w for w in found if w.startswith(words[-1])]
+    assert complete("tr") == ["train"]
+    assert complete("train", "--init") == ["--init-from"]
+    assert complete("--debug", "sample", "--top") == ["--top-k", "--top-p"]
+    assert sorted(complete("train", "--cell", "")) == ["gru", "lstm", "rnn"]
+    assert complete("info", "--thr") == []
+
+
+def test_charlstm_alone_lists_the_commands_everyday_ones_first(capsys):
+    rc, out, err = charlstm(capsys)
+    assert rc == 1 and err == ""  # like git: the list, but nothing was done
+    listed = [line.split()[0] for line in out.split("COMMAND\n", 1)[1].split("\noptions")[0]
+              .splitlines() if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == ["train", "sample", "eval", "info", "plot", "visualize", "export",
+                      "import", "fetch", "gradcheck", "gradflow", "completion", "help"]
+    rc, listing, _ = charlstm(capsys, "help")
+    assert rc == 0 and listing == out
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "help"])
+def test_help_command_is_the_commands_own_help(capsys, command):
+    shown = []
+    for argv in (["help", command], [command, "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        shown.append(capsys.readouterr().out)
+    assert shown[0] == shown[1] and shown[0].startswith(f"usage: charlstm {command}")
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train", "--hiden-size", "8"], "unrecognized arguments: --hiden-size 8; did you mean "
+                                     "--hidden-size? (see charlstm train --help)"),
+    (["sample", "r", "--temprature=0"], "; did you mean --temperature? (see charlstm sample"),
+    (["--verison"], "unrecognized arguments: --verison; did you mean --version?"),
+    (["trian"], "invalid choice: 'trian' (choose from"),
+    (["trian"], "; did you mean train? (see charlstm --help)"),
+    (["help", "evl"], "; did you mean eval?"),
+    (["info", "x", "--zzzz"], "unrecognized arguments: --zzzz (see charlstm info --help)"),
+])
+def test_unknown_flags_and_commands_suggest_the_close_one(capsys, argv, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and hint in err, err
+
+
+def test_unknown_config_keys_suggest_the_close_one(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("hiden_size = 8\nmax_step = 3\n")
+    rc, _, err = charlstm(capsys, "train", "--config", config)
+    assert rc == 2 and err.count("\n") == 1
+    assert ("unknown train config keys: hiden_size (did you mean hidden_size?), max_step "
+            f"(did you mean max_steps?) (in {config})") in err
+    config.write_text("hidden_size = 8\nzzz = 3\n")  # nothing close: every key is listed
+    rc, _, err = charlstm(capsys, "train", "--config", config)
+    assert rc == 2 and "unknown train config keys: zzz (known: ar, batch_size," in err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    assert main(["train", "--data", str(root / "corpus.txt"), "--out", str(root / "r"),
+                 "--max-steps", "2", *TINY]) == 0
+    return root
+
+
+def test_the_seed_is_printed_only_when_the_sample_depends_on_it(tiny_run, capsys):
+    run = tiny_run / "r"
+    for greedy in (["--temperature", 0], ["--top-k", 1]):
+        rc, out, err = charlstm(capsys, "sample", run, "--length", 20, *greedy)
+        assert rc == 0 and err == "" and len(out) > 20
+    rc, _, err = charlstm(capsys, "sample", run, "--length", 20)
+    assert rc == 0 and err.startswith("charlstm: seed ") and "pass --seed" in err
+
+
+def test_nits_in_train_and_eval_messages(tiny_run, tmp_path, capsys):
+    corpus = tiny_run / "corpus.txt"
+    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "a",
+                          "--max-steps", 2, *TINY, "--num-layers", 2, "--locked-dropout", 0.3)
+    assert rc == 0 and "  stop   2 steps; Ctrl-C saves and stops" in out  # one limit
+    assert "LSTM 2 x 8, locked dropout 0.3, " in out  # no "dropout 0" beside it
+    val_chars = int(out.split(" val chars")[0].rsplit("/ ", 1)[1].replace(",", ""))
+    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "b",
+                          "--max-steps", 2, "--epochs", 3, *TINY)
+    assert rc == 0 and "2 steps or 3 epochs, whichever comes first;" in out
+    assert "LSTM 1 x 8, no dropout, " in out
+    # eval counts the val split's characters as train does, and the N - 1 it scores
+    rc, out, _ = charlstm(capsys, "eval", tmp_path / "a")
+    assert rc == 0 and f"{val_chars:,} characters, {val_chars - 1:,} characters scored" in out
+    # --unknown skip says how many it left out
+    other = tmp_path / "other.txt"
+    kept = "the lazy dog and the fox\n"
+    other.write_text(kept.replace("dog", "dog\u00e9\u00e9").replace("fox", "fox\u00e9"))
+    rc, out, err = charlstm(capsys, "eval", tmp_path / "a", "--data", other, "--unknown", "skip")
+    assert rc == 0 and err == ("charlstm: skipped 3 characters of the text not in the model's "
+                               "vocabulary (--unknown skip)\n")
+    assert f"{len(kept)} characters, {len(kept) - 1} characters scored" in out
+    # the article as the name is read: an LSTM, a GRU
+    from charlstm.config import a_cell
+    assert [a_cell(c) for c in ("lstm", "gru", "rnn")] == ["an LSTM", "a GRU", "an RNN"]

@@ -129,7 +129,7 @@ def test_awd_dropout_flags_reach_the_run_and_its_files(tmp_path, corpus, capsys)
                        *TINY, "--weight-dropout", 0.5, "--locked-dropout", 0.25,
                        "--input-dropout", 0.1)
     assert rc == 0
-    assert "dropout 0, weight dropout 0.5, locked dropout 0.25, input dropout 0.1" in out
+    assert "x 8, weight dropout 0.5, locked dropout 0.25, input dropout 0.1," in out
     rates = dict(weight_dropout=0.5, locked_dropout=0.25, input_dropout=0.1)
     config = TrainConfig.from_dict(load_toml(tmp_path / "r/config.toml"))
     ck = load_checkpoint(tmp_path / "r/last.safetensors")

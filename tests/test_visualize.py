@@ -98,6 +98,38 @@ def test_signals_option_embeds_only_those(runs, tmp_path, capsys):
     assert small.stat().st_size < 0.5 * full.stat().st_size
 
 
+def strongest(stats: dict, signals: str) -> tuple:
+    """(|r|, layer, signal, unit) of the ranked cell with the largest |r| among signals."""
+    return max((abs(c["r"]), c["layer"], c["signal"], c["unit"])
+               for cells in stats["interesting_cells"].values() for c in cells
+               if c["signal"] in signals)
+
+
+@pytest.mark.parametrize("signals", [None, "h"])
+def test_page_opens_on_the_strongest_cell_and_names_no_absolute_path(runs, tmp_path, capsys,
+                                                                     signals):
+    page, other = tmp_path / "page.html", tmp_path / "other.txt"
+    other.write_text(TEXT[:400])
+    assert runs["lstm"].is_absolute() and other.is_absolute()
+    extra = [] if signals is None else ["--signals", signals]
+    for source in ([], ["--text", other]):  # the training text's split, or a file
+        rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", page, "--force",
+                              *source, *extra)
+        assert rc == 0, err
+        html = page.read_text("utf-8")
+        data = embedded(html)
+        start = data["start"]
+        best = strongest(data["stats"], signals or "hcifgo")
+        assert (abs(start["r"]), start["layer"], start["signal"], start["unit"]) == best
+        # not merely the first feature's best cell, which the page used to open on
+        assert any(abs(cells[0]["r"]) < best[0]
+                   for cells in data["stats"]["interesting_cells"].values() if cells)
+        for folder in (tmp_path, runs["lstm"], Path(tempfile.gettempdir())):
+            assert str(folder) not in html
+        assert data["stats"]["checkpoint"] == "lstm/best.safetensors"
+        assert data["stats"]["text"] == ("other.txt" if source else "corpus.txt (val split)")
+
+
 def test_text_file_and_bad_input(runs, tmp_path, capsys):
     page = tmp_path / "page.html"
     other = tmp_path / "other.txt"
@@ -108,7 +140,7 @@ def test_text_file_and_bad_input(runs, tmp_path, capsys):
     bad = [
         (["--text", other], "already exists; pass --force"),
         (["--text", tmp_path / "missing.txt", "--force"], "no such file"),
-        (["--signals", "h,q", "--force"], "--signals: q; a lstm has h, c, i, f, g, o"),
+        (["--signals", "h,q", "--force"], "--signals: q; an LSTM has h, c, i, f, g, o"),
     ]
     for args, message in bad:
         rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", page, *args)
@@ -178,6 +210,16 @@ def test_page_in_headless_chromium(runs, tmp_path, capsys):
 
             first = colours()
             assert all(first) and len(set(first)) > 5  # coloured, and not all alike
+            # it opens on the strongest cell; the arrow keys step through units
+            start = embedded(page_path.read_text("utf-8"))["start"]
+            assert page.input_value("#unit") == str(start["unit"])
+            assert page.input_value("#signal") == start["signal"]
+            step = 1 if start["unit"] < 11 else -1
+            page.keyboard.press("ArrowRight" if step == 1 else "ArrowLeft")
+            assert page.input_value("#unit") == str(start["unit"] + step)
+            assert colours() != first
+            page.keyboard.press("ArrowLeft" if step == 1 else "ArrowRight")
+            assert page.input_value("#unit") == str(start["unit"]) and colours() == first
             # pick a different cell with the controls: layer 1, signal c, unit 5
             page.select_option("#layer", "1")
             page.select_option("#signal", "c")
@@ -195,6 +237,12 @@ def test_page_in_headless_chromium(runs, tmp_path, capsys):
             assert page.locator("#tip").is_visible()
             assert "next-character guesses" in page.inner_text("#tip")
             assert page.locator("#tip tr").count() == 5
+            # the tip names the selected unit, and follows a change of it (by a key here)
+            layer, signal, unit = (page.input_value(f"#{k}") for k in ("layer", "signal", "unit"))
+            assert page.inner_text("#tipcell") == f"layer {layer} {signal}[{unit}]"
+            key, step = ("ArrowRight", 1) if int(unit) < 11 else ("ArrowLeft", -1)
+            page.keyboard.press(key)
+            assert page.inner_text("#tipcell") == f"layer {layer} {signal}[{int(unit) + step}]"
             # a saturation dot selects its gate unit
             page.locator("svg circle").first.dispatch_event("click")
             assert page.input_value("#signal") in "ifo"

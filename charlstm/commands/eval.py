@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 
 import numpy as np
@@ -74,8 +75,9 @@ def resolve_eval_data(spec: str | None, trained: TrainConfig | None, flag: str =
 
 
 def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
-              skip_unknown: bool) -> np.ndarray:
-    """(N,) ids of one split of text, cut where training cuts it (charlstm.data.split).
+              skip_unknown: bool) -> tuple[np.ndarray, int]:
+    """(N,) ids of one split of text, cut where training cuts it (charlstm.data.split),
+    and how many unknown characters of that split were skipped.
 
     The cut is made on the text as it is; skipped unknown characters are removed
     afterwards, so the split boundary does not move when some are skipped.
@@ -87,7 +89,15 @@ def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
     ids = np.fromiter((vocab.index.get(c, -1) for c in text), dtype=np.int64, count=len(text))
     train, val = split(ids, val_frac)
     ids = {"train": train, "val": val, "all": ids}[which]
-    return ids[ids >= 0]
+    known = ids >= 0
+    return ids[known], int(len(ids) - known.sum())
+
+
+def say_skipped(skipped: int, where: str) -> None:
+    """The note for --unknown skip, on stderr (stdout may be --json)."""
+    if skipped:
+        print(f"charlstm: skipped {skipped:,} character{'s' * (skipped > 1)} of {where} not "
+              "in the model's vocabulary (--unknown skip)", file=sys.stderr)
 
 
 def default_split(text: str, meta: dict, data_flag: str | None) -> str:
@@ -111,7 +121,8 @@ def run(args) -> int:
     if which == "val" and val_frac == 0:
         raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
                         "pass --split all or a positive --val-frac")
-    ids = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
+    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
+    say_skipped(skipped, f"the {which} split" if which != "all" else "the text")
     if len(ids) < 2:
         raise UserError(f"the {which} split of {data} has {len(ids)} character(s); "
                         "it needs at least 2 to score one prediction")
@@ -130,12 +141,16 @@ def run(args) -> int:
         print(json.dumps({
             "checkpoint": str(path), "data": str(data), "split": which,
             "val_frac": val_frac if which != "all" else None, "characters": len(ids) - 1,
+            "split_characters": len(ids), "skipped": skipped,
             "loss": loss, "bits_per_char": loss / LN2, "perplexity": math.exp(loss),
             "seconds": round(seconds, 3), "batch_size": batch_size, "seq_len": seq_len}))
         return 0
     what = f"{which} split (val-frac {val_frac:g})" if which != "all" else "all"
     print(f"checkpoint  {path}")
-    print(f"data        {data}: {what}, {len(ids) - 1:,} characters scored")
+    # N characters make N - 1 predictions (the first has nothing before it): train's
+    # header counts the split's N characters, its val loss scores the same N - 1.
+    print(f"data        {data}: {what}, {len(ids):,} characters, {len(ids) - 1:,} "
+          "characters scored (all but the first)")
     print(f"loss        {loss:.4f} nats/char")
     print(f"            {loss / LN2:.4f} bits/char")
     print(f"perplexity  {math.exp(loss):.4f}")

@@ -101,9 +101,8 @@ def run(args) -> int:
         args.prime = read_text(args.prime_file)
     model = load(args.checkpoint)
     vocab = model.vocab
-    seed = args.seed
-    if seed is None:
-        seed = random_seed()
+    seed = random_seed() if args.seed is None else args.seed
+    if args.seed is None and _seed_matters(args, vocab):
         print(f"charlstm: seed {seed} (pass --seed {seed} to repeat this sample)",
               file=sys.stderr)
     prime_ids, echo = encode_prime(vocab, args.prime, args.unknown == "skip", seed)
@@ -128,3 +127,12 @@ def run(args) -> int:
         # `charlstm sample ... | head`: the reader left; stop quietly, as cat does.
         silence_stdout()
     return 0
+
+
+def _seed_matters(args, vocab) -> bool:
+    """Whether the text depends on the seed, so that it is worth printing: not when
+    every step takes the likeliest character (temperature 0, or --top-k 1) after a
+    prime that is given (or a newline), not drawn at random (encode_prime)."""
+    greedy = args.temperature == 0 or args.top_k == 1
+    drawn = "\n" not in vocab.index and not any(c in vocab.index for c in args.prime or "")
+    return not greedy or drawn

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from ..activity import record
 from ..checkpoint import atomic_write_bytes, load_checkpoint
-from ..config import TrainConfig
+from ..config import TrainConfig, a_cell
 from ..errors import UserError
 from ..runs import resolve_checkpoint
 from ..text import Vocab, read_text
 from ..visualize import page, page_data, report
 from .argtypes import integer
-from .eval import SPLITS, resolve_eval_data, split_ids, training_config
+from .eval import SPLITS, resolve_eval_data, say_skipped, split_ids, training_config
 
 
 def register(sub) -> None:
@@ -58,17 +58,21 @@ def load_text(args, ckpt) -> tuple[str, str]:
     errors = (trained or TrainConfig()).encoding_errors
     vocab = Vocab(ckpt.vocab)
     if args.text is not None:
-        text, where, which, val_frac = read_text(args.text, errors), args.text, "all", 0.0
+        text, which, val_frac = read_text(args.text, errors), "all", 0.0
+        where = Path(args.text).name
     else:
         data = resolve_eval_data(None, trained, flag="--text")
-        # named as the run names it ("tinyshakespeare"), not by where it was found
-        where = f"{trained.data} ({args.split} split)"
+        # named as the run names it ("tinyshakespeare"), not by where it was found;
+        # a file by its base name, as the page names every file (see _shown)
+        where = f"{Path(trained.data).name} ({args.split} split)"
         text, which = read_text(data, errors), args.split
         val_frac = (trained or TrainConfig()).val_frac
         if which == "val" and val_frac == 0:
             raise UserError("the model was trained with --val-frac 0: it has no validation "
                             "split; pass --split train or --text FILE")
-    ids = split_ids(text, vocab, val_frac, which, args.unknown == "skip")[:args.chars]
+    ids, skipped = split_ids(text, vocab, val_frac, which, args.unknown == "skip")
+    say_skipped(skipped, where)
+    ids = ids[:args.chars]
     if len(ids) < 2:
         raise UserError(f"{where} has {len(ids)} usable character(s); at least 2 are needed")
     return vocab.decode(ids), where
@@ -89,9 +93,9 @@ def run(args) -> int:
     acts = record(ckpt.params, ckpt.config, ids)
     signals = _signal_names(args.signals, [s.name for s in acts.signals[0]], ckpt.config.cell)
     stats = report(acts, text, ids, ckpt.config, args.top)
-    stats["checkpoint"], stats["text"] = str(ckpt_path), where
+    stats["checkpoint"], stats["text"] = _shown(ckpt_path), where
     c = ckpt.config
-    title = (f"{ckpt_path}: {c.num_layers}x{c.hidden_size} {c.cell}, "
+    title = (f"{_shown(ckpt_path)}: {c.num_layers}x{c.hidden_size} {c.cell}, "
              f"{len(text):,} characters of {where}")
     html = page(page_data(acts, text, ids, ckpt.vocab, stats, title, signals)).encode("utf-8")
     _write(Path(args.out), html)
@@ -113,9 +117,17 @@ def _signal_names(spec: str | None, names: list[str], cell: str) -> list[str] | 
     chosen = [s.strip() for s in spec.split(",") if s.strip()]
     wrong = [s for s in chosen if s not in names]
     if wrong or not chosen:
-        raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; a {cell} has "
+        raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; {a_cell(cell)} has "
                         f"{', '.join(names)}")
     return chosen
+
+
+def _shown(path: Path) -> str:
+    """A checkpoint as the page names it: its run directory's name and its own
+    (run/best.safetensors), never the absolute path, which tells whoever the page
+    is shared with about the machine it was made on and nothing about the model."""
+    path = Path(path).resolve()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def _write(path: Path, data: bytes) -> None:
