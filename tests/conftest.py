@@ -48,15 +48,19 @@ class Ran(NamedTuple):
 
 
 class CLI:
-    """`charlstm ARGS` as a user types it, in this process (arguments str()-ed), with
-    what it printed; `subprocess` where a real process is needed (exit path, pipes)."""
+    """`charlstm ARGS` as a user types it, in this process (arguments str()-ed): its exit
+    status (argparse's SystemExit included) and what it printed. `subprocess` where a
+    real process is needed (the exit path, pipes, signals)."""
 
     def __init__(self, capsys):
         self.capsys = capsys
 
     def __call__(self, *args) -> Ran:
         self.capsys.readouterr()
-        rc = main([str(a) for a in args])
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors exit from inside main
+            rc = e.code
         return Ran(rc, *self.capsys.readouterr())
 
     def ok(self, *args) -> str:

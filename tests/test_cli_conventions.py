@@ -169,6 +169,8 @@ def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, capsys):
     (["info", "x", "--threads", "2"], "unrecognized arguments: --threads 2"),
     (["train", "--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
     (["gradcheck", "--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+    (["gradcheck", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["gradflow", "--seed", "-1"], "--seed: must be >= 0, got -1"),
 ])
 def test_every_usage_error_is_one_line_naming_the_flag_as_typed(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
+import charlstm.cells
 from charlstm import CharLSTM, ModelConfig, cli
 from charlstm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charlstm.interop.state_dict import (
@@ -79,6 +81,18 @@ def test_round_trip_through_torch_is_exact(tmp_path, cell, L, suffix):
     for k, v in ckpt.params.items():
         assert back.params[k].dtype == v.dtype
         np.testing.assert_array_equal(back.params[k], v)
+
+
+@pytest.mark.parametrize("names", [("h", "c"), ("h",), ("h", "c", "n")])
+def test_torch_state_format_follows_the_cells_state_names(monkeypatch, names):
+    """A tuple for a cell of several state arrays, the bare tensor for one: what the cell
+    declares decides, not whether it is called "lstm" (a new cell keeps working)."""
+    monkeypatch.setitem(charlstm.cells.CELLS, "newcell", SimpleNamespace(STATE_NAMES=names))
+    state = tuple(np.full((1, 2, 3), float(j)) for j in range(len(names)))
+    theirs = state_to_torch(state, "newcell")
+    assert isinstance(theirs, tuple if len(names) > 1 else torch.Tensor)
+    for a, b in zip(state_from_torch(theirs, "newcell"), state, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("cell", CELLS)
