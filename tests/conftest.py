@@ -11,6 +11,7 @@ other way gets a fast, clear download error instead of a silent 1 MB fetch.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,19 @@ from charlstm.datasets import locate
 
 # Looked up once, before any test points XDG_CACHE_HOME at a temporary directory.
 TINYSHAKESPEARE, LOOKED = locate("tinyshakespeare")
+
+
+# Why an oracle or fast-path test skips where its extra is missing (pip install -e . alone).
+NEEDS_TORCH = "needs PyTorch, the autograd oracle: pip install 'charlstm[torch]' (or '.[test]')"
+NEEDS_ONNX = "needs onnx and onnxruntime: pip install 'charlstm[onnx]' (or '.[test]')"
+
+
+@pytest.fixture
+def torch_oracle():
+    """tests/torch_oracle.py (autograd through torch.nn's twin of a model), or a skip
+    saying what to install: the core proofs in the same module still run without torch."""
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
+    return importlib.import_module("torch_oracle")
 
 
 @pytest.fixture

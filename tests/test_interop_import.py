@@ -1,9 +1,13 @@
-"""An imported model keeps its vocabulary in its own order (the order is part of its
-weights): it samples, evaluates and fine-tunes as the same model in sorted order does."""
+"""Import and export with the core install alone: an imported model keeps its vocabulary
+in its own order (the order is part of its weights) and samples, evaluates and fine-tunes
+as the same model in sorted order does; without torch or onnx, safetensors still travel
+and the formats that need them say what to install."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,3 +58,41 @@ def test_unsorted_imported_vocabulary_samples_evaluates_and_fine_tunes(
     tuned = json.loads(charlstm_cli.ok("eval", run, "--data", tmp_path / "t.txt",
                                        "--json"))["loss"]
     assert np.isfinite(tuned)
+
+
+def small_checkpoint(tmp_path, cell="gru"):
+    config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=2, cell=cell)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, Checkpoint(config, list("ab\né "), CharLSTM(config, seed=0).params))
+    return path
+
+
+def without(module: str, *argvs) -> subprocess.CompletedProcess:
+    """charlstm commands run in a Python where `module` cannot be imported; the exit
+    status is the last command's, and each earlier one must succeed."""
+    code = (f"import sys; sys.modules[{module!r}] = None\nfrom charlstm import cli\n"
+            + "".join(f"assert cli.main({list(map(str, a))!r}) == 0\n" for a in argvs[:-1])
+            + f"sys.exit(cli.main({list(map(str, argvs[-1]))!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_safetensors_export_and_import_work_without_torch(tmp_path):
+    """torch is an optional extra: the core path must not import it; .pt says what to install."""
+    ckpt = small_checkpoint(tmp_path)
+    proc = without("torch", ["export", ckpt, tmp_path / "m.safetensors"],
+                   ["import", tmp_path / "m.safetensors", "--vocab", tmp_path / "m.vocab.json",
+                    tmp_path / "back.safetensors"],
+                   ["export", ckpt, tmp_path / "m.pt"])
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "charlstm: error: PyTorch is not installed; install it with: "
+        "pip install 'charlstm[torch]'")
+    assert (tmp_path / "back.safetensors").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+    proc = without("onnx", ["export", small_checkpoint(tmp_path), tmp_path / "m.onnx"])
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == ("charlstm: error: ONNX export needs the onnx package; install it "
+                           "with: pip install 'charlstm[onnx]'\n")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.vocab.json").exists()

@@ -4,14 +4,11 @@ exactly as charlstm does, come back bit for bit, and bad files get one-line erro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
+from conftest import NEEDS_TORCH
 
 import charlstm.cells
 from charlstm import CharLSTM, ModelConfig, cli
@@ -21,8 +18,13 @@ from charlstm.interop.state_dict import (
     load_state_dict,
     save_state_dict,
 )
-from charlstm.interop.torch import CharRNN, state_from_torch, state_to_torch
 from charlstm.model import forward, param_shapes, step
+
+torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+
+import safetensors.torch  # noqa: E402  (these need torch)
+
+from charlstm.interop.torch import CharRNN, state_from_torch, state_to_torch  # noqa: E402
 
 CELLS = ["lstm", "gru", "rnn"]
 N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
@@ -289,22 +291,3 @@ def test_export_and_import_never_overwrite_without_force(tmp_path, capsys):
     rc = cli.main(["import", str(tmp_path / "m.safetensors"), "--vocab",
                    str(tmp_path / "m.vocab.json"), str(tmp_path / "c.safetensors")])
     assert rc == 2 and "already exists" in capsys.readouterr().err
-
-
-def test_safetensors_export_and_import_work_without_torch(tmp_path):
-    """torch is an optional extra: the core path must not import it; .pt says what to install."""
-    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("gru", 2))
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from charlstm import cli\n"
-        f"d = {str(tmp_path)!r}\n"
-        "assert cli.main(['export', d + '/c.safetensors', d + '/m.safetensors']) == 0\n"
-        "assert cli.main(['import', d + '/m.safetensors', '--vocab', d + '/m.vocab.json',"
-        " d + '/back.safetensors']) == 0\n"
-        "sys.exit(cli.main(['export', d + '/c.safetensors', d + '/m.pt']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "charlstm: error: PyTorch is not installed; install it with: "
-        "pip install 'charlstm[torch]'")
-    assert (tmp_path / "back.safetensors").exists() and not (tmp_path / "m.pt").exists()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import NEEDS_TORCH
 
 from charlstm import engine, optim
 from charlstm.optim import clip_grad_norm, ema_update, global_norm, make_optimizer
+
+torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
 
 TORCH = {
     "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr, eps=1e-8),
