@@ -27,7 +27,7 @@ TINYSHAKESPEARE, LOOKED = locate("tinyshakespeare")
 
 
 # Why an oracle or fast-path test skips where its extra is missing (pip install -e . alone).
-NEEDS_TORCH = "needs PyTorch, the autograd oracle: pip install 'charlstm[torch]' (or '.[test]')"
+NEEDS_TORCH = "needs PyTorch: pip install 'charlstm[torch]' (or '.[test]')"
 NEEDS_ONNX = "needs onnx and onnxruntime: pip install 'charlstm[onnx]' (or '.[test]')"
 
 
