@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import NEEDS_ONNX
 
-from charlstm import CharLSTM, ModelConfig, cli
+from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, save_checkpoint
 from charlstm.model import forward
 
@@ -123,12 +123,11 @@ def test_ort_step_fn_stepwise_equals_whole_window(cell):
     np.testing.assert_allclose(zero_logits, ref[0], rtol=1e-4, atol=1e-5)
 
 
-def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, capsys):
+def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, charlstm_cli):
     ckpt = make_ckpt("lstm", 2, dtype=np.float32)
     save_checkpoint(tmp_path / "c.safetensors", ckpt)
-    assert cli.main(["export", str(tmp_path / "c.safetensors"), "--format", "onnx",
-                     str(tmp_path / "m.onnx")]) == 0
-    assert "m.vocab.json" in capsys.readouterr().out
+    assert "m.vocab.json" in charlstm_cli.ok("export", tmp_path / "c.safetensors", "--format",
+                                             "onnx", tmp_path / "m.onnx")
     assert json.loads((tmp_path / "m.vocab.json").read_text("utf-8")) == ckpt.vocab
     model = onnx.load(tmp_path / "m.onnx")
     onnx.checker.check_model(model, full_check=True)
@@ -143,12 +142,11 @@ def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, capsys):
     np.testing.assert_allclose(run_ort(session, x, state)[0], logits, rtol=1e-5, atol=1e-5)
 
 
-def test_a_cell_without_an_onnx_operator_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_a_cell_without_an_onnx_operator_is_a_one_line_error(tmp_path, monkeypatch, charlstm_cli):
     """A new cell registered without its ONNX mapping: export says so, writes nothing."""
     from charlstm.interop import onnx as onnx_export
     save_checkpoint(tmp_path / "c.safetensors", make_ckpt("rnn", 1))
     monkeypatch.delitem(onnx_export.ONNX_OPS, "rnn")
-    rc = cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.onnx")])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "no operator for the rnn cell" in err
+    assert "no operator for the rnn cell" in charlstm_cli.error(
+        "export", tmp_path / "c.safetensors", tmp_path / "m.onnx", code=1)
     assert not (tmp_path / "m.onnx").exists()
