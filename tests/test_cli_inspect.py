@@ -70,7 +70,7 @@ def test_sample_without_seed_prints_the_seed_that_repeats_it(ckpt, charlstm_cli)
     assert charlstm_cli("sample", path, "--length", 30, "--seed", seed)[1] == out
 
 
-def test_greedy_and_num_samples(ckpt, charlstm_cli):
+def test_greedy_samples_agree_and_sample_k_depends_on_seed_and_k_only(ckpt, charlstm_cli):
     path, _ = ckpt
     rc, out, _ = charlstm_cli("sample", path, "--temperature", 0, "--length", 25,
                               "--num-samples", 3, "--seed", 1)
@@ -253,7 +253,7 @@ def test_eval_unknown_characters_error_or_skip(tmp_path, ckpt, charlstm_cli):
     assert loss == pytest.approx(one_pass_loss(model, clean), abs=1e-4)
 
 
-def test_eval_bad_inputs(tmp_path, ckpt, charlstm_cli):
+def test_eval_bad_inputs_are_one_line_errors(tmp_path, ckpt, charlstm_cli):
     path, _ = ckpt
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
@@ -278,7 +278,7 @@ def test_eval_bad_inputs(tmp_path, ckpt, charlstm_cli):
 
 # ----------------------------------------------------------------------------- info
 
-def test_info_table_and_json(tmp_path, charlstm_cli):
+def test_info_prints_a_table_and_json(tmp_path, charlstm_cli):
     path = tmp_path / "m.safetensors"
     model = make_checkpoint(path, meta={"step": 1234, "best_val_loss": 1.4697,
                                         "rng": {"dropout": {"state": 5}}}, cell="gru")
@@ -342,7 +342,7 @@ def test_plot_writes_a_png(tmp_path, charlstm_cli):
     assert len(out_path.read_bytes()) < len(png)
 
 
-def test_plot_bad_inputs(tmp_path, charlstm_cli):
+def test_plot_bad_inputs_are_one_line_errors(tmp_path, charlstm_cli):
     rc, _, err = charlstm_cli("plot", tmp_path / "nope")
     assert_one_line_error(rc, err, 2, "no such run directory")
     rc, _, err = charlstm_cli("plot", tmp_path)

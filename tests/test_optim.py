@@ -21,7 +21,7 @@ TORCH = {
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_matches_torch_optim(monkeypatch, name, fused):
+def test_optimizers_match_torch_optim_step_for_step(monkeypatch, name, fused):
     monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)  # numba's passes and NumPy's
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}

@@ -67,7 +67,8 @@ def test_config_file_then_flags_override(tmp_path, corpus, charlstm_cli):
     ("[model]\nhidden_size = 8\n", "unexpected table"),
     ('hidden_size = "big"\n', "hidden_size must be a positive integer"),
 ])
-def test_bad_config_files(tmp_path, charlstm_cli, content, message):
+def test_bad_config_files_are_one_line_errors_and_tracebacks_with_debug(
+        tmp_path, charlstm_cli, content, message):
     (tmp_path / "c.toml").write_text(content, encoding="utf-8")
     assert message in charlstm_cli.error("train", "--config", tmp_path / "c.toml")
     with pytest.raises(UserError, match=message.split(":")[0]):  # --debug: the traceback
@@ -131,7 +132,7 @@ def test_unparsable_and_unknown_choices_exit_2(charlstm_cli):
         assert message in charlstm_cli.error("train", *flags)
 
 
-def test_bad_data_files(tmp_path, charlstm_cli):
+def test_bad_data_files_are_one_line_errors(tmp_path, charlstm_cli):
     (tmp_path / "empty.txt").write_bytes(b"")
     assert "is empty" in charlstm_cli.error("train", "--data", tmp_path / "empty.txt")
     assert "no such file" in charlstm_cli.error("train", "--data", tmp_path / "missing.txt")
@@ -149,7 +150,7 @@ def test_bad_data_files(tmp_path, charlstm_cli):
     assert rc == 0 and "\ufffd" in load_checkpoint(tmp_path / "r/last.safetensors").vocab
 
 
-def test_unreadable_data_file(tmp_path, corpus, charlstm_cli, monkeypatch):
+def test_unreadable_data_file_is_a_one_line_error(tmp_path, corpus, charlstm_cli, monkeypatch):
     # chmod 0 cannot stop root (CI may run as root), so the read itself is made to fail
     real = Path.read_bytes
 
@@ -180,7 +181,7 @@ def test_an_existing_run_is_never_overwritten_without_force(tmp_path, corpus, ch
                                                    tmp_path / "file", *TINY)
 
 
-def test_resume_flags(tmp_path, corpus, charlstm_cli):
+def test_resume_continues_and_refuses_flags_it_cannot_keep(tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
     assert charlstm_cli("train", "--data", corpus, "--out", run, "--max-steps", 2, *TINY)[0] == 0
     rc, out, _ = charlstm_cli("train", "--resume", run, "--max-steps", 4)
@@ -239,7 +240,8 @@ def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, sign
     assert load_checkpoint(run / "last.safetensors").meta["step"] == ck.meta["step"] + 2
 
 
-def test_tinyshakespeare_by_name(tmp_path, charlstm_cli, monkeypatch, tinyshakespeare):
+def test_tinyshakespeare_by_name_trains_on_the_canonical_text(
+        tmp_path, charlstm_cli, monkeypatch, tinyshakespeare):
     monkeypatch.setenv("CHARLSTM_DATA_DIR", str(tinyshakespeare.parent))
     rc, out, _ = charlstm_cli("train", "--data", "tinyshakespeare", "--out", tmp_path / "r",
                               "--hidden-size", 8, "--max-steps", 1, "--seq-len", 8,

@@ -92,7 +92,7 @@ def test_signals_option_embeds_only_those(runs, tmp_path, charlstm_cli):
     assert small.stat().st_size < 0.5 * full.stat().st_size
 
 
-def test_text_file_and_bad_input(runs, tmp_path, charlstm_cli):
+def test_text_file_is_visualized_and_bad_input_is_one_line(runs, tmp_path, charlstm_cli):
     page = tmp_path / "page.html"
     other = tmp_path / "other.txt"
     other.write_text("What light?\n" * 5)
