@@ -32,14 +32,16 @@ class Corpus(NamedTuple):
 
 
 def encode(text: str, vocab: Vocab) -> np.ndarray:
-    """(N,) int64 ids of text, vectorised: vocab.chars is sorted by code point,
-    so a binary search of each code point finds its id."""
+    """(N,) int64 ids of text, vectorised: a binary search of each code point in the
+    vocabulary's code points sorted, mapped back to ids. The vocabulary may be in any
+    order: an imported model's order is part of its weights."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     table = np.array([ord(c) for c in vocab.chars], dtype=np.uint32)
-    ids = np.searchsorted(table, codes)
-    if ids.size and (ids.max() >= len(table) or np.any(table[ids] != codes)):
+    order = np.argsort(table, kind="stable")  # (V,) ids in code-point order
+    pos = np.searchsorted(table[order], codes)
+    if pos.size and (pos.max() >= len(table) or np.any(table[order[pos]] != codes)):
         raise ValueError("text holds characters outside the vocabulary")
-    return ids.astype(np.int64)
+    return order[pos].astype(np.int64)
 
 
 def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:

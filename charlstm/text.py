@@ -42,7 +42,8 @@ def read_text(path, encoding_errors: str = "strict") -> str:
 
 
 class Vocab:
-    """Sorted distinct characters; id i is chars[i]."""
+    """Distinct characters; id i is chars[i]. Sorted when built from a text; an
+    imported model keeps its own order (its weights depend on it)."""
 
     def __init__(self, chars: list[str]):
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):

@@ -109,7 +109,7 @@ def test_rank_cells_finds_a_planted_cell_in_any_layer_and_signal():
     assert ranked["absent"] == []
 
 
-def test_saturation_fractions():
+def test_saturation_counts_the_fraction_near_each_end():
     gate = np.array([[0.05, 0.5, 0.95], [0.09, 0.5, 0.5], [0.1, 0.91, 0.99], [0.2, 0.9, 0.0]])
     left, right = activity.saturation(gate)
     np.testing.assert_array_equal(left, [0.5, 0.0, 0.25])
@@ -129,7 +129,7 @@ def test_quantise_round_trip_within_half_a_step(x):
     np.testing.assert_allclose(back.max(axis=0), hi, rtol=1e-12, atol=1e-12)
 
 
-def test_top_predictions_sorted():
+def test_top_predictions_are_sorted_by_probability():
     probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
     ids, p = activity.top_predictions(probs, k=2)
     np.testing.assert_array_equal(ids, [[1, 2], [0, 2]])

@@ -102,18 +102,15 @@ def test_a_checkpoint_from_before_these_settings_still_resumes(tmp_path):
         k.startswith(tr.RAW) for k in load_checkpoint(path).arrays)
 
 
-def test_eval_and_sample_commands_use_the_average(tmp_path, capsys):
+def test_eval_and_sample_commands_use_the_average(tmp_path, charlstm_cli):
     import json
 
-    from charlstm.cli import main
     from charlstm.language_model import LanguageModel
     tr.start_training(tiny_config(tmp_path, "ema", ema_decay=0.7))
     run = tmp_path / "ema"
     best = load_checkpoint(run / "best.safetensors")
-    assert main(["eval", str(run), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["loss"] == best.meta["val_loss"]
-    assert main(["sample", str(run), "--seed", "3", "--length", "40", "--prime", "To"]) == 0
-    printed = capsys.readouterr().out
+    assert json.loads(charlstm_cli.ok("eval", run, "--json"))["loss"] == best.meta["val_loss"]
+    printed = charlstm_cli.ok("sample", run, "--seed", 3, "--length", 40, "--prime", "To")
     raw = {k: best.arrays[tr.RAW + k] for k in best.params}
     args = dict(prime="To", length=40, seed=3)
     assert printed.rstrip("\n") == LanguageModel(best.config, best.vocab, best.params

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import NEEDS_TORCH
 from safetensors.numpy import save_file
 
 from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from charlstm.model import forward
 
 
 def _ckpt():
@@ -30,13 +31,28 @@ def test_round_trip_is_exact(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
-def test_params_load_into_torch_lstm(tmp_path):
-    from safetensors.torch import load_file
-    save_checkpoint(tmp_path / "c.safetensors", _ckpt())
+def test_params_load_into_torch_lstm_and_compute_the_same(tmp_path):
+    """A checkpoint file is a torch state dict as it stands: nn.LSTM + nn.Linear load its
+    tensors by name (strict) and compute charlstm's logits and final state."""
+    torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+    from safetensors.torch import load_file  # needs torch
+    ck = _ckpt()
+    save_checkpoint(tmp_path / "c.safetensors", ck)
     sd = load_file(tmp_path / "c.safetensors")
-    lstm = torch.nn.LSTM(4, 3, 2)
-    lstm.load_state_dict({k.removeprefix("lstm."): v for k, v in sd.items()
-                          if k.startswith("lstm.")})
+    lstm, decoder = torch.nn.LSTM(4, 3, 2), torch.nn.Linear(3, 4)
+    for module, prefix in ((lstm, "lstm."), (decoder, "decoder.")):
+        module.load_state_dict({k.removeprefix(prefix): v for k, v in sd.items()
+                                if k.startswith(prefix)}, strict=True)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(5, 2))
+    state = tuple(rng.standard_normal((2, 2, 3)).astype(np.float32) for _ in range(2))
+    logits, (h, c), _ = forward(ck.params, ck.config, x, state)
+    with torch.no_grad():
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(x), 4).float()
+        out, (t_h, t_c) = lstm(onehot, tuple(map(torch.from_numpy, state)))
+        t_logits = decoder(out)
+    for ours, theirs in ((logits, t_logits), (h, t_h), (c, t_c)):
+        np.testing.assert_allclose(theirs.numpy(), ours, rtol=1e-5, atol=1e-5)
 
 
 def test_truncated_and_garbage_files_give_one_line_errors(tmp_path):

@@ -26,83 +26,74 @@ def corpus(tmp_path) -> Path:
     return tmp_path / "corpus.txt"
 
 
-def charlstm(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def test_python_dash_m_charlstm_is_the_charlstm_command(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "charlstm", "--version"], capture_output=True,
-                          text=True, timeout=60)
+def test_python_dash_m_charlstm_is_the_charlstm_command(tmp_path, charlstm_cli):
+    done = charlstm_cli.subprocess("--version", timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"charlstm {__version__}"
-    done = subprocess.run([sys.executable, "-m", "charlstm", "info", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=60)
+    done = charlstm_cli.subprocess("info", tmp_path / "nope", timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("charlstm: error: no such checkpoint or run directory")
 
 
-def stopped_before_first_checkpoint(capsys, corpus, run) -> list:
+def stopped_before_first_checkpoint(charlstm_cli, corpus, run) -> list:
     """A run dir as `charlstm train ... | head -3` leaves it: the first log records and
     config.toml, no checkpoint. Returns the command that made it."""
     cmd = ["train", "--data", corpus, "--out", run, "--max-steps", 4, *TINY]
-    assert charlstm(capsys, *cmd)[0] == 0
+    assert charlstm_cli(*cmd)[0] == 0
     for name in ("last.safetensors", "best.safetensors"):
         (run / name).unlink()
     return cmd
 
 
 def test_a_run_that_stopped_before_its_first_checkpoint_can_simply_be_rerun(
-        tmp_path, corpus, capsys):
+        tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
-    cmd = stopped_before_first_checkpoint(capsys, corpus, run)
+    cmd = stopped_before_first_checkpoint(charlstm_cli, corpus, run)
     (run / "notes.md").write_text("mine")
-    rc, out, err = charlstm(capsys, *cmd)
+    rc, out, err = charlstm_cli(*cmd)
     assert rc == 0, err
     assert "stopped before its first checkpoint; starting it again" in out
     assert load_checkpoint(run / "last.safetensors").meta["step"] == 4
     assert (run / "notes.md").read_text() == "mine"
     # once it holds a checkpoint, it is a run: refused as before
-    rc, _, err = charlstm(capsys, *cmd)
+    rc, _, err = charlstm_cli(*cmd)
     assert rc == 2 and "already holds a run" in err
 
 
-def test_resuming_it_says_what_to_do_and_the_hint_works(tmp_path, corpus, capsys):
+def test_resuming_it_says_what_to_do_and_the_hint_works(tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
-    stopped_before_first_checkpoint(capsys, corpus, run)
-    rc, _, err = charlstm(capsys, "train", "--resume", run)
+    stopped_before_first_checkpoint(charlstm_cli, corpus, run)
+    rc, _, err = charlstm_cli("train", "--resume", run)
     assert rc == 2 and "stopped before its first checkpoint" in err
     hint = err.strip().split("start it again with: ")[1]
     assert hint == f"charlstm train --config {shlex.quote(str(run / 'config.toml'))}"
-    rc, out, err = charlstm(capsys, *shlex.split(hint)[1:])
+    rc, out, err = charlstm_cli(*shlex.split(hint)[1:])
     assert rc == 0, err
     assert load_checkpoint(run / "last.safetensors").meta["step"] == 4
 
 
-def test_force_removes_the_old_runs_plot(tmp_path, corpus, capsys):
+def test_force_removes_the_old_runs_plot(tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
     cmd = ["train", "--data", corpus, "--out", run, "--max-steps", 2, *TINY]
-    assert charlstm(capsys, *cmd)[0] == 0
-    assert charlstm(capsys, "plot", run)[0] == 0 and (run / "loss.png").exists()
-    assert charlstm(capsys, *cmd, "--force")[0] == 0
+    assert charlstm_cli(*cmd)[0] == 0
+    assert charlstm_cli("plot", run)[0] == 0 and (run / "loss.png").exists()
+    assert charlstm_cli(*cmd, "--force")[0] == 0
     assert not (run / "loss.png").exists()  # it showed the old run's curves
 
 
 def test_a_run_finished_on_its_time_budget_trains_on_to_a_raised_max_steps(
-        tmp_path, corpus, capsys):
+        tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
-    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", run,
-                          "--time-budget", 1e-6, *TINY)
+    rc, out, _ = charlstm_cli("train", "--data", corpus, "--out", run,
+                              "--time-budget", 1e-6, *TINY)
     assert rc == 0 and "reached --time-budget" in out
     step = load_checkpoint(run / "last.safetensors").meta["step"]
     # no new limit: still finished, and the message says what to give
-    rc, out, _ = charlstm(capsys, "train", "--resume", run)
+    rc, out, _ = charlstm_cli("train", "--resume", run)
     assert rc == 0 and "already finished" in out and "give a new limit" in out
-    rc, out, err = charlstm(capsys, "train", "--resume", run, "--max-steps", step + 5)
+    rc, out, err = charlstm_cli("train", "--resume", run, "--max-steps", step + 5)
     assert rc == 0, err
     assert f"done at step {step + 5}: reached --max-steps {step + 5}" in out
-    rc, out, _ = charlstm(capsys, "train", "--resume", run, "--max-steps", step + 5)
+    rc, out, _ = charlstm_cli("train", "--resume", run, "--max-steps", step + 5)
     assert "already finished" in out and "give a larger one" in out
 
 
@@ -142,20 +133,20 @@ def test_progress_lines_go_wherever_stdout_is_a_file_or_pipe(monkeypatch, stdout
     assert ("20/40 [" in err.getvalue()) == stderr_tty  # the bar, on a terminal only
 
 
-def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, capsys):
+def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, charlstm_cli):
     from safetensors.numpy import save_file
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x032.1" + bytes(200))
-    rc, _, err = charlstm(capsys, "sample", onnx)
+    rc, _, err = charlstm_cli("sample", onnx)
     assert rc == 2 and err.count("\n") == 1
     assert "is not a charlstm checkpoint; it is an ONNX graph" in err
     exported = tmp_path / "exported.safetensors"
     save_file({"lstm.weight_ih_l0": np.zeros((8, 3), np.float32)}, str(exported))
-    rc, _, err = charlstm(capsys, "sample", exported)
+    rc, _, err = charlstm_cli("sample", exported)
     assert rc == 2 and f"charlstm import {exported} OUT.safetensors --vocab VOCAB.json" in err
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    rc, _, err = charlstm(capsys, "info", notes)
+    rc, _, err = charlstm_cli("info", notes)
     assert rc == 2 and "is not a charlstm checkpoint; a checkpoint is the .safetensors" in err
 
 
@@ -170,19 +161,16 @@ def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, capsys):
     (["info", "x", "--threads", "2"], "unrecognized arguments: --threads 2"),
     (["train", "--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
     (["gradcheck", "--dropout", "1"], "--dropout: must be in [0, 1), got 1"),
+    (["gradcheck", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["gradflow", "--seed", "-1"], "--seed: must be >= 0, got -1"),
 ])
-def test_every_usage_error_is_one_line_naming_the_flag_as_typed(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_:
-        rc = main(argv)
-        raise SystemExit(rc)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.count("\n") == 1, err
-    assert err.startswith("charlstm: error: ") and message in err
+def test_every_usage_error_is_one_line_naming_the_flag_as_typed(charlstm_cli, argv, message):
+    assert message in charlstm_cli.error(*argv)
 
 
-def test_config_file_errors_name_the_key_and_the_file(tmp_path, capsys):
+def test_config_file_errors_name_the_key_and_the_file(tmp_path, charlstm_cli):
     (tmp_path / "c.toml").write_text("max_steps = 0\n")
-    rc, _, err = charlstm(capsys, "train", "--config", tmp_path / "c.toml")
+    rc, _, err = charlstm_cli("train", "--config", tmp_path / "c.toml")
     assert rc == 2 and f"max_steps must be a positive integer, got 0 (in {tmp_path / 'c.toml'})" \
         in err
 
@@ -195,12 +183,12 @@ def test_threads_only_on_the_commands_that_compute():
     assert set(THREADED) == {"train", "eval", "sample", "gradcheck", "gradflow", "visualize"}
 
 
-def test_dropout_with_one_layer_warns(tmp_path, corpus, capsys):
-    rc, _, err = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "r",
-                          "--max-steps", 1, *TINY, "--dropout", 0.2)
+def test_dropout_with_one_layer_warns(tmp_path, corpus, charlstm_cli):
+    rc, _, err = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "r",
+                              "--max-steps", 1, *TINY, "--dropout", 0.2)
     assert rc == 0 and "warning: --dropout 0.2 does nothing with one layer" in err
-    rc, _, err = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "r2",
-                          "--max-steps", 1, *TINY, "--dropout", 0.2, "--num-layers", 2)
+    rc, _, err = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "r2",
+                              "--max-steps", 1, *TINY, "--dropout", 0.2, "--num-layers", 2)
     assert rc == 0 and "warning" not in err
 
 
@@ -215,8 +203,8 @@ def test_the_library_and_the_cli_default_to_the_same_model():
     assert train.model_config(65) == model and (model.hidden_size, model.num_layers) == (384, 1)
 
 
-def test_bash_completion_completes_commands_flags_and_choices(capsys):
-    rc, script, _ = charlstm(capsys, "completion", "bash")
+def test_bash_completion_completes_commands_flags_and_choices(charlstm_cli):
+    rc, script, _ = charlstm_cli("completion", "bash")
     assert rc == 0 and "complete -o filenames -F _charlstm charlstm" in script
     if shutil.which("bash") is None:
         pytest.skip("no bash to run the script in")
@@ -238,8 +226,8 @@ def test_bash_completion_completes_commands_flags_and_choices(capsys):
 
 
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
-def test_zsh_and_fish_completion_scripts_parse_and_complete(capsys, shell):
-    rc, script, _ = charlstm(capsys, "completion", shell)
+def test_zsh_and_fish_completion_scripts_parse_and_complete(charlstm_cli, capsys, shell):
+    rc, script, _ = charlstm_cli("completion", shell)
     assert rc == 0 and "charlstm" in script
     if shutil.which(shell) is None:
         pytest.skip(f"no {shell} to check the script with")
@@ -267,14 +255,14 @@ def test_zsh_and_fish_completion_scripts_parse_and_complete(capsys, shell):
     assert complete("info", "--thr") == []
 
 
-def test_charlstm_alone_lists_the_commands_everyday_ones_first(capsys):
-    rc, out, err = charlstm(capsys)
+def test_charlstm_alone_lists_the_commands_everyday_ones_first(charlstm_cli, capsys):
+    rc, out, err = charlstm_cli()
     assert rc == 1 and err == ""  # like git: the list, but nothing was done
     listed = [line.split()[0] for line in out.split("COMMAND\n", 1)[1].split("\noptions")[0]
               .splitlines() if line.startswith("    ") and not line.startswith("     ")]
     assert listed == ["train", "sample", "eval", "info", "plot", "visualize", "export",
                       "import", "fetch", "gradcheck", "gradflow", "completion", "help"]
-    rc, listing, _ = charlstm(capsys, "help")
+    rc, listing, _ = charlstm_cli("help")
     assert rc == 0 and listing == out
 
 
@@ -306,15 +294,15 @@ def test_unknown_flags_and_commands_suggest_the_close_one(capsys, argv, hint):
     assert exit_.value.code == 2 and err.count("\n") == 1 and hint in err, err
 
 
-def test_unknown_config_keys_suggest_the_close_one(tmp_path, capsys):
+def test_unknown_config_keys_suggest_the_close_one(charlstm_cli, tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text("hiden_size = 8\nmax_step = 3\n")
-    rc, _, err = charlstm(capsys, "train", "--config", config)
+    rc, _, err = charlstm_cli("train", "--config", config)
     assert rc == 2 and err.count("\n") == 1
     assert ("unknown train config keys: hiden_size (did you mean hidden_size?), max_step "
             f"(did you mean max_steps?) (in {config})") in err
     config.write_text("hidden_size = 8\nzzz = 3\n")  # nothing close: every key is listed
-    rc, _, err = charlstm(capsys, "train", "--config", config)
+    rc, _, err = charlstm_cli("train", "--config", config)
     assert rc == 2 and "unknown train config keys: zzz (known: ar, batch_size," in err
 
 
@@ -327,34 +315,34 @@ def tiny_run(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_seed_is_printed_only_when_the_sample_depends_on_it(tiny_run, capsys):
+def test_the_seed_is_printed_only_when_the_sample_depends_on_it(charlstm_cli, tiny_run, capsys):
     run = tiny_run / "r"
     for greedy in (["--temperature", 0], ["--top-k", 1]):
-        rc, out, err = charlstm(capsys, "sample", run, "--length", 20, *greedy)
+        rc, out, err = charlstm_cli("sample", run, "--length", 20, *greedy)
         assert rc == 0 and err == "" and len(out) > 20
-    rc, _, err = charlstm(capsys, "sample", run, "--length", 20)
+    rc, _, err = charlstm_cli("sample", run, "--length", 20)
     assert rc == 0 and err.startswith("charlstm: seed ") and "pass --seed" in err
 
 
-def test_nits_in_train_and_eval_messages(tiny_run, tmp_path, capsys):
+def test_nits_in_train_and_eval_messages(charlstm_cli, tiny_run, tmp_path, capsys):
     corpus = tiny_run / "corpus.txt"
-    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "a",
+    rc, out, _ = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "a",
                           "--max-steps", 2, *TINY, "--num-layers", 2, "--locked-dropout", 0.3)
     assert rc == 0 and "  stop   2 steps; Ctrl-C saves and stops" in out  # one limit
     assert "LSTM 2 x 8, locked dropout 0.3, " in out  # no "dropout 0" beside it
     val_chars = int(out.split(" val chars")[0].rsplit("/ ", 1)[1].replace(",", ""))
-    rc, out, _ = charlstm(capsys, "train", "--data", corpus, "--out", tmp_path / "b",
+    rc, out, _ = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "b",
                           "--max-steps", 2, "--epochs", 3, *TINY)
     assert rc == 0 and "2 steps or 3 epochs, whichever comes first;" in out
     assert "LSTM 1 x 8, no dropout, " in out
     # eval counts the val split's characters as train does, and the N - 1 it scores
-    rc, out, _ = charlstm(capsys, "eval", tmp_path / "a")
+    rc, out, _ = charlstm_cli("eval", tmp_path / "a")
     assert rc == 0 and f"{val_chars:,} characters, {val_chars - 1:,} characters scored" in out
     # --unknown skip says how many it left out
     other = tmp_path / "other.txt"
     kept = "the lazy dog and the fox\n"
     other.write_text(kept.replace("dog", "dog\u00e9\u00e9").replace("fox", "fox\u00e9"))
-    rc, out, err = charlstm(capsys, "eval", tmp_path / "a", "--data", other, "--unknown", "skip")
+    rc, out, err = charlstm_cli("eval", tmp_path / "a", "--data", other, "--unknown", "skip")
     assert rc == 0 and err == ("charlstm: skipped 3 characters of the text not in the model's "
                                "vocabulary (--unknown skip)\n")
     assert f"{len(kept)} characters, {len(kept) - 1} characters scored" in out

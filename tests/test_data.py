@@ -22,6 +22,16 @@ def test_encode_matches_vocab_encode_on_unicode():
         encode("zzz", vocab)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_encode_matches_vocab_encode_in_any_vocabulary_order(text, rnd):
+    """An imported model's vocabulary keeps its file order: encode must not assume sorted."""
+    chars = sorted(set(text))
+    rnd.shuffle(chars)
+    vocab = Vocab(chars)
+    np.testing.assert_array_equal(encode(text, vocab), vocab.encode(text))
+
+
 def test_split_is_nanogpt_shakespeare_char(tinyshakespeare):
     text = tinyshakespeare.read_text(encoding="utf-8")
     corpus = make_corpus(text, 0.1)

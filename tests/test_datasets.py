@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from charlstm import cli, datasets
+from charlstm import datasets
 from charlstm.errors import UserError
 
 DS = datasets.DATASETS["tinyshakespeare"]
@@ -164,14 +164,14 @@ def test_http_error_status_is_reported(env, serve):
         datasets.resolve_data("tinyshakespeare")
 
 
-def test_fetch_command_caches_the_verified_file_and_prints_its_path(env, serve, monkeypatch,
-                                                                    capsys):
+def test_fetch_command_caches_the_verified_file_and_prints_its_path(
+        env, serve, monkeypatch, charlstm_cli):
     body = b"the real text\n"
     fake_dataset(monkeypatch, body)
     serve(body)
-    assert cli.main(["fetch", "tinyshakespeare"]) == 0
+    out = charlstm_cli.ok("fetch", "tinyshakespeare")
     cached = env / "cache" / "charlstm" / "tinyshakespeare.txt"
-    assert capsys.readouterr().out == f"{cached}\n" and cached.read_bytes() == body
+    assert out == f"{cached}\n" and cached.read_bytes() == body
     monkeypatch.setenv(DS.url_env, f"http://127.0.0.1:{closed_port()}/input.txt")
-    assert cli.main(["fetch", "tinyshakespeare"]) == 0  # offline now: the cache serves
+    charlstm_cli.ok("fetch", "tinyshakespeare")  # offline now: the cache serves
     assert datasets.locate("tinyshakespeare") == (cached, [])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reference import naive_lm_forward
-from torch_oracle import torch_loss_and_grads
 
 from charlstm import CharLSTM, ModelConfig, engine, pool
 from charlstm import train as tr
@@ -126,7 +125,7 @@ def test_gradient_check_with_every_mask(cell, L):
 @pytest.mark.parametrize("cell", NAMES)
 @pytest.mark.parametrize("L", [1, 3])
 @pytest.mark.parametrize("penalty", [Penalty(), PENALTY])
-def test_torch_autograd_through_the_masks(cell, L, penalty):
+def test_torch_autograd_through_the_masks(cell, L, penalty, torch_oracle):
     """torch runs on weight * mask (functional_call) and multiplies each layer's output
     by the broadcast locked mask; autograd's chain rule through the masks is ours. With
     AR and TAR, which read the top layer's output before its mask."""
@@ -134,7 +133,7 @@ def test_torch_autograd_through_the_masks(cell, L, penalty):
                                                                H=8, seed=10 + L)
     wg = loss_and_grads(params, config, x, y, state, masks, penalty=penalty,
                         weight_masks=weight_masks)
-    t_loss, _, t_final, t_grads, t_dstate0 = torch_loss_and_grads(
+    t_loss, _, t_final, t_grads, t_dstate0 = torch_oracle.torch_loss_and_grads(
         params, cell, L, x, y, state, masks, *penalty, weight_masks=weight_masks)
     assert wg.loss + wg.penalty == pytest.approx(t_loss, rel=1e-12)
     assert (wg.penalty > 0) == bool(penalty)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from charlstm import ModelConfig, cli, layers
+from charlstm import ModelConfig, layers
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 from charlstm.gradflow import decay_per_step, default_variants, keep_gate, measure, state_gradients
 from charlstm.model import backward, forward
@@ -95,10 +93,9 @@ FAST = ["--seq-len", "12", "--hidden-size", "6", "--windows", "3", "--train-step
         "--train-batch-size", "4", "--train-seq-len", "8"]
 
 
-def test_command_writes_csv_png_and_table(small_text, tmp_path, capsys):
+def test_command_writes_csv_png_and_table(small_text, tmp_path, charlstm_cli):
     out = tmp_path / "flow"
-    assert cli.main(["gradflow", "--data", str(small_text), "--out", str(out), *FAST]) == 0
-    printed = capsys.readouterr().out
+    printed = charlstm_cli.ok("gradflow", "--data", small_text, "--out", out, *FAST)
     for label in ["lstm fb=1 init dc", "lstm fb=0 trained dh", "gru fb=1 trained dh",
                   "rnn init dh", "decay/step", "keep gate"]:
         assert label in printed
@@ -110,20 +107,15 @@ def test_command_writes_csv_png_and_table(small_text, tmp_path, capsys):
     assert all(float(r["norm"]) > 0 for r in rows)
     assert (out / "gradflow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second run refuses to overwrite, unless told to.
-    assert cli.main(["gradflow", "--data", str(small_text), "--out", str(out), *FAST]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert cli.main(["gradflow", "--data", str(small_text), "--out", str(out), "--force",
-                     *FAST]) == 0
+    assert "already exists" in charlstm_cli.error("gradflow", "--data", small_text, "--out", out,
+                                                  *FAST)
+    charlstm_cli.ok("gradflow", "--data", small_text, "--out", out, "--force", *FAST)
 
 
 @pytest.mark.parametrize("args", [["--data", "/no/such/file.txt"], ["--seq-len", "0"],
                                   ["--lr", "-1"], ["--seq-len", "5000"]])
-def test_bad_input_gives_one_line_errors(args, small_text, tmp_path):
+def test_bad_input_gives_one_line_errors(args, small_text, tmp_path, charlstm_cli):
     if "--data" not in args:
-        args = ["--data", str(small_text), *args]
-    proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "gradflow", "--out",
-                           str(tmp_path / "o"), *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "error:" in proc.stderr.strip().splitlines()[-1]
+        args = ["--data", small_text, *args]
+    charlstm_cli.error("gradflow", "--out", tmp_path / "o", *args)
     assert not (tmp_path / "o").exists()

@@ -4,18 +4,19 @@ and onnxruntime computing what charlstm computes, to float32 precision."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
+from conftest import NEEDS_ONNX
 
-from charlstm import CharLSTM, ModelConfig, cli
+from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, save_checkpoint
-from charlstm.interop.onnx import build_model, ort_step_fn
 from charlstm.model import forward
+
+onnx = pytest.importorskip("onnx", reason=NEEDS_ONNX)
+ort = pytest.importorskip("onnxruntime", reason=NEEDS_ONNX)
+
+from charlstm.interop.onnx import build_model, ort_step_fn  # noqa: E402  (needs onnx)
 
 CELLS = ["lstm", "gru", "rnn"]
 N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
@@ -122,12 +123,11 @@ def test_ort_step_fn_stepwise_equals_whole_window(cell):
     np.testing.assert_allclose(zero_logits, ref[0], rtol=1e-4, atol=1e-5)
 
 
-def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, capsys):
+def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, charlstm_cli):
     ckpt = make_ckpt("lstm", 2, dtype=np.float32)
     save_checkpoint(tmp_path / "c.safetensors", ckpt)
-    assert cli.main(["export", str(tmp_path / "c.safetensors"), "--format", "onnx",
-                     str(tmp_path / "m.onnx")]) == 0
-    assert "m.vocab.json" in capsys.readouterr().out
+    assert "m.vocab.json" in charlstm_cli.ok("export", tmp_path / "c.safetensors", "--format",
+                                             "onnx", tmp_path / "m.onnx")
     assert json.loads((tmp_path / "m.vocab.json").read_text("utf-8")) == ckpt.vocab
     model = onnx.load(tmp_path / "m.onnx")
     onnx.checker.check_model(model, full_check=True)
@@ -142,25 +142,11 @@ def test_cli_export_onnx_file_runs_in_onnxruntime(tmp_path, capsys):
     np.testing.assert_allclose(run_ort(session, x, state)[0], logits, rtol=1e-5, atol=1e-5)
 
 
-def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
-    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("gru", 1))
-    code = ("import sys; sys.modules['onnx'] = None\n"
-            "from charlstm import cli\n"
-            f"sys.exit(cli.main(['export', {str(tmp_path / 'c.safetensors')!r}, "
-            f"{str(tmp_path / 'm.onnx')!r}]))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr == ("charlstm: error: ONNX export needs the onnx package; install it "
-                           "with: pip install 'charlstm[onnx]'\n")
-    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.vocab.json").exists()
-
-
-def test_a_cell_without_an_onnx_operator_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_a_cell_without_an_onnx_operator_is_a_one_line_error(tmp_path, monkeypatch, charlstm_cli):
     """A new cell registered without its ONNX mapping: export says so, writes nothing."""
     from charlstm.interop import onnx as onnx_export
     save_checkpoint(tmp_path / "c.safetensors", make_ckpt("rnn", 1))
     monkeypatch.delitem(onnx_export.ONNX_OPS, "rnn")
-    rc = cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.onnx")])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "no operator for the rnn cell" in err
+    assert "no operator for the rnn cell" in charlstm_cli.error(
+        "export", tmp_path / "c.safetensors", tmp_path / "m.onnx", code=1)
     assert not (tmp_path / "m.onnx").exists()

@@ -6,10 +6,16 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import NEEDS_ONNX, NEEDS_TORCH
 
-from charlstm import CharLSTM, ModelConfig, cli
+from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, save_checkpoint
 from charlstm.model import forward
+
+pytest.importorskip("torch", reason=NEEDS_TORCH)  # the snippets run in torch and onnxruntime
+pytest.importorskip("onnx", reason=NEEDS_ONNX)
+pytest.importorskip("onnxruntime", reason=NEEDS_ONNX)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -20,13 +26,13 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_readme_snippets_load_the_exported_model(tmp_path, monkeypatch):
+def test_readme_snippets_load_the_exported_model(tmp_path, monkeypatch, charlstm_cli):
     vocab = sorted(set("ROMEO:\n abcdefghijklmnopqrstuvwxyz"))
     config = ModelConfig(vocab_size=len(vocab), hidden_size=16, num_layers=2)
     ckpt = Checkpoint(config, vocab, CharLSTM(config, seed=3).params)
     save_checkpoint(tmp_path / "c.safetensors", ckpt)
     for out in ("shakespeare.safetensors", "shakespeare.onnx"):
-        assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / out)]) == 0
+        charlstm_cli.ok("export", tmp_path / "c.safetensors", tmp_path / out)
     monkeypatch.chdir(tmp_path)
     load, use, onnx_session = python_blocks()
     assert len(load.strip().splitlines()) == 3  # the promised three lines

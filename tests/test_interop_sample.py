@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from conftest import NEEDS_ONNX
 
-from charlstm import CharLSTM, ModelConfig, cli
+from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, save_checkpoint
 
-
-def sample(capsys, *args):
-    assert cli.main(["sample", *map(str, args)]) == 0
-    return capsys.readouterr().out
+pytest.importorskip("onnx", reason=NEEDS_ONNX)
+pytest.importorskip("onnxruntime", reason=NEEDS_ONNX)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_onnxruntime_backend_samples_the_numpy_text(tmp_path, capsys, cell):
+def test_onnxruntime_backend_samples_the_numpy_text(tmp_path, charlstm_cli, cell):
     vocab = list("\n !',.:;?abcdefghijklmnopqrstuvwxyzé")
     config = ModelConfig(vocab_size=len(vocab), hidden_size=32, num_layers=2, cell=cell)
     params = CharLSTM(config, seed=4).params
@@ -26,7 +25,7 @@ def test_onnxruntime_backend_samples_the_numpy_text(tmp_path, capsys, cell):
                           (["--seed", 2, "--length", 200, "--prime", "to be, ",
                             "--temperature", 0.7, "--top-k", 10, "--num-samples", 2], True),
                           (["--seed", 0, "--length", 100, "--temperature", 0], False)):
-        texts = [sample(capsys, tmp_path / "c.safetensors", "--backend", backend, *flags)
+        texts = [charlstm_cli.ok("sample", tmp_path / "c.safetensors", "--backend", backend, *flags)
                  for backend in ("numpy", "onnxruntime")]
         assert texts[0] == texts[1]
         assert len(set(texts[0])) > 5 or not varied

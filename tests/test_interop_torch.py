@@ -4,23 +4,27 @@ exactly as charlstm does, come back bit for bit, and bad files get one-line erro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
+from conftest import NEEDS_TORCH
 
-from charlstm import CharLSTM, ModelConfig, cli
+import charlstm.cells
+from charlstm import CharLSTM, ModelConfig
 from charlstm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charlstm.interop.state_dict import (
     checkpoint_from_state_dict,
     load_state_dict,
     save_state_dict,
 )
-from charlstm.interop.torch import CharRNN, state_from_torch, state_to_torch
 from charlstm.model import forward, param_shapes, step
+
+torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
+
+import safetensors.torch  # noqa: E402  (these need torch)
+
+from charlstm.interop.torch import CharRNN, state_from_torch, state_to_torch  # noqa: E402
 
 CELLS = ["lstm", "gru", "rnn"]
 N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
@@ -81,6 +85,18 @@ def test_round_trip_through_torch_is_exact(tmp_path, cell, L, suffix):
         np.testing.assert_array_equal(back.params[k], v)
 
 
+@pytest.mark.parametrize("names", [("h", "c"), ("h",), ("h", "c", "n")])
+def test_torch_state_format_follows_the_cells_state_names(monkeypatch, names):
+    """A tuple for a cell of several state arrays, the bare tensor for one: what the cell
+    declares decides, not whether it is called "lstm" (a new cell keeps working)."""
+    monkeypatch.setitem(charlstm.cells.CELLS, "newcell", SimpleNamespace(STATE_NAMES=names))
+    state = tuple(np.full((1, 2, 3), float(j)) for j in range(len(names)))
+    theirs = state_to_torch(state, "newcell")
+    assert isinstance(theirs, tuple if len(names) > 1 else torch.Tensor)
+    for a, b in zip(state_from_torch(theirs, "newcell"), state, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_module_keys_are_charlstm_names(cell):
     config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=3, cell=cell)
@@ -88,17 +104,16 @@ def test_module_keys_are_charlstm_names(cell):
     assert {k: tuple(v.shape) for k, v in sd.items()} == param_shapes(config)
 
 
-def test_cli_export_import_round_trip(tmp_path, capsys):
+def test_cli_export_import_round_trip(tmp_path, charlstm_cli):
     ckpt = make_ckpt("lstm", 2, dtype=np.float32)
     save_checkpoint(tmp_path / "c.safetensors", ckpt)
     for name in ["m.safetensors", "m.pt"]:
-        assert cli.main(["export", str(tmp_path / "c.safetensors"), "--format", "torch",
-                         str(tmp_path / name)]) == 0
-        assert "m.vocab.json" in capsys.readouterr().out
+        assert "m.vocab.json" in charlstm_cli.ok("export", tmp_path / "c.safetensors", "--format",
+                                                 "torch", tmp_path / name)
         assert json.loads((tmp_path / "m.vocab.json").read_text("utf-8")) == ckpt.vocab
         out = tmp_path / f"back_{name}.safetensors"
-        assert cli.main(["import", str(tmp_path / name), "--format", "torch", "--vocab",
-                         str(tmp_path / "m.vocab.json"), str(out)]) == 0
+        charlstm_cli.ok("import", tmp_path / name, "--format", "torch", "--vocab",
+                        tmp_path / "m.vocab.json", out)
         back = load_checkpoint(out)
         assert back.config == ckpt.config and back.vocab == ckpt.vocab
         for k, v in ckpt.params.items():
@@ -126,7 +141,7 @@ def greedy_charlstm(ckpt, prime, n):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_model_trained_in_torch_imports_and_samples_the_same(tmp_path, cell):
+def test_model_trained_in_torch_imports_and_samples_the_same(tmp_path, cell, charlstm_cli):
     text = "the cat sat on the mat. the dog sat on the log. " * 4
     vocab = sorted(set(text))
     ids = torch.tensor([vocab.index(c) for c in text])
@@ -144,8 +159,8 @@ def test_model_trained_in_torch_imports_and_samples_the_same(tmp_path, cell):
     assert loss.item() < 1.0  # it learnt something, so greedy text is not one repeated char
     safetensors.torch.save_file(module.state_dict(), tmp_path / "torch.safetensors")
     (tmp_path / "vocab.json").write_text(json.dumps(vocab), "utf-8")
-    assert cli.main(["import", str(tmp_path / "torch.safetensors"), "--vocab",
-                     str(tmp_path / "vocab.json"), str(tmp_path / "c.safetensors")]) == 0
+    charlstm_cli.ok("import", tmp_path / "torch.safetensors", "--vocab", tmp_path / "vocab.json",
+                    tmp_path / "c.safetensors")
     ckpt = load_checkpoint(tmp_path / "c.safetensors")
     assert ckpt.config.cell == cell and ckpt.params["decoder.weight"].dtype == np.float32
     prime = [vocab.index(c) for c in "the "]
@@ -157,13 +172,12 @@ def test_model_trained_in_torch_imports_and_samples_the_same(tmp_path, cell):
 # ---- bad input: one line, non-zero exit, nothing written ----
 
 
-def import_error(tmp_path, capsys, sd_path, vocab=None):
+def import_error(tmp_path, charlstm_cli, sd_path, vocab=None):
     vocab_path = tmp_path / "vocab.json"
     if vocab is not None:
         vocab_path.write_text(json.dumps(vocab), "utf-8")
     out = tmp_path / "out.safetensors"
-    rc = cli.main(["import", str(sd_path), "--vocab", str(vocab_path), str(out)])
-    err = capsys.readouterr().err
+    rc, _, err = charlstm_cli("import", sd_path, "--vocab", vocab_path, out)
     assert rc != 0 and not out.exists()
     assert err.startswith("charlstm: error: ") and err.count("\n") == 1, err
     return err
@@ -174,54 +188,54 @@ def good_state_dict(cell="lstm", L=2):
             .params.items()}
 
 
-def test_import_refuses_wrong_names(tmp_path, capsys):
+def test_import_refuses_wrong_names(tmp_path, charlstm_cli):
     sd = good_state_dict()
     sd["lstm.weight_hh_l9"] = sd.pop("lstm.weight_hh_l1")
     safetensors.torch.save_file(sd, tmp_path / "sd.safetensors")
-    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abcdefghijk"))
+    err = import_error(tmp_path, charlstm_cli, tmp_path / "sd.safetensors", list("abcdefghijk"))
     assert "missing lstm.weight_hh_l1" in err and "unexpected lstm.weight_hh_l9" in err
     assert "lstm.weight_ih_l{k}" in err  # says what was expected
 
 
-def test_import_refuses_bidirectional_and_bare_lstm(tmp_path, capsys):
+def test_import_refuses_bidirectional_and_bare_lstm(tmp_path, charlstm_cli):
     sd = good_state_dict()
     sd["lstm.weight_ih_l0_reverse"] = sd["lstm.weight_ih_l0"].clone()
     safetensors.torch.save_file(sd, tmp_path / "bi.safetensors")
     assert "unexpected lstm.weight_ih_l0_reverse" in import_error(
-        tmp_path, capsys, tmp_path / "bi.safetensors", list("abcdefghijk"))
+        tmp_path, charlstm_cli, tmp_path / "bi.safetensors", list("abcdefghijk"))
     bare = torch.nn.LSTM(11, 6, 1).state_dict()
     safetensors.torch.save_file(bare, tmp_path / "bare.safetensors")
-    assert "bare nn.LSTM" in import_error(tmp_path, capsys, tmp_path / "bare.safetensors")
+    assert "bare nn.LSTM" in import_error(tmp_path, charlstm_cli, tmp_path / "bare.safetensors")
 
 
-def test_import_refuses_wrong_shapes(tmp_path, capsys):
+def test_import_refuses_wrong_shapes(tmp_path, charlstm_cli):
     sd = good_state_dict("gru")
     sd["gru.weight_hh_l1"] = torch.zeros(18, 5)
     safetensors.torch.save_file(sd, tmp_path / "sd.safetensors")
-    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abcdefghijk"))
+    err = import_error(tmp_path, charlstm_cli, tmp_path / "sd.safetensors", list("abcdefghijk"))
     assert "gru.weight_hh_l1 has shape (18, 5), expected (18, 6)" in err
 
 
-def test_import_refuses_vocab_size_mismatch_and_bad_vocab(tmp_path, capsys):
+def test_import_refuses_vocab_size_mismatch_and_bad_vocab(tmp_path, charlstm_cli):
     safetensors.torch.save_file(good_state_dict(), tmp_path / "sd.safetensors")
-    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", list("abc"))
+    err = import_error(tmp_path, charlstm_cli, tmp_path / "sd.safetensors", list("abc"))
     assert "11 characters" in err and "has 3" in err
-    err = import_error(tmp_path, capsys, tmp_path / "sd.safetensors", ["ab", "c"])
+    err = import_error(tmp_path, charlstm_cli, tmp_path / "sd.safetensors", ["ab", "c"])
     assert "JSON list of distinct single characters" in err
     (tmp_path / "vocab.json").write_text("[not json", "utf-8")
-    assert "not valid JSON" in import_error(tmp_path, capsys, tmp_path / "sd.safetensors")
+    assert "not valid JSON" in import_error(tmp_path, charlstm_cli, tmp_path / "sd.safetensors")
 
 
-def test_import_refuses_nan_and_non_float(tmp_path, capsys):
+def test_import_refuses_nan_and_non_float(tmp_path, charlstm_cli):
     sd = good_state_dict()
     sd["decoder.bias"][3] = float("nan")
     safetensors.torch.save_file(sd, tmp_path / "nan.safetensors")
-    assert "NaN" in import_error(tmp_path, capsys, tmp_path / "nan.safetensors",
+    assert "NaN" in import_error(tmp_path, charlstm_cli, tmp_path / "nan.safetensors",
                                  list("abcdefghijk"))
     sd = good_state_dict()
     sd["decoder.bias"] = torch.arange(11)
     safetensors.torch.save_file(sd, tmp_path / "int.safetensors")
-    assert "dtype int64" in import_error(tmp_path, capsys, tmp_path / "int.safetensors",
+    assert "dtype int64" in import_error(tmp_path, charlstm_cli, tmp_path / "int.safetensors",
                                          list("abcdefghijk"))
 
 
@@ -238,59 +252,37 @@ class Payload:
         return touch, (self.path,)
 
 
-def test_import_refuses_pickled_objects_without_running_them(tmp_path, capsys):
+def test_import_refuses_pickled_objects_without_running_them(tmp_path, charlstm_cli):
     marker = tmp_path / "pwned"
     sd = dict(good_state_dict(), extra=Payload(str(marker)))
     torch.save(sd, tmp_path / "evil.pt")
-    err = import_error(tmp_path, capsys, tmp_path / "evil.pt", list("abcdefghijk"))
+    err = import_error(tmp_path, charlstm_cli, tmp_path / "evil.pt", list("abcdefghijk"))
     assert "weights_only=True" in err
     assert not marker.exists()
     torch.save(CharRNN(11, 6, 2), tmp_path / "module.pt")  # a whole pickled module
-    assert "weights_only=True" in import_error(tmp_path, capsys, tmp_path / "module.pt")
+    assert "weights_only=True" in import_error(tmp_path, charlstm_cli, tmp_path / "module.pt")
     torch.save([torch.zeros(2)], tmp_path / "list.pt")  # allowed by torch, not a state dict
-    assert "flat state dict" in import_error(tmp_path, capsys, tmp_path / "list.pt")
+    assert "flat state dict" in import_error(tmp_path, charlstm_cli, tmp_path / "list.pt")
 
 
-def test_import_refuses_unreadable_files(tmp_path, capsys):
+def test_import_refuses_unreadable_files(tmp_path, charlstm_cli):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
     assert "not a readable .safetensors" in import_error(
-        tmp_path, capsys, tmp_path / "junk.safetensors", ["a"])
-    assert "cannot read" in import_error(tmp_path, capsys, tmp_path / "nope.safetensors")
+        tmp_path, charlstm_cli, tmp_path / "junk.safetensors", ["a"])
+    assert "cannot read" in import_error(tmp_path, charlstm_cli, tmp_path / "nope.safetensors")
     ckpt = make_ckpt("lstm", 1)
     save_checkpoint(tmp_path / "c.safetensors", ckpt)
     assert "already a charlstm checkpoint" in import_error(
-        tmp_path, capsys, tmp_path / "c.safetensors", ckpt.vocab)
+        tmp_path, charlstm_cli, tmp_path / "c.safetensors", ckpt.vocab)
 
 
-def test_export_and_import_never_overwrite_without_force(tmp_path, capsys):
+def test_export_and_import_never_overwrite_without_force(tmp_path, charlstm_cli):
     save_checkpoint(tmp_path / "c.safetensors", make_ckpt("rnn", 1))
     (tmp_path / "m.safetensors").write_bytes(b"precious")
-    rc = cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.safetensors")])
-    assert rc == 2 and "--force" in capsys.readouterr().err
-    assert (tmp_path / "m.safetensors").read_bytes() == b"precious"
-    assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.safetensors"),
-                     "--force"]) == 0
-    assert cli.main(["export", str(tmp_path / "c.safetensors"), str(tmp_path / "m.bin")]) == 2
-    assert "--format" in capsys.readouterr().err
-    rc = cli.main(["import", str(tmp_path / "m.safetensors"), "--vocab",
-                   str(tmp_path / "m.vocab.json"), str(tmp_path / "c.safetensors")])
-    assert rc == 2 and "already exists" in capsys.readouterr().err
-
-
-def test_safetensors_export_and_import_work_without_torch(tmp_path):
-    """torch is an optional extra: the core path must not import it; .pt says what to install."""
-    save_checkpoint(tmp_path / "c.safetensors", make_ckpt("gru", 2))
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from charlstm import cli\n"
-        f"d = {str(tmp_path)!r}\n"
-        "assert cli.main(['export', d + '/c.safetensors', d + '/m.safetensors']) == 0\n"
-        "assert cli.main(['import', d + '/m.safetensors', '--vocab', d + '/m.vocab.json',"
-        " d + '/back.safetensors']) == 0\n"
-        "sys.exit(cli.main(['export', d + '/c.safetensors', d + '/m.pt']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "charlstm: error: PyTorch is not installed; install it with: "
-        "pip install 'charlstm[torch]'")
-    assert (tmp_path / "back.safetensors").exists() and not (tmp_path / "m.pt").exists()
+    ckpt, exported = tmp_path / "c.safetensors", tmp_path / "m.safetensors"
+    assert "--force" in charlstm_cli.error("export", ckpt, exported)
+    assert exported.read_bytes() == b"precious"
+    charlstm_cli.ok("export", ckpt, exported, "--force")
+    assert "--format" in charlstm_cli.error("export", ckpt, tmp_path / "m.bin")
+    assert "already exists" in charlstm_cli.error("import", exported, "--vocab",
+                                                  tmp_path / "m.vocab.json", ckpt)

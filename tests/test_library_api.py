@@ -37,12 +37,6 @@ def run_dir(tmp_path_factory):
     return run
 
 
-def cli_out(capsys, *argv) -> str:
-    capsys.readouterr()
-    assert cli.main([str(a) for a in argv]) == 0
-    return capsys.readouterr().out
-
-
 @pytest.mark.parametrize("kwargs, flags", [
     ({"prime": "ROMEO:", "length": 60, "seed": 3}, ["--prime", "ROMEO:", "--length", 60,
                                                     "--seed", 3]),
@@ -53,10 +47,10 @@ def cli_out(capsys, *argv) -> str:
     ({"prime": "JULIET", "length": 25, "temperature": 0.0},
      ["--prime", "JULIET", "--length", 25, "--temperature", 0, "--seed", 5]),
 ])
-def test_generate_gives_the_text_charlstm_sample_prints(run_dir, capsys, kwargs, flags):
+def test_generate_gives_the_text_charlstm_sample_prints(run_dir, charlstm_cli, kwargs, flags):
     model = charlstm.load(run_dir)
     text = model.generate(**kwargs)
-    out = cli_out(capsys, "sample", run_dir, *flags)
+    out = charlstm_cli.ok("sample", run_dir, *flags)
     # the CLI ends its output with a newline when the text does not
     assert out == (text if text.endswith("\n") else text + "\n")
     assert text.startswith(kwargs.get("prime", ""))
@@ -64,8 +58,8 @@ def test_generate_gives_the_text_charlstm_sample_prints(run_dir, capsys, kwargs,
     assert "".join(model.stream(**kwargs)) == text
 
 
-def test_generate_many_gives_the_samples_charlstm_sample_prints(run_dir, capsys,
-                                                                monkeypatch):
+def test_generate_many_gives_the_samples_charlstm_sample_prints(
+        run_dir, charlstm_cli, monkeypatch):
     """On 2 workers (the CLI's --threads, the library's set_num_threads; slices of 2
     and 1 streams): text k is the CLI's sample k+1; text 0 is generate's."""
     monkeypatch.setattr(charlstm.engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
@@ -75,9 +69,9 @@ def test_generate_many_gives_the_samples_charlstm_sample_prints(run_dir, capsys,
         texts = model.generate_many(3, "ROMEO:", length=40, temperature=0.9, top_k=8, seed=6)
     finally:
         charlstm.set_num_threads(None)
-    out = cli_out(capsys, "sample", run_dir, "--prime", "ROMEO:", "--length", 40,
-                  "--temperature", 0.9, "--top-k", 8, "--seed", 6, "--num-samples", 3,
-                  "--threads", 2)
+    out = charlstm_cli.ok("sample", run_dir, "--prime", "ROMEO:", "--length", 40,
+                          "--temperature", 0.9, "--top-k", 8, "--seed", 6, "--num-samples", 3,
+                          "--threads", 2)
     _, *bodies = re.split(r"\n?=== sample \d/3 ===\n", out)
     assert [t if t.endswith("\n") else t + "\n" for t in texts] == bodies
     assert texts[0] == model.generate("ROMEO:", length=40, temperature=0.9, top_k=8, seed=6)
@@ -116,11 +110,11 @@ def test_seed_none_draws_a_fresh_sample(run_dir):
     assert len(texts) > 1 and all(len(t) == 40 for t in texts)
 
 
-def test_evaluate_is_charlstm_eval_on_the_whole_text(run_dir, capsys, tmp_path):
+def test_evaluate_is_charlstm_eval_on_the_whole_text(run_dir, charlstm_cli, tmp_path):
     model = charlstm.load(run_dir)
     other = tmp_path / "other.txt"
     other.write_text(TEXT[:500])
-    out = cli_out(capsys, "eval", run_dir, "--data", other, "--split", "all")
+    out = charlstm_cli.ok("eval", run_dir, "--data", other, "--split", "all")
     cli_loss = float(re.search(r"^loss +([\d.]+) nats/char", out, re.M)[1])
     loss = model.evaluate(TEXT[:500])
     assert loss == pytest.approx(cli_loss, abs=1e-4)
@@ -133,7 +127,7 @@ def test_evaluate_is_charlstm_eval_on_the_whole_text(run_dir, capsys, tmp_path):
         model.evaluate("R")
 
 
-def test_save_writes_a_small_checkpoint_every_command_reads(run_dir, capsys, tmp_path):
+def test_save_writes_a_small_checkpoint_every_command_reads(run_dir, charlstm_cli, tmp_path):
     model = charlstm.load(run_dir)
     path = tmp_path / "shared.safetensors"
     model.save(path)
@@ -147,9 +141,9 @@ def test_save_writes_a_small_checkpoint_every_command_reads(run_dir, capsys, tmp
     assert load_checkpoint(path).arrays == {}
     assert path.stat().st_size < (run_dir / "best.safetensors").stat().st_size
     assert again.generate("ROMEO:", 50, seed=2) == model.generate("ROMEO:", 50, seed=2)
-    assert cli_out(capsys, "sample", path, "--prime", "ROMEO:", "--length", 50,
-                   "--seed", 2) == model.generate("ROMEO:", 50, seed=2) + "\n"
-    assert "parameters" in cli_out(capsys, "info", path)
+    assert charlstm_cli.ok("sample", path, "--prime", "ROMEO:", "--length", 50,
+                           "--seed", 2) == model.generate("ROMEO:", 50, seed=2) + "\n"
+    assert "parameters" in charlstm_cli.ok("info", path)
 
 
 def test_encode_prime_takes_the_vocabulary_a_checkpoint_holds(run_dir):
@@ -193,12 +187,12 @@ def test_every_public_function_of_the_api_has_a_docstring():
         assert obj.__doc__ and len(obj.__doc__.strip()) > 20, obj
 
 
-def test_eval_scores_all_of_another_text_and_the_val_split_of_its_own(run_dir, capsys,
-                                                                       tmp_path):
+def test_eval_scores_all_of_another_text_and_the_val_split_of_its_own(
+        run_dir, charlstm_cli, tmp_path):
     import json
     other = tmp_path / "other.txt"
     other.write_text(TEXT[:300])
-    result = json.loads(cli_out(capsys, "eval", run_dir, "--data", other, "--json"))
+    result = json.loads(charlstm_cli.ok("eval", run_dir, "--data", other, "--json"))
     assert result["split"] == "all" and result["characters"] == 299
     assert result["loss"] == pytest.approx(charlstm.load(run_dir).evaluate(TEXT[:300]),
                                            rel=1e-6)
@@ -206,36 +200,34 @@ def test_eval_scores_all_of_another_text_and_the_val_split_of_its_own(run_dir, c
     # the text it was trained on (found by its checksum, wherever it lies): its val split
     own = tmp_path / "copy.txt"
     own.write_text(TEXT)
-    result = json.loads(cli_out(capsys, "eval", run_dir, "--data", own, "--json"))
+    result = json.loads(charlstm_cli.ok("eval", run_dir, "--data", own, "--json"))
     assert result["split"] == "val" and result["val_frac"] == 0.1
-    assert result == {**json.loads(cli_out(capsys, "eval", run_dir, "--json")),
+    assert result == {**json.loads(charlstm_cli.ok("eval", run_dir, "--json")),
                       "data": str(own), "seconds": result["seconds"]}
 
 
-def test_export_weights_only_is_the_small_checkpoint_to_share(run_dir, capsys, tmp_path):
+def test_export_weights_only_is_the_small_checkpoint_to_share(run_dir, tmp_path, charlstm_cli):
     out = tmp_path / "share.safetensors"
-    text = cli_out(capsys, "export", run_dir, out, "--weights-only")
+    text = charlstm_cli.ok("export", run_dir, out, "--weights-only")
     assert f"wrote {out} (charlstm checkpoint, weights only" in text
     assert load_checkpoint(out).arrays == {}
     assert out.stat().st_size < (run_dir / "best.safetensors").stat().st_size
     assert charlstm.load(out).generate("ROMEO:", 40, seed=4) == \
         charlstm.load(run_dir).generate("ROMEO:", 40, seed=4)
-    capsys.readouterr()
-    assert cli.main(["export", str(run_dir), str(out), "--weights-only"]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err
-    assert cli.main(["export", str(run_dir), str(tmp_path / "x.pt"), "--weights-only"]) == 2
-    assert "name OUT x.safetensors" in capsys.readouterr().err
+    assert "already exists; pass --force" in charlstm_cli.error("export", run_dir, out,
+                                                                "--weights-only")
+    assert "name OUT x.safetensors" in charlstm_cli.error("export", run_dir, tmp_path / "x.pt",
+                                                          "--weights-only")
 
 
-def test_prime_file_is_the_prime(run_dir, capsys, tmp_path):
+def test_prime_file_is_the_prime(run_dir, tmp_path, charlstm_cli):
     prime = "ROMEO:\nBut soft, what light"
     (tmp_path / "prime.txt").write_text(prime)
     args = ["sample", run_dir, "--length", 30, "--seed", 6]
-    from_file = cli_out(capsys, *args, "--prime-file", tmp_path / "prime.txt")
-    assert from_file == cli_out(capsys, *args, "--prime", prime)
+    from_file = charlstm_cli.ok(*args, "--prime-file", tmp_path / "prime.txt")
+    assert from_file == charlstm_cli.ok(*args, "--prime", prime)
     assert from_file.startswith(prime)
-    assert cli.main(["sample", str(run_dir), "--prime", "R", "--prime-file",
-                     str(tmp_path / "prime.txt")]) == 2
-    assert "give the prime once" in capsys.readouterr().err
-    assert cli.main(["sample", str(run_dir), "--prime-file", str(tmp_path / "none.txt")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "give the prime once" in charlstm_cli.error(
+        "sample", run_dir, "--prime", "R", "--prime-file", tmp_path / "prime.txt")
+    assert "no such file" in charlstm_cli.error("sample", run_dir, "--prime-file",
+                                                tmp_path / "none.txt")

@@ -51,7 +51,7 @@ def test_forget_bias_opens_the_keep_gate_and_init_range(cell):
     assert all(np.array_equal(p1[k], same[k]) for k in p1)
 
 
-def test_bad_ids_are_rejected():
+def test_out_of_range_or_non_integer_ids_are_rejected():
     model = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4), seed=0)
     with pytest.raises(ValueError, match="ids"):
         model.forward(np.array([[5]]))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from conftest import NEEDS_TORCH
 
 from charlstm import optim, pool
 from charlstm.optim import clip_grad_norm, ema_update, global_norm, make_optimizer
+
+torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
 
 TORCH = {
     "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr, eps=1e-8),
@@ -19,7 +21,7 @@ TORCH = {
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_matches_torch_optim(monkeypatch, name, fused):
+def test_optimizers_match_torch_optim_step_for_step(monkeypatch, name, fused):
     monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)  # numba's passes and NumPy's
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}

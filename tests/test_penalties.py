@@ -15,7 +15,6 @@ import json
 import numpy as np
 import pytest
 from reference import naive_activation_penalty
-from torch_oracle import torch_loss_and_grads
 
 from charlstm import ModelConfig, engine
 from charlstm import train as tr
@@ -68,10 +67,10 @@ def test_gradients_with_ar_and_tar_match_finite_differences(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_ar_and_tar_match_torch_autograd(cell):
+def test_ar_and_tar_match_torch_autograd(cell, torch_oracle):
     config, params, x, y, state, masks = _problem(cell, L=2, T=5, B=2, seed=1)
     wg = loss_and_grads(params, config, x, y, state, masks, penalty=PENALTY)
-    t_loss, _, _, t_grads, t_dstate0 = torch_loss_and_grads(
+    t_loss, _, _, t_grads, t_dstate0 = torch_oracle.torch_loss_and_grads(
         params, cell, config.num_layers, x, y, state, masks, *PENALTY)
     assert wg.loss + wg.penalty == pytest.approx(t_loss, rel=1e-12)
     for name in params:

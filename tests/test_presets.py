@@ -7,7 +7,6 @@ from dataclasses import fields
 
 import pytest
 
-from charlstm.cli import main
 from charlstm.config import TrainConfig, load_toml
 from charlstm.presets import NOT_IN_PRESETS, PRESETS, load_preset, preset_path
 
@@ -34,15 +33,14 @@ def test_unknown_preset_is_a_value_error():
         load_preset("huge")
 
 
-def test_preset_then_config_then_flags(tmp_path, capsys):
+def test_preset_then_config_then_flags(tmp_path, charlstm_cli):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     preset = load_preset("medium")
     cfg = tmp_path / "over.toml"
     cfg.write_text("lr = 0.01\n", encoding="utf-8")
-    rc = main(["train", "--preset", "medium", "--config", str(cfg), "--data", str(corpus),
-               "--out", str(tmp_path / "r"), *TINY])
-    assert rc == 0, capsys.readouterr()
+    charlstm_cli.ok("train", "--preset", "medium", "--config", cfg, "--data", corpus,
+                    "--out", tmp_path / "r", *TINY)
     saved = load_toml(tmp_path / "r/config.toml")
     assert (saved["hidden_size"], saved["lr"], saved["max_steps"]) == (8, 0.01, 2)  # flags, file
     untouched = set(preset) - {"hidden_size", "num_layers", "seq_len", "batch_size",
@@ -52,12 +50,7 @@ def test_preset_then_config_then_flags(tmp_path, capsys):
     assert set(saved) <= known
 
 
-def test_preset_errors_are_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--preset", "huge"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "invalid choice: 'huge'" in err and "Traceback" not in err
-    rc = main(["train", "--resume", str(tmp_path), "--preset", "small"])
-    _, err = capsys.readouterr()
-    assert rc == 2 and err.count("\n") == 1 and "drop --config/--preset/--force" in err
+def test_preset_errors_are_one_line(tmp_path, charlstm_cli):
+    assert "invalid choice: 'huge'" in charlstm_cli.error("train", "--preset", "huge")
+    assert "drop --config/--preset/--force" in charlstm_cli.error(
+        "train", "--resume", tmp_path, "--preset", "small")

@@ -259,7 +259,7 @@ def test_generate_yields_exactly_length_steps_and_checks_arguments():
                       zero_state(model.config, 1), "abcdefghijk", [], 3))
 
 
-def test_encode_prime():
+def test_encode_prime_echoes_known_and_lists_or_skips_unknown_characters():
     vocab = Vocab(list("\nabc "))
     ids, echo = encode_prime(vocab, "ab c")
     assert vocab.decode(ids) == "ab c" and echo == "ab c"

@@ -25,7 +25,7 @@ def test_unknown_characters_listed_or_skipped():
     assert v.decode(v.encode("axbyx", skip_unknown=True)) == "ab"
 
 
-def test_read_text_errors(tmp_path):
+def test_unreadable_text_files_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         read_text(tmp_path / "nope.txt")
     (tmp_path / "empty.txt").write_bytes(b"")

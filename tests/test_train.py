@@ -32,7 +32,7 @@ def tiny_config(tmp_path, name="run", **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_learning_rate_schedules():
+def test_learning_rate_follows_warmup_then_its_schedule():
     cfg = TrainConfig(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, lr_schedule="cosine")
     assert [learning_rate(cfg, s, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(cfg, 4, 0.0) == 1.0

@@ -31,24 +31,9 @@ def corpus(tmp_path) -> Path:
     return path
 
 
-def train(capsys, *args) -> tuple[int, str, str]:
-    rc = main(["train", *map(str, args)])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(capsys, *args, code=2) -> str:
-    rc, out, err = train(capsys, *args)
-    assert rc == code, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("charlstm: error: "), err
-    assert "Traceback" not in out + err
-    return lines[0]
-
-
-def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
-    rc, out, _ = train(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps", 6,
-                       *TINY)
+def test_train_writes_a_complete_run(tmp_path, corpus, charlstm_cli):
+    rc, out, _ = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "r", "--max-steps", 6,
+                              *TINY)
     assert rc == 0 and "done at step 6" in out and "val loss" in out
     run = tmp_path / "r"
     assert {p.name for p in run.iterdir()} == {"config.toml", "log.jsonl", "last.safetensors",
@@ -61,16 +46,17 @@ def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").open()] == [2, 4, 6]
 
 
-def test_config_file_then_flags_override(tmp_path, corpus, capsys):
+def test_config_file_then_flags_override(tmp_path, corpus, charlstm_cli):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'data = "{corpus}"\nhidden_size = 6\nmax_steps = 3\nseq_len = 4\n'
                    'batch_size = 2\nlr = 0.01\n', encoding="utf-8")
-    rc, _, _ = train(capsys, "--config", cfg, "--out", tmp_path / "r", "--max-steps", 5)
+    rc, _, _ = charlstm_cli("train", "--config", cfg, "--out", tmp_path / "r", "--max-steps", 5)
     assert rc == 0
     saved = load_toml(tmp_path / "r/config.toml")
     assert (saved["hidden_size"], saved["max_steps"], saved["lr"]) == (6, 5, 0.01)
     # the saved file reproduces the run's settings
-    rc, _, _ = train(capsys, "--config", tmp_path / "r/config.toml", "--out", tmp_path / "r2")
+    rc, _, _ = charlstm_cli("train", "--config", tmp_path / "r/config.toml", "--out",
+                            tmp_path / "r2")
     assert rc == 0 and load_toml(tmp_path / "r2/config.toml") == {
         **saved, "out": str(tmp_path / "r2")}
 
@@ -81,14 +67,15 @@ def test_config_file_then_flags_override(tmp_path, corpus, capsys):
     ("[model]\nhidden_size = 8\n", "unexpected table"),
     ('hidden_size = "big"\n', "hidden_size must be a positive integer"),
 ])
-def test_bad_config_files(tmp_path, capsys, content, message):
+def test_bad_config_files_are_one_line_errors_and_tracebacks_with_debug(
+        tmp_path, charlstm_cli, content, message):
     (tmp_path / "c.toml").write_text(content, encoding="utf-8")
-    assert message in one_line_error(capsys, "--config", tmp_path / "c.toml")
+    assert message in charlstm_cli.error("train", "--config", tmp_path / "c.toml")
     with pytest.raises(UserError, match=message.split(":")[0]):  # --debug: the traceback
         main(["--debug", "train", "--config", str(tmp_path / "c.toml")])
     with pytest.raises(UserError, match=message.split(":")[0]):  # after the command too
         main(["train", "--config", str(tmp_path / "c.toml"), "--debug"])
-    assert "no such config file" in one_line_error(capsys, "--config", tmp_path / "nope.toml")
+    assert "no such config file" in charlstm_cli.error("train", "--config", tmp_path / "nope.toml")
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -118,16 +105,16 @@ def test_bad_config_files(tmp_path, capsys, content, message):
     (["--epochs", "0"], "--epochs must be a finite positive number"),
     (["--epochs", "inf"], "--epochs must be a finite positive number, got inf"),
 ])
-def test_out_of_range_values_are_usage_errors(tmp_path, corpus, capsys, flags, message):
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *flags)
+def test_out_of_range_values_are_usage_errors(tmp_path, corpus, charlstm_cli, flags, message):
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", *flags)
     assert message in line
     assert not (tmp_path / "r").exists()  # nothing written
 
 
-def test_awd_dropout_flags_reach_the_run_and_its_files(tmp_path, corpus, capsys):
-    rc, out, _ = train(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps", 2,
-                       *TINY, "--weight-dropout", 0.5, "--locked-dropout", 0.25,
-                       "--input-dropout", 0.1)
+def test_awd_dropout_flags_reach_the_run_and_its_files(tmp_path, corpus, charlstm_cli):
+    rc, out, _ = charlstm_cli("train", "--data", corpus, "--out", tmp_path / "r", "--max-steps", 2,
+                              *TINY, "--weight-dropout", 0.5, "--locked-dropout", 0.25,
+                              "--input-dropout", 0.1)
     assert rc == 0
     assert "x 8, weight dropout 0.5, locked dropout 0.25, input dropout 0.1," in out
     rates = dict(weight_dropout=0.5, locked_dropout=0.25, input_dropout=0.1)
@@ -135,37 +122,35 @@ def test_awd_dropout_flags_reach_the_run_and_its_files(tmp_path, corpus, capsys)
     ck = load_checkpoint(tmp_path / "r/last.safetensors")
     for key, value in rates.items():
         assert getattr(config, key) == getattr(ck.config, key) == value
-    assert main(["info", str(tmp_path / "r")]) == 0
-    assert "weight dropout 0.5, locked dropout 0.25" in capsys.readouterr().out
+    assert "weight dropout 0.5, locked dropout 0.25" in charlstm_cli.ok("info", tmp_path / "r")
 
 
-def test_unparsable_and_unknown_choices_exit_2(capsys):
-    for flags in (["--seq-len", "abc"], ["--cell", "transformer"], ["--optimizer", "lion"]):
-        with pytest.raises(SystemExit) as e:
-            main(["train", *flags])
-        assert e.value.code == 2
-    assert "invalid" in capsys.readouterr().err
+def test_unparsable_and_unknown_choices_exit_2(charlstm_cli):
+    for flags, message in ((["--seq-len", "abc"], "expected an integer"),
+                           (["--cell", "transformer"], "invalid choice"),
+                           (["--optimizer", "lion"], "invalid choice")):
+        assert message in charlstm_cli.error("train", *flags)
 
 
-def test_bad_data_files(tmp_path, capsys):
+def test_bad_data_files_are_one_line_errors(tmp_path, charlstm_cli):
     (tmp_path / "empty.txt").write_bytes(b"")
-    assert "is empty" in one_line_error(capsys, "--data", tmp_path / "empty.txt")
-    assert "no such file" in one_line_error(capsys, "--data", tmp_path / "missing.txt")
-    assert "not a regular file" in one_line_error(capsys, "--data", tmp_path)
+    assert "is empty" in charlstm_cli.error("train", "--data", tmp_path / "empty.txt")
+    assert "no such file" in charlstm_cli.error("train", "--data", tmp_path / "missing.txt")
+    assert "not a regular file" in charlstm_cli.error("train", "--data", tmp_path)
     (tmp_path / "short.txt").write_text("hello world, far too short\n", encoding="utf-8")
-    line = one_line_error(capsys, "--data", tmp_path / "short.txt")
+    line = charlstm_cli.error("train", "--data", tmp_path / "short.txt")
     assert "one batch needs --batch-size x --seq-len + 1 = 32 x 64 + 1 = 2,049" in line
     assert "lower --batch-size or --seq-len" in line
     (tmp_path / "bad.txt").write_bytes(TEXT.encode()[:100] + b"\xff\xfe" + TEXT.encode())
-    assert "not valid UTF-8: byte offset 100" in one_line_error(
-        capsys, "--data", tmp_path / "bad.txt", "--out", tmp_path / "r", *TINY)
+    assert "not valid UTF-8: byte offset 100" in charlstm_cli.error(
+        "train", "--data", tmp_path / "bad.txt", "--out", tmp_path / "r", *TINY)
     assert not (tmp_path / "r").exists()
-    rc, out, _ = train(capsys, "--data", tmp_path / "bad.txt", "--out", tmp_path / "r",
-                       "--encoding-errors", "replace", "--max-steps", 2, *TINY)
+    rc, out, _ = charlstm_cli("train", "--data", tmp_path / "bad.txt", "--out", tmp_path / "r",
+                              "--encoding-errors", "replace", "--max-steps", 2, *TINY)
     assert rc == 0 and "\ufffd" in load_checkpoint(tmp_path / "r/last.safetensors").vocab
 
 
-def test_unreadable_data_file(tmp_path, corpus, capsys, monkeypatch):
+def test_unreadable_data_file_is_a_one_line_error(tmp_path, corpus, charlstm_cli, monkeypatch):
     # chmod 0 cannot stop root (CI may run as root), so the read itself is made to fail
     real = Path.read_bytes
 
@@ -174,42 +159,42 @@ def test_unreadable_data_file(tmp_path, corpus, capsys, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return real(self)
     monkeypatch.setattr(Path, "read_bytes", denied)
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r")
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r")
     assert f"cannot read {corpus}: Permission denied" in line
     assert not (tmp_path / "r").exists()
 
 
-def test_an_existing_run_is_never_overwritten_without_force(tmp_path, corpus, capsys):
+def test_an_existing_run_is_never_overwritten_without_force(tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
     base = ["--data", corpus, "--out", run, "--max-steps", 2, *TINY]
-    assert train(capsys, *base)[0] == 0
+    assert charlstm_cli("train", *base)[0] == 0
     (run / "notes.md").write_text("mine", encoding="utf-8")
     before = (run / "last.safetensors").read_bytes()
-    line = one_line_error(capsys, *base)
+    line = charlstm_cli.error("train", *base)
     assert "already holds a run" in line and "--resume" in line and "--force" in line
     assert (run / "last.safetensors").read_bytes() == before
-    rc, _, _ = train(capsys, *base[:-len(TINY)], "--seed", 3, *TINY, "--force")
+    rc, _, _ = charlstm_cli("train", *base[:-len(TINY)], "--seed", 3, *TINY, "--force")
     assert rc == 0 and (run / "last.safetensors").read_bytes() != before
     assert (run / "notes.md").read_text(encoding="utf-8") == "mine"  # not a run file: kept
     (tmp_path / "file").write_text("x", encoding="utf-8")
-    assert "not a directory" in one_line_error(capsys, "--data", corpus, "--out",
-                                               tmp_path / "file", *TINY)
+    assert "not a directory" in charlstm_cli.error("train", "--data", corpus, "--out",
+                                                   tmp_path / "file", *TINY)
 
 
-def test_resume_flags(tmp_path, corpus, capsys):
+def test_resume_continues_and_refuses_flags_it_cannot_keep(tmp_path, corpus, charlstm_cli):
     run = tmp_path / "r"
-    assert train(capsys, "--data", corpus, "--out", run, "--max-steps", 2, *TINY)[0] == 0
-    rc, out, _ = train(capsys, "--resume", run, "--max-steps", 4)
+    assert charlstm_cli("train", "--data", corpus, "--out", run, "--max-steps", 2, *TINY)[0] == 0
+    rc, out, _ = charlstm_cli("train", "--resume", run, "--max-steps", 4)
     assert rc == 0 and "resuming" in out and "done at step 4" in out
-    assert "cannot change --hidden-size" in one_line_error(
-        capsys, "--resume", run, "--hidden-size", 9, "--max-steps", 6)
-    assert "drop --out" in one_line_error(capsys, "--resume", run, "--out", tmp_path / "x")
-    assert "no such run directory" in one_line_error(capsys, "--resume", tmp_path / "none")
+    assert "cannot change --hidden-size" in charlstm_cli.error(
+        "train", "--resume", run, "--hidden-size", 9, "--max-steps", 6)
+    assert "drop --out" in charlstm_cli.error("train", "--resume", run, "--out", tmp_path / "x")
+    assert "no such run directory" in charlstm_cli.error("train", "--resume", tmp_path / "none")
     (tmp_path / "empty").mkdir()
-    assert "no last.safetensors" in one_line_error(capsys, "--resume", tmp_path / "empty")
+    assert "no last.safetensors" in charlstm_cli.error("train", "--resume", tmp_path / "empty")
 
 
-def test_non_finite_loss_is_one_line_and_exit_1(tmp_path, corpus, capsys, monkeypatch):
+def test_non_finite_loss_is_one_line_and_exit_1(tmp_path, corpus, charlstm_cli, monkeypatch):
     real = layers.softmax_cross_entropy
     calls = []
 
@@ -218,8 +203,8 @@ def test_non_finite_loss_is_one_line_and_exit_1(tmp_path, corpus, capsys, monkey
         loss, d = real(logits, y, count)
         return (float("inf") if len(calls) == 3 else loss), d
     monkeypatch.setattr(layers, "softmax_cross_entropy", inf_at_step_3)
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", "--max-steps",
-                          "20", "--checkpoint-every", "2", *TINY, code=1)
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", "--max-steps",
+                              "20", "--checkpoint-every", "2", *TINY, code=1)
     assert "the loss became inf at step 3" in line and "(step 2) is intact" in line
     assert "try a lower --lr" in line
 
@@ -233,7 +218,7 @@ def _wait_for(path: Path, proc, timeout=60.0) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, signum):
+def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, signum, charlstm_cli):
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "charlstm.cli", "train", "--data", str(corpus), "--out",
            str(run), "--max-steps", "1000000", "--checkpoint-every", "1000000", *TINY]
@@ -249,28 +234,28 @@ def test_signal_saves_prints_resume_command_and_exits_130(tmp_path, corpus, sign
     ck = load_checkpoint(run / "last.safetensors")
     assert ck.meta["step"] >= 2
     assert not list(run.glob(".*.tmp"))  # no temp file left behind
-    done = subprocess.run([sys.executable, "-m", "charlstm.cli", "train", "--resume", str(run),
-                           "--max-steps", str(ck.meta["step"] + 2)], capture_output=True,
-                          text=True, env=env, timeout=60)
+    done = charlstm_cli.subprocess("train", "--resume", run, "--max-steps", ck.meta["step"] + 2,
+                                   env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(run / "last.safetensors").meta["step"] == ck.meta["step"] + 2
 
 
-def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch, tinyshakespeare):
+def test_tinyshakespeare_by_name_trains_on_the_canonical_text(
+        tmp_path, charlstm_cli, monkeypatch, tinyshakespeare):
     monkeypatch.setenv("CHARLSTM_DATA_DIR", str(tinyshakespeare.parent))
-    rc, out, _ = train(capsys, "--data", "tinyshakespeare", "--out", tmp_path / "r",
-                       "--hidden-size", 8, "--max-steps", 1, "--seq-len", 8, "--eval-every", 0,
-                       "--val-frac", 0.001)
+    rc, out, _ = charlstm_cli("train", "--data", "tinyshakespeare", "--out", tmp_path / "r",
+                              "--hidden-size", 8, "--max-steps", 1, "--seq-len", 8,
+                              "--eval-every", 0, "--val-frac", 0.001)
     assert rc == 0 and "1,114,278 train / 1,116 val chars, vocab 65" in out
     assert load_toml(tmp_path / "r/config.toml")["data"] == "tinyshakespeare"
 
 
 @pytest.mark.parametrize("hidden", ["99999999999999999999999", "100000", "20000"])
-def test_a_model_too_big_for_the_memory_is_refused_up_front(tmp_path, corpus, capsys,
-                                                            monkeypatch, hidden):
+def test_a_model_too_big_for_the_memory_is_refused_up_front(
+        tmp_path, corpus, charlstm_cli, monkeypatch, hidden):
     monkeypatch.setattr("charlstm.resources.available_memory", lambda: 16 * 10**9)
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *TINY,
-                          "--hidden-size", hidden)
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", *TINY,
+                              "--hidden-size", hidden)
     assert f"LSTM 1 x {hidden} model needs about" in line
     assert "more than the 16.0 GB of memory available" in line and "--hidden-size" in line
     assert not (tmp_path / "r").exists()  # nothing written
@@ -296,9 +281,10 @@ def test_memory_estimate_counts_parameters_optimizer_and_one_window():
         assert training_bytes(config, "sgd", 1, 0) == 4 * 4 * n_params
 
 
-def test_absurd_layer_counts_are_refused_without_building_the_model(tmp_path, corpus, capsys):
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *TINY,
-                          "--num-layers", "100000000000")
+def test_absurd_layer_counts_are_refused_without_building_the_model(
+        tmp_path, corpus, charlstm_cli):
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", *TINY,
+                              "--num-layers", "100000000000")
     assert "LSTM 100000000000 x 8 model needs about" in line
 
 
@@ -327,10 +313,10 @@ def test_names_are_checked_where_they_are_looked_up(monkeypatch):
     ('optimizer = "lion"', "unknown optimizer 'lion'; choose from adam, "),
     ('lr_schedule = "linear"', "unknown lr schedule 'linear'; choose from constant, "),
 ])
-def test_an_unknown_name_in_a_config_file_is_one_line_before_the_run(tmp_path, corpus, capsys,
-                                                                     line, message):
+def test_an_unknown_name_in_a_config_file_is_one_line_before_the_run(tmp_path, corpus,
+                                                                     charlstm_cli, line, message):
     (tmp_path / "c.toml").write_text(line + "\n", encoding="utf-8")
-    error = one_line_error(capsys, "--config", tmp_path / "c.toml", "--data", corpus,
-                           "--out", tmp_path / "r")
+    error = charlstm_cli.error("train", "--config", tmp_path / "c.toml", "--data", corpus,
+                               "--out", tmp_path / "r")
     assert message in error and f"(in {tmp_path / 'c.toml'})" in error
     assert not (tmp_path / "r").exists()

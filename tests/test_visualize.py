@@ -21,12 +21,6 @@ TEXT = ('ROMEO:\nShe said "hi (and more)" to me,\nand [so] on.\n\n'
 CHROMIUM = "/usr/bin/chromium"
 
 
-def charlstm(capsys, *argv):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """cell -> a run directory of a tiny model trained for a few steps on TEXT."""
@@ -50,10 +44,10 @@ def embedded(page: str) -> dict:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_page_and_json_carry_the_library_statistics(runs, tmp_path, capsys, cell):
+def test_page_and_json_carry_the_library_statistics(runs, tmp_path, charlstm_cli, cell):
     page, stats_path = tmp_path / "page.html", tmp_path / "stats.json"
-    rc, out, err = charlstm(capsys, "visualize", runs[cell], "--chars", 300, "--out", page,
-                            "--json", stats_path)
+    rc, out, err = charlstm_cli("visualize", runs[cell], "--chars", 300, "--out", page,
+                                "--json", stats_path)
     assert rc == 0, err
     assert "in_quotes" in out and "best cell" in out
     html = page.read_text("utf-8")
@@ -88,10 +82,10 @@ def test_page_and_json_carry_the_library_statistics(runs, tmp_path, capsys, cell
     assert np.all(np.abs(back - truth) <= (truth.max(0) - truth.min(0)) / 510 + 2e-5)
 
 
-def test_signals_option_embeds_only_those(runs, tmp_path, capsys):
+def test_signals_option_embeds_only_those(runs, tmp_path, charlstm_cli):
     full, small = tmp_path / "full.html", tmp_path / "small.html"
-    assert charlstm(capsys, "visualize", runs["lstm"], "--out", full)[0] == 0
-    assert charlstm(capsys, "visualize", runs["lstm"], "--out", small, "--signals", "h,c")[0] == 0
+    assert charlstm_cli("visualize", runs["lstm"], "--out", full)[0] == 0
+    assert charlstm_cli("visualize", runs["lstm"], "--out", small, "--signals", "h,c")[0] == 0
     data = embedded(small.read_text("utf-8"))
     assert [[s["name"] for s in layer] for layer in data["layers"]] == [["h", "c"]] * 2
     assert data["stats"] == embedded(full.read_text("utf-8"))["stats"]
@@ -106,14 +100,14 @@ def strongest(stats: dict, signals: str) -> tuple:
 
 
 @pytest.mark.parametrize("signals", [None, "h"])
-def test_page_opens_on_the_strongest_cell_and_names_no_absolute_path(runs, tmp_path, capsys,
-                                                                     signals):
+def test_page_opens_on_the_strongest_cell_and_names_no_absolute_path(runs, tmp_path,
+                                                                     charlstm_cli, signals):
     page, other = tmp_path / "page.html", tmp_path / "other.txt"
     other.write_text(TEXT[:400])
     assert runs["lstm"].is_absolute() and other.is_absolute()
     extra = [] if signals is None else ["--signals", signals]
     for source in ([], ["--text", other]):  # the training text's split, or a file
-        rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", page, "--force",
+        rc, _, err = charlstm_cli("visualize", runs["lstm"], "--out", page, "--force",
                               *source, *extra)
         assert rc == 0, err
         html = page.read_text("utf-8")
@@ -130,11 +124,11 @@ def test_page_opens_on_the_strongest_cell_and_names_no_absolute_path(runs, tmp_p
         assert data["stats"]["text"] == ("other.txt" if source else "corpus.txt (val split)")
 
 
-def test_text_file_and_bad_input(runs, tmp_path, capsys):
+def test_text_file_is_visualized_and_bad_input_is_one_line(runs, tmp_path, charlstm_cli):
     page = tmp_path / "page.html"
     other = tmp_path / "other.txt"
     other.write_text("What light?\n" * 5)
-    assert charlstm(capsys, "visualize", runs["lstm"], "--text", other, "--out", page)[0] == 0
+    assert charlstm_cli("visualize", runs["lstm"], "--text", other, "--out", page)[0] == 0
     assert embedded(page.read_text("utf-8"))["text"] == "What light?\n" * 5
     before = page.read_bytes()
     bad = [
@@ -143,29 +137,29 @@ def test_text_file_and_bad_input(runs, tmp_path, capsys):
         (["--signals", "h,q", "--force"], "--signals: q; an LSTM has h, c, i, f, g, o"),
     ]
     for args, message in bad:
-        rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", page, *args)
+        rc, _, err = charlstm_cli("visualize", runs["lstm"], "--out", page, *args)
         assert rc != 0 and "Traceback" not in err
         assert err.strip().splitlines()[-1].startswith("charlstm: error:")
         assert message in err
     assert page.read_bytes() == before  # nothing overwritten by a failed run
     other.write_text("Zebra!\n")  # Z and b are not in the model's vocabulary
-    rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--text", other,
-                          "--out", tmp_path / "z.html")
+    rc, _, err = charlstm_cli("visualize", runs["lstm"], "--text", other,
+                              "--out", tmp_path / "z.html")
     assert rc == 2 and "--unknown skip" in err
-    rc, _, err = charlstm(capsys, "visualize", runs["lstm"], "--out", tmp_path / "no" / "p.html")
+    rc, _, err = charlstm_cli("visualize", runs["lstm"], "--out", tmp_path / "no" / "p.html")
     assert rc == 2 and "no such directory" in err
 
 
-def test_training_text_gone_or_unknown_points_at_text(runs, tmp_path, capsys):
+def test_training_text_gone_or_unknown_points_at_text(runs, tmp_path, charlstm_cli):
     ckpt = load_checkpoint(runs["lstm"] / "last.safetensors")
     moved = tmp_path / "moved.safetensors"
     ckpt.meta["train_config"]["data"] = str(tmp_path / "gone.txt")
     save_checkpoint(moved, ckpt)
-    rc, _, err = charlstm(capsys, "visualize", moved, "--out", tmp_path / "p.html")
+    rc, _, err = charlstm_cli("visualize", moved, "--out", tmp_path / "p.html")
     assert rc != 0 and "training text cannot be found" in err and "pass --text FILE" in err
     del ckpt.meta["train_config"]
     save_checkpoint(moved, ckpt)
-    rc, _, err = charlstm(capsys, "visualize", moved, "--out", tmp_path / "p.html")
+    rc, _, err = charlstm_cli("visualize", moved, "--out", tmp_path / "p.html")
     assert rc == 2 and "does not say what it was trained on; pass --text FILE" in err
     assert not (tmp_path / "p.html").exists()
 
@@ -181,14 +175,14 @@ def launch_chromium(playwright, profile):
               "--disable-sync"])
 
 
-def test_page_in_headless_chromium(runs, tmp_path, capsys):
+def test_page_in_headless_chromium(runs, tmp_path, charlstm_cli):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no browser: {CHROMIUM} is missing (Debian: apt-get install chromium)")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="Python Playwright is not installed (pip install "
         "playwright, or the 'test' extra)")
     page_path = tmp_path / "page.html"
-    assert charlstm(capsys, "visualize", runs["lstm"], "--out", page_path)[0] == 0
+    assert charlstm_cli("visualize", runs["lstm"], "--out", page_path)[0] == 0
     problems = []
     with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         browser = launch_chromium(pw, profile)

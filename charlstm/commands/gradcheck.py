@@ -46,7 +46,7 @@ def register(sub) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--seq-len", type=integer(1), default=4, help="T (default 4)")
     d.add_argument("--batch-size", type=integer(1), default=3, help="B (default 3)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--seed", type=integer(0), default=0, help="random seed (default 0)")
     p.set_defaults(run=run)
 
 

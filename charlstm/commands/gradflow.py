@@ -33,7 +33,7 @@ def register(sub) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--hidden-size", type=integer(1), default=128, metavar="H",
                    help="H of every model (default 128)")
-    m.add_argument("--seed", type=int, default=0, metavar="S",
+    m.add_argument("--seed", type=integer(0), default=0, metavar="S",
                    help="init, data and training seed (default 0)")
     t = p.add_argument_group("short training run")
     t.add_argument("--train-steps", type=integer(0), default=150, metavar="N",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells import get_cell
 from .state_dict import infer_config, require_torch
 
 torch = require_torch()  # a one-line UserError, not a bare ImportError, if missing
@@ -65,13 +66,21 @@ class CharRNN(nn.Module):
         return model
 
 
+def _torch_state_is_tuple(cell: str) -> bool:
+    """torch passes a tuple for a cell of several state arrays ((h, c) for nn.LSTM), the
+    bare tensor for a cell of one (h): the cell's STATE_NAMES say which, not its name."""
+    return len(get_cell(cell).STATE_NAMES) > 1
+
+
 def state_to_torch(state: tuple, cell: str):
-    """charlstm's state (a tuple of (L, B, H) arrays) -> torch's: (h, c) or h."""
+    """charlstm's state (a tuple of (L, B, H) arrays, one per STATE_NAMES) -> torch's:
+    a tuple such as (h, c), or h alone."""
     tensors = tuple(torch.from_numpy(np.ascontiguousarray(s)) for s in state)
-    return tensors if cell == "lstm" else tensors[0]
+    return tensors if _torch_state_is_tuple(cell) else tensors[0]
 
 
 def state_from_torch(state, cell: str) -> tuple:
-    """torch's state, (h, c) or h -> charlstm's tuple of (L, B, H) arrays."""
-    tensors = state if cell == "lstm" else (state,)
+    """torch's state, a tuple such as (h, c) or h alone -> charlstm's tuple of (L, B, H)
+    arrays."""
+    tensors = state if _torch_state_is_tuple(cell) else (state,)
     return tuple(t.detach().cpu().numpy() for t in tensors)
