@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import TINYSHAKESPEARE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,17 +35,19 @@ NOT_RUN = re.compile(r"<!--\s*not run:\s*(\S.*?)\s*-->")
 CONTINUES = re.compile(r"<!--\s*continues the block above\s*-->")
 BLOCK_TIMEOUT_S = 120
 
-# (pattern, replacement) on each logical shell line, in this order: a snippet's minutes
-# become a few steps, and every new model becomes 16 units (flags written later in the
+# (pattern, replacement) on each logical shell line, in this order: a snippet's limit
+# becomes 6 steps (a resumed run goes on from 3), every new run stops at 3 steps unless
+# the line sets a limit, and every new model has 16 units (flags written later in the
 # line, e.g. --hidden-size in the cells' loop, still win: argparse keeps the last).
 SHRINK = [
-    (re.compile(r"--max-steps \d+"), "--max-steps 6"),
-    (re.compile(r"--time-budget \S+"), "--max-steps 3"),
+    (re.compile(r"--(?:max-steps|time-budget) \S+"), "--max-steps 6"),
     (re.compile(r"\bcharlstm train (?!.*--(?:resume|init-from)\b)"),
      "charlstm train --hidden-size 16 --max-steps 3 "),
     (re.compile(r"\bcharlstm train (?=.*--init-from\b)"), "charlstm train --max-steps 3 "),
 ]
-OPTIONAL_MODULES = ("torch", "onnxruntime", "onnx", "safetensors.torch")
+# what a snippet uses -> the optional module it needs (an extra: torch, onnx)
+NEEDS = [(re.compile(r"\.pt\b|^\s*(?:import|from) (?:torch|safetensors\.torch)\b", re.M), "torch"),
+         (re.compile(r"\.onnx\b|onnxruntime"), "onnxruntime")]
 
 
 @dataclass
@@ -133,11 +134,9 @@ def skip_reason(snippet: Snippet) -> str | None:
     """Why this environment cannot run an unmarked snippet, or None."""
     if "tinyshakespeare" in snippet.code and TINYSHAKESPEARE is None:
         return "Tiny Shakespeare is not available offline (set CHARLSTM_DATA_DIR)"
-    if snippet.lang == "python":
-        for module in OPTIONAL_MODULES:
-            imported = re.search(rf"^\s*(import|from) {re.escape(module)}\b", snippet.code, re.M)
-            if imported and importlib.util.find_spec(module.split(".")[0]) is None:
-                return f"needs {module}, not installed"
+    for uses, module in NEEDS:
+        if uses.search(snippet.code) and importlib.util.find_spec(module) is None:
+            return f"needs {module}, not installed"
     return None
 
 
@@ -153,9 +152,8 @@ def run_snippet(snippet: Snippet, work: Path, env: dict, before: str
                           timeout=BLOCK_TIMEOUT_S)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_every_snippet_on_the_page_runs(page, seed_dir, tmp_path):
-    work = tmp_path / "work"
+def run_page(page: Path, seed_dir: Path, work: Path) -> tuple[list[str], list[str]]:
+    """Run a page's blocks in order in `work` (a copy of seed_dir): (failures, skipped)."""
     shutil.copytree(seed_dir, work)
     env = snippet_env(work)
     failures, skipped, python = [], [], ""
@@ -179,9 +177,28 @@ def test_every_snippet_on_the_page_runs(page, seed_dir, tmp_path):
             failures.append(f"{page.name}:{snippet.line} ({snippet.lang}) exited "
                             f"{result.returncode}:\n{snippet.code}--- stderr:\n"
                             f"{result.stderr[-2000:]}")
+    return failures, skipped
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_snippet_on_the_page_runs(page, seed_dir, tmp_path):
+    failures, skipped = run_page(page, seed_dir, tmp_path / "work")
     assert not failures, "\n\n".join(failures)
     if skipped:
         pytest.skip("; ".join(skipped))
+
+
+def test_a_failing_snippet_is_reported_unless_marked(seed_dir, tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```sh\ncharlstm eval runs/demo --data missing.txt\n```\n\n"
+                    "<!-- not run: shows a mistake -->\n```sh\ncharlstm eval runs/nowhere\n```\n\n"
+                    "```python\nx = 1\n```\n\n<!-- continues the block above -->\n"
+                    "```python\nassert x == 2, 'ran after the block above'\n```\n",
+                    encoding="utf-8")
+    failures, skipped = run_page(page, seed_dir, tmp_path / "work")
+    assert [f.split(" ", 1)[0] for f in failures] == ["page.md:1", "page.md:15"]
+    assert "missing.txt" in failures[0] and "ran after the block above" in failures[1]
+    assert not skipped
 
 
 def test_snippets_are_collected_and_marked_ones_say_why():
@@ -203,7 +220,7 @@ def test_snippets_are_collected_and_marked_ones_say_why():
 def test_shrink_rules():
     assert shrink("charlstm train --preset large --data x.txt \\\n  --time-budget 120\n") == (
         "charlstm train --hidden-size 16 --max-steps 3 --preset large --data x.txt "
-        "--max-steps 3\n")
+        "--max-steps 6\n")
     assert shrink("charlstm train --resume runs/mine --max-steps 10000\n") == (
         "charlstm train --resume runs/mine --max-steps 6\n")
     assert shrink("charlstm train --init-from runs/big --data a.txt --epochs 5\n") == (
