@@ -193,7 +193,8 @@ def test_a_failing_snippet_is_reported_unless_marked(seed_dir, tmp_path):
     page.write_text("```sh\ncharlstm eval runs/demo --data missing.txt\n```\n\n"
                     "<!-- not run: shows a mistake -->\n```sh\ncharlstm eval runs/nowhere\n```\n\n"
                     "```python\nx = 1\n```\n\n<!-- continues the block above -->\n"
-                    "```python\nassert x == 2, 'ran after the block above'\n```\n",
+                    "```python\nassert x == 2, 'ran after the block above'\n```\n\n"
+                    "```console\n$ test -f runs/demo/best.safetensors\nnot a command\n```\n",
                     encoding="utf-8")
     failures, skipped = run_page(page, seed_dir, tmp_path / "work")
     assert [f.split(" ", 1)[0] for f in failures] == ["page.md:1", "page.md:15"]
