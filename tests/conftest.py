@@ -10,10 +10,12 @@ other way gets a fast, clear download error instead of a silent 1 MB fetch.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
+from charlstm import fast
 from charlstm.datasets import locate
 
 # Looked up once, before any test points XDG_CACHE_HOME at a temporary directory.
@@ -34,3 +36,10 @@ def tinyshakespeare() -> Path:
 def _no_network_no_user_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     monkeypatch.setenv("CHARLSTM_TINYSHAKESPEARE_URL", "http://127.0.0.1:9/no-network-in-tests")
+
+
+@pytest.fixture
+def fast_settings():
+    """fast_settings(**changes): the fast wing's settings changed until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(fast.use(**changes))
