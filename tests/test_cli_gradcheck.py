@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from charlstm import cli
-from charlstm import fast
+from charlstm import cli, fast
 
 
 def test_gradcheck_passes_and_prints_every_parameter(capsys):

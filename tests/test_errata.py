@@ -1,8 +1,9 @@
 """Errata of the seed derivations, executed: each wrong formula fails the gradient check.
 
-A plain LSTM cell (textbook loops, independent of charlstm.cells.lstm)
-is swapped into the model's cell registry (the fast wing's cells switched off). With no erratum it must pass the same
-float64 finite-difference check as the real cell; with each erratum switched on,
+A plain LSTM cell (textbook loops, independent of charlstm.cells.lstm) is swapped
+into the model's cell registry (the fast wing's cells switched off). With no
+erratum it must pass the same float64 finite-difference check as the real cell;
+with each erratum switched on,
 its backward implements one seed formula literally and the check must fail, on
 exactly the gradients that formula touches. docs/derivation.md has the table.
 
