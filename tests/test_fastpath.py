@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("numba", reason="numba (the fast extra) is not installed")
 
+from test_fast_lstm import flat, window  # noqa: E402
+
 from charlstm import CharLSTM, ModelConfig, engine, fast, layers  # noqa: E402
 from charlstm.evaluate import evaluate  # noqa: E402
 from charlstm.fast import blas, layout, lstm_kernels, stack  # noqa: E402
@@ -66,7 +68,7 @@ def test_fused_loops_equal_the_python_loop_of_step_kernels(fast_settings, dtype,
     caller's arrays alone (B = 1 included, where a transpose is still contiguous)."""
     if "forward_loop" not in KERNELS[np.dtype(dtype)]:
         pytest.skip("numba cannot call this NumPy's BLAS: only the step kernels exist")
-    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T * B + H)
+    xw, W_hh, b_hh, state0, dhs, dstate = window(T, B, H, dtype, seed=T * B + H)
     inputs = [a.copy() for a in (xw, *state0, dhs, *dstate)]
     fast_settings(numba=True)
     runs = {}
@@ -74,30 +76,12 @@ def test_fused_loops_equal_the_python_loop_of_step_kernels(fast_settings, dtype,
         fast_settings(fused_loops=fused)
         hs, final, cache = fast_lstm.forward(xw, state0, W_hh, b_hh)
         hs_infer, final_infer = fast_lstm.infer(xw, state0, W_hh, b_hh)
-        grads = _flat(fast_lstm.backward(dhs, dstate, cache))
+        grads = flat(fast_lstm.backward(dhs, dstate, cache))
         runs[fused] = (hs, *final, hs_infer, *final_infer, *grads)
     for a, b in zip(runs[True], runs[False]):
         np.testing.assert_allclose(a, b, **TOL[dtype])
     for a, b in zip((xw, *state0, dhs, *dstate), inputs):
         np.testing.assert_array_equal(a, b)
-
-
-def _window(T, B, H, dtype, seed):
-    """A random LSTM window: xw (T, B, 4H), W_hh (4H, H), b_hh (4H,), state0 and
-    dstate (pairs of (B, H)), dhs (T, B, H)."""
-    rng = np.random.default_rng(seed)
-    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
-    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
-    b_hh = rng.normal(size=4 * H).astype(dtype)
-    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    dhs = rng.normal(size=(T, B, H)).astype(dtype)
-    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    return xw, W_hh, b_hh, state0, dhs, dstate
-
-
-def _flat(result):
-    dxw, (dh0, dc0), dW_hh, db_hh = result
-    return dxw, dh0, dc0, dW_hh, db_hh
 
 
 def test_float32_tanh_kernel_is_accurate_everywhere():
@@ -236,7 +220,7 @@ def test_padded_loop_columns_change_no_result(fast_settings, backend, dtype, T, 
     """The time loop on zero-padded columns (loop_width > B) gives what the unpadded
     loop gives: outputs, final state, every gradient, the cache's (T, B, .) views, the
     cache-free forward; and the padding columns stay exactly zero."""
-    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T + B + H)
+    xw, W_hh, b_hh, state0, dhs, dstate = window(T, B, H, dtype, seed=T + B + H)
     fast_settings(numba=backend == "numba")
     runs = {}
     for pad in (False, True):
@@ -247,7 +231,7 @@ def test_padded_loop_columns_change_no_result(fast_settings, backend, dtype, T, 
         runs[pad] = (hs, *final, *lstm.infer(xw, state0, W_hh, b_hh)[1],
                      lstm.infer(xw, state0, W_hh, b_hh)[0], lstm.keep_gate(cache),
                      *lstm.activations(cache).values(),
-                     *_flat(lstm.backward(dhs, dstate, cache)))
+                     *flat(lstm.backward(dhs, dstate, cache)))
         if pad:
             np.testing.assert_array_equal(cache.c[:, :, B:], 0)
     for a, b in zip(runs[True], runs[False]):
@@ -279,7 +263,7 @@ def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, fast_settings, 
     fast_settings(fast_cells=True, numba=backend == "numba", pad_block=pad)
     lstm = fast_lstm
     T, B, H, V = 5, 6, 8, 11
-    xw, W_hh, b_hh, state0, _, _ = _window(T, B, H, dtype, seed=7)
+    xw, W_hh, b_hh, state0, _, _ = window(T, B, H, dtype, seed=7)
     rng = np.random.default_rng(8)
     W_ih, b_ih = rng.normal(size=(4 * H, V)).astype(dtype), rng.normal(size=4 * H).astype(dtype)
     ids = rng.integers(0, V, size=(T, B))

@@ -32,13 +32,15 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells.activations import times_x_T
+
+# the same cell as the reference: its names, gate order and initial bias (re-exported)
+from ..cells.lstm import GATE_NAMES as GATE_NAMES
+from ..cells.lstm import GATES as GATES
+from ..cells.lstm import STATE_NAMES as STATE_NAMES
+from ..cells.lstm import TANH_GATES as TANH_GATES
+from ..cells.lstm import init_bias as init_bias
 from . import settings, workspace
 from .layout import gate_constants, loop_width
-
-GATES = 4  # blocks of H rows in W_ih / W_hh
-STATE_NAMES = ("h", "c")
-GATE_NAMES = ("i", "f", "g", "o")
-TANH_GATES = ("g",)
 
 
 class LSTMCache(NamedTuple):
@@ -48,12 +50,6 @@ class LSTMCache(NamedTuple):
     tanh_c: np.ndarray  # (T, H, n) tanh(c[t+1]), reused by the backward pass
     # (n = loop_width(B, W_hh): columns past B are zero padding, see loop_width)
     W_hh: np.ndarray  # (4H, H) recurrent weights
-
-
-def init_bias(b_ih: np.ndarray, forget_bias: float) -> None:
-    """Add the forget-gate bias to the forget block of b_ih (4H,), in place."""
-    H = b_ih.shape[0] // GATES
-    b_ih[H : 2 * H] += forget_bias
 
 
 def _gates_(z, scale, offset) -> None:
