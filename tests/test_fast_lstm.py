@@ -275,3 +275,30 @@ def test_sampling_steps_and_evaluation_equal_the_reference(variant, dtype):
     for got, want in zip(runs[True][0], runs[False][0], strict=True):
         close(got, want, dtype)
     assert runs[True][1] == pytest.approx(runs[False][1], rel=RTOL[dtype])
+
+
+def test_settings_are_read_from_the_environment_and_switched_in_one_place():
+    """CHARLSTM_BACKEND picks the settings (numba, numpy, reference); use() changes a
+    copy while it is open and restores the one before, nested too; a Settings is
+    frozen, so nothing switches it behind the wing's back."""
+    from_env = fast.settings.from_environment
+    assert from_env({}) == fast.Settings()
+    assert from_env({"CHARLSTM_BACKEND": "numba"}) == fast.Settings()
+    assert from_env({"CHARLSTM_BACKEND": "numpy"}) == fast.Settings(numba=False)
+    assert from_env({"CHARLSTM_BACKEND": "reference"}) == fast.Settings(fast_cells=False,
+                                                                        numba=False)
+    before = fast.current()
+    with fast.use(pad_block=8) as outer:
+        assert fast.current() is outer and outer.pad_block == 8
+        with fast.use(numba=False, fused_optimizer=False):
+            assert fast.current() == fast.Settings(**{**vars(before), "pad_block": 8,
+                                                      "numba": False,
+                                                      "fused_optimizer": False})
+            assert fast.compiled("kernels") is None and fast.compiled("lstm_kernels") is None
+        assert fast.current() is outer
+    assert fast.current() is before
+    with pytest.raises(AttributeError):
+        before.numba = False
+    with pytest.raises(TypeError):
+        fast.use(no_such_switch=True).__enter__()
+    assert fast.current() is before
