@@ -64,6 +64,11 @@ def _import(name: str) -> ModuleType | None:
         return None
 
 
+def available(name: str) -> bool:
+    """Whether the numba kernel module fast.<name> imports here (whatever the settings)."""
+    return _import(name) is not None
+
+
 def compiled(name: str) -> ModuleType | None:
     """The numba kernel module fast.<name>, or None where numba is off or missing."""
     return _import(name) if _current.numba else None
