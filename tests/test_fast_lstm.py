@@ -9,7 +9,9 @@ The numba variants skip, with the reason, where numba is not installed.
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +304,18 @@ def test_settings_are_read_from_the_environment_and_switched_in_one_place():
     with pytest.raises(TypeError):
         fast.use(no_such_switch=True).__enter__()
     assert fast.current() is before
+
+
+def test_reference_cells_import_nothing_of_the_package_but_each_other():
+    """cells/ is the maths as derived: NumPy and the standard library, never the fast
+    wing or any other part of charlstm (relative imports stay inside cells/)."""
+    allowed = {"numpy", "typing", "__future__"}
+    for path in Path(reference.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert {a.name.split(".")[0] for a in node.names} <= allowed, path.name
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    assert node.level == 1, (path.name, node.module)
+                else:
+                    assert node.module.split(".")[0] in allowed, (path.name, node.module)
