@@ -373,7 +373,8 @@ def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, one_blas_t
 def test_time_loops_with_gemm_pieces_match_one_call(fast_settings, small_kernel_bound,
                                                     one_blas_thread):
     """A whole window (forward, backward, every gradient) at a size whose step GEMMs
-    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut."""
+    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut, and
+    with the reference LSTM (cells/lstm.py)."""
     fast_settings(fast_cells=True, numba=True)
     config = ModelConfig(vocab_size=13, hidden_size=256, num_layers=2)
     params, x, y, state, _ = random_problem(config, 4, 32, seed=5)
@@ -383,10 +384,13 @@ def test_time_loops_with_gemm_pieces_match_one_call(fast_settings, small_kernel_
     for bound in (10**6, 0):
         small_kernel_bound.value = bound
         runs.append(loss_and_grads(params, config, x, y, state))
-    assert runs[0].loss == pytest.approx(runs[1].loss, rel=1e-5)
-    for name in params:
-        np.testing.assert_allclose(runs[0].grads[name], runs[1].grads[name], rtol=2e-4,
-                                   atol=2e-6, err_msg=name)
+    with fast.use(fast_cells=False):
+        runs.append(loss_and_grads(params, config, x, y, state))
+    for run in runs[1:]:
+        assert runs[0].loss == pytest.approx(run.loss, rel=1e-5)
+        for name in params:
+            np.testing.assert_allclose(runs[0].grads[name], run.grads[name], rtol=2e-4,
+                                       atol=2e-6, err_msg=name)
 
 
 def test_importing_charlstm_imports_no_numba_and_touches_no_file(tmp_path):
