@@ -18,7 +18,7 @@ where NumPy's are pairwise. The uniforms are those the Generators would give one
 call at a time: rng.random(n) draws the same doubles as n calls of rng.random(),
 so they are drawn ahead, per chunk, in Python.
 
-Everything inside is feature-major, as the cells' time loops: the state h, c is
+Everything inside is feature-major, as the fast LSTM's time loops: the state h, c is
 (L, H, B), the gates (G, B), the logits (V, B), all C-contiguous.
 """
 
