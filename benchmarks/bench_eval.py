@@ -5,7 +5,7 @@
 
 charlstm: charlstm.evaluate, as validation runs (the streams split across --threads
 workers of at least engine.fewest_streams(H) streams each, else one worker on an
-N-thread BLAS; each worker runs charlstm.stack_numba's compiled step-major loop, or past
+N-thread BLAS; each worker runs charlstm.fast.stack's compiled step-major loop, or past
 engine.STEP_MAJOR_MAX_BYTES of weights model.forward without a cache); PyTorch:
 nn.LSTM + nn.Linear under torch.no_grad(). Same weights, same windows, state
 carried; both losses are printed as a check that the two computed the same thing.

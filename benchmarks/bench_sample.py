@@ -9,7 +9,7 @@ nn.Linear under no_grad as the step function; same weights. Single stream (what
 a user generating text sees) and 64 streams at once, measured alternately. The 64
 streams of charlstm run as `charlstm sample --num-samples 64 --threads N` draws them
 (charlstm.sample.generate_parallel: with numba, the same loop compiled, steps and
-draws, in charlstm.stack_numba; split across N engine workers of at least
+draws, in charlstm.fast.stack; split across N engine workers of at least
 engine.MIN_SAMPLE_SLICE_STREAMS streams each, else one loop on an N-thread BLAS); torch
 runs all 64 in one loop on N intra-op threads. One stream is one loop for both.
 """

@@ -8,7 +8,7 @@ thread, no torch). Its parts are measured on their own, on the same shapes, medi
 of --repeats:
 
 - recurrent GEMMs: the L*T forward step GEMMs (4H, H) x (H, n) and the L*T backward
-  ones (H, 4H) x (4H, n), in one compiled loop through lstm_numba.matmul_into, as the
+  ones (H, 4H) x (4H, n), in one compiled loop through fast.lstm_kernels.matmul_into, as the
   time loops call them (so in OpenBLAS's small kernel where it applies);
 - element-wise in the time loops: the compiled forward and backward loops' time
   (from cProfile) less the recurrent GEMMs;
@@ -38,8 +38,8 @@ from bench_train import parse_config  # noqa: E402
 from common import THREADS, median, table  # noqa: E402
 from impls import OursTrainer  # noqa: E402
 
-from charlstm.cells import lstm  # noqa: E402
-from charlstm.cells.lstm_numba import matmul_into  # noqa: E402
+from charlstm.fast.layout import loop_width  # noqa: E402
+from charlstm.fast.lstm_kernels import matmul_into  # noqa: E402
 
 V = 65
 LOOPS = {"forward_loop", "backward_loop"}
@@ -115,7 +115,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
     step, seconds = _profiled_step(OursTrainer(V, H, L, B), x, y, args.repeats)
-    n = lstm.loop_width(B, np.zeros((4 * H, H), np.float32))
+    n = loop_width(B, np.zeros((4 * H, H), np.float32))
     W, W_T = rng.random((4 * H, H), np.float32), rng.random((H, 4 * H), np.float32)
     h, dz = rng.random((H, n), np.float32), rng.random((4 * H, n), np.float32)
     zh, dh = np.empty((4 * H, n), np.float32), np.empty((H, n), np.float32)

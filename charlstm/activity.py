@@ -22,8 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import layers
-from .cells import get_cell
+from . import cells, layers
 from .config import ModelConfig
 from .model import forward
 
@@ -41,10 +40,10 @@ class Activations(NamedTuple):
     probs: np.ndarray  # (N, V) predicted distribution of the character after each one
 
 
-def cell_signals(cell: str, cache) -> list[Signal]:
+def cell_signals(module: cells.Cell, cache) -> list[Signal]:
     """A layer's signals from its forward cache (one stream, B = 1), through the
-    cell interface (charlstm.cells.Cell.activations): states, then gates."""
-    module = get_cell(cell)
+    interface (charlstm.cells.Cell.activations) of the cell module that made it:
+    states, then gates."""
 
     def kind(name):
         if name in module.STATE_NAMES:
@@ -67,7 +66,7 @@ def record(params: dict, config: ModelConfig, ids: np.ndarray, window: int = 100
         logits, state, cache = forward(params, config, x, state, need_cache=True)
         probs.append(np.exp(layers.log_softmax(logits[:, 0])))
         for k, cell_cache in enumerate(cache.cell_caches):
-            per_layer[k].append(cell_signals(config.cell, cell_cache))
+            per_layer[k].append(cell_signals(cache.cell, cell_cache))
     signals = [[Signal(s.name, s.kind, np.concatenate([w[j].values for w in windows]))
                 for j, s in enumerate(windows[0])] for windows in per_layer]
     return Activations(signals, np.concatenate(probs))

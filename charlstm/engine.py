@@ -27,49 +27,16 @@ weight matrix by only `streams` columns, so each worker streams every weight thr
 its own core once per step; with too few columns for that traffic, one worker whose
 multi-threaded BLAS splits the weights between the cores is faster. Below the
 threshold one worker runs under the caller's BLAS settings (the plain library).
-Measured on 2 cores (AMD EPYC, Zen 5, OpenBLAS's SkylakeX kernel; each setting in
-its own process, alternated, medians), time with one worker on a 2-thread BLAS over
-time with two workers, loss_and_grads, T = 64 unless given:
-1x64 B16 (8 per slice) 1.25, 1x128 B8 (4) 1.25, 1x128 B16 (8) 1.2-1.28, 1x128 B32
-1.25, 1x256 B16 (8) 0.96, 1x384 B32 1.10-1.23, 2x256 B32 1.30, 2x512 B64 T100 1.20-1.25,
-3x512 B50 T50 1.02-1.06; 1x512 B4 (2) 0.72, 2x512 B8 (4) 0.98, 1x1024 B16 (8) 0.76.
-Forward only (window_nll, T = 100): 1x128 B64 1.45-1.6, 1x384 B64 1.20-1.24, 2x512
-B64 1.31-1.35, 3x512 B50 T50 1.04-1.06, 2x512 B256 1.31-1.38; 2x512 B16 (8) 0.80.
-(These settings were once measured against each other inside one process, A B A B:
-that misleads, because after a multi-threaded BLAS call OpenBLAS's helper thread
-spins on a core for a while and slows the two-worker run that follows.)
-Evaluation and sampling of LSTM stacks run step-major in stack_numba's compiled
-loops (each step through the whole stack, then its logits reduced or drawn from at
-once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of weights, where
-it beats the layer-by-layer windows. Sampling (charlstm.sample.generate_parallel)
-splits from MIN_SAMPLE_SLICE_STREAMS = 32 streams per worker. Measured with
-bench_sample.py, 64 streams, two threads, chars/s one worker on a 2-thread BLAS / two
-workers of 32: 2x512 43-45k / 60-62k, 1x384 170k / 267k, 1x128 526k / 759k, 2x256
-173k / 230k. (Before the step GEMMs ran in OpenBLAS's small kernel, one worker won
-at 2x512: 1248-1301 us a step against 1480-1496 for two of 32, so sampling split
-from 64 a worker.) Every one-thread step GEMM of 16, 32 or 64 streams runs in that
-kernel, cut into pieces of rows (see lstm_numba.piece_rows): training 2x512 B64
-T100, two workers, 16.8-17.2k chars/s before, 18.8-19.1k after; 3x512 B50 T50
-8.5-8.9k before, 9.6-9.9k after.
-A unit split for evaluation (each worker all the streams through its rows of every
-weight, the workers meeting at a barrier after each layer of each step, layer inputs
-projected a chunk of steps at a time) was built and measured, and not kept: on a
-quiet machine it won only where streams split thin (us a step, units / streams, two
-workers: 2x256 B32 T64 172-173 / 182-187, 3x512 B50 T50 1572-1608 / 1710-1796; 2x512
-B64 T100 1018-1067 / 917-1053), and with a second process spinning a core
-(bench_eval.py --load) the barriers cost more than that: 2x512 B50 T50 18.1k against
-24.6k chars/s, 1x384 B32 T64 101k against 110k.
-The element-wise passes over every weight after the gradients are summed (Adam's
-update, the gradient norm and clipping, weight averaging: optim.FUSED) run as numba
-kernels over fixed chunks of the flat weights (pool.weight_chunks), contiguous runs of
-chunks per worker (pool.map_chunks); reductions add per chunk in chunk order, so they
-too give the same bits for any thread count. Measured, 3x512, two threads: clip and
-Adam 4.2 + 9.7 ms a step as NumPy passes on one core, 1.2 + 1.8 ms fused and shared.
-A layer wavefront for evaluation (worker j runs layer j on time chunk c while
-worker j+1 runs chunk c-1, each on one BLAS thread) was measured before the stream
-split won for forward-only work too, and not kept: 2x512 B64 T100, 14.1k chars/s at
-its best chunking against 16.9k for one worker on a 2-thread BLAS (10.7k on one
-thread), on an older 2-core machine.
+Evaluation and sampling ask the cell for compiled step-major inference (the fast
+LSTM's stack_inference: each step through the whole stack, its logits reduced or
+drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
+weights, where it beats the layer-by-layer windows. Sampling splits from
+MIN_SAMPLE_SLICE_STREAMS streams per worker. The element-wise passes over every
+weight (optimiser update, clipping, averaging) run over fixed chunks of the flat
+weights (weight_chunks) shared among the workers (map_chunks); reductions add per
+chunk in chunk order, so they give the same bits for any thread count. The
+measurements behind these thresholds, and designs measured and not kept, are in
+docs/performance.md.
 
     pool.set_num_threads(2)                  # or charlstm.set_num_threads / --threads
     loss, grads, state, dstate0, _ = loss_and_grads(params, config, x, y, state, masks)
@@ -77,15 +44,12 @@ thread), on an older 2-core machine.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import NamedTuple
+
 import numpy as np
 
-from . import layers, model, pool
-from .cells import lstm
-
-try:  # optional: compiled step-major inference for LSTM stacks (numba and its BLAS)
-    from . import stack_numba
-except ImportError:
-    stack_numba = None
+from . import fast, layers, model, pool
 
 # Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
 # HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
@@ -94,19 +58,9 @@ MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
 # Sampling's fewest streams per worker (see the module docstring).
 MIN_SAMPLE_SLICE_STREAMS = 32
-# Evaluation runs step-major (stack_numba) up to this many bytes of LSTM weights, and
-# as model.forward's layer-by-layer windows beyond. Measured, float32, two workers,
-# chars/s step-major over windows: 1x128 B64 T100 1.81, 1x384 B64 1.37, 1x384 B32 T64
-# 1.29, 1x512 B32 T64 1.29, 1x768 B32 T64 1.31 (9.4 MB of weights), 2x256 B32 T64
-# 1.08, 3x256 B64 1.38, 2x512 B64 1.19-1.21 (12.6 MB); 3x512 B64 0.94 and B50 T50 0.86
-# (20.9 MB). (2x512 B50 T50, 25 streams a worker, 0.93: OpenBLAS runs 25 columns at
-# 127 GFLOP/s against 199 for 32, and the per-step GEMMs feel it most; since the
-# compiled loop pads its columns as the cells do (lstm.loop_width), 25 streams run as
-# 32: 37.5k against 31.3-32.0k chars/s, two workers.) Since the step GEMMs run in
-# OpenBLAS's small kernel (lstm_numba.piece_rows), us a step, B64 T100, step-major /
-# windows, 2 runs each: 3x512 1636-1764 / 1929-2006 (20.9 MB), 1x1024 1466-1568 /
-# 1795-1851 (17.8 MB); 2x768 2861-2977 / 2642-2662 (29.1 MB), 4x512 2960-3161 /
-# 2786-2820 (29.9 MB), 2x1024 4944-4998 / 4780-4912 (51 MB).
+# Evaluation runs step-major (the cell's stack_inference) up to this many bytes of
+# recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
+# docs/performance.md).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
 
 def fewest_streams(H: int) -> int:
@@ -206,23 +160,27 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
             _join_states([r[1] for r in results]))
 
 
+class CompiledInference(NamedTuple):
+    run: ModuleType  # the cell's stack_inference: prepare, weight_bytes, window_nll, generate
+    weights: tuple  # run.prepare(params, L): the weights as its compiled loops read them
+
+
 def compiled_inference(params: dict, config, windows: bool = False):
-    """The weights as stack_numba's compiled loops read them, when they apply (an LSTM
-    stack, numba's fused loops in use: see cells.lstm.BACKEND and FUSED_LOOPS); else
-    None. Prepared once per evaluation or sampling call: a copy of every weight.
+    """The cell's compiled step-major inference and the weights it reads, where the
+    cell offers one (its stack_inference) for this dtype under the fast settings;
+    else None. Prepared once per evaluation or sampling call: a copy of every weight.
 
     windows: for evaluation, where model.forward's layer-by-layer windows are the
     alternative: the step-major loop reads every weight of the stack once per step,
     while model.forward runs each layer's input projection as one GEMM per window, so
-    past STEP_MAJOR_MAX_BYTES of weights the windows win (see STEP_MAJOR_MAX_BYTES)."""
-    if (stack_numba is None or config.cell != "lstm"
-            or not lstm.fused_loops(params["decoder.weight"].dtype)):
+    past STEP_MAJOR_MAX_BYTES of weights the windows win."""
+    offer = getattr(fast.implementation(config.cell), "stack_inference", None)
+    run = None if offer is None else offer(params["decoder.weight"].dtype)
+    if run is None:
         return None
-    weight_bytes = sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
-                       for k in range(config.num_layers) for kind in ("ih", "hh"))
-    if windows and weight_bytes > STEP_MAJOR_MAX_BYTES:
+    if windows and run.weight_bytes(params, config.num_layers) > STEP_MAJOR_MAX_BYTES:
         return None
-    return stack_numba.prepare(params, config.num_layers)
+    return CompiledInference(run, run.prepare(params, config.num_layers))
 
 
 def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
@@ -238,13 +196,12 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         total nll (float, nats, summed in float64), count (int), final state.
     Each slice reduces its own logits, so no (T, B, V) array is ever joined; the
     compiled loop makes no (T, B, .) array at all: each step's logits are reduced
-    as soon as they exist (measured, 2x512 B64 T100, two workers: 55-57k chars/s
-    against 46-47k for model.forward's layer-by-layer windows).
+    as soon as they exist.
     """
     def work(s: slice):
         if compiled is not None:
-            return stack_numba.window_nll(compiled, x[:, s], y[:, s], mask[:, s],
-                                          _slice_state(state, s))
+            return compiled.run.window_nll(compiled.weights, x[:, s], y[:, s], mask[:, s],
+                                           _slice_state(state, s))
         logits, final, _ = model.forward(params, config, x[:, s], _slice_state(state, s),
                                          need_cache=False)
         logp = layers.log_softmax(logits)  # (T, b, V)

@@ -89,7 +89,7 @@ def keep_gate(params: dict, config: ModelConfig, x: np.ndarray) -> float | None:
     it is. None for the tanh RNN, which has no such gate.
     """
     _, _, cache = forward(params, config, x)  # from zero state, as state_gradients runs
-    gate = get_cell(config.cell).keep_gate(cache.cell_caches[0])
+    gate = cache.cell.keep_gate(cache.cell_caches[0])
     return None if gate is None else float(gate.mean(dtype=np.float64))
 
 

@@ -10,13 +10,8 @@ import math
 
 import numpy as np
 
-from . import workspace
-
-try:  # optional: one-pass scatter-add for the one-hot input gradient, a GIL-free gather
-    from .numba_kernels import gather_rows, scatter_add_rows
-except ImportError:
-    gather_rows = scatter_add_rows = None
-
+from . import fast
+from .fast import workspace
 
 LN2 = math.log(2.0)  # nats per bit: bits/char = (nats/char) / LN2
 
@@ -52,9 +47,10 @@ def input_projection_forward(x, W_ih, b_ih):
     out = workspace.empty(x.shape[:2] + (W_ih.shape[0],), W_ih.dtype)
     if is_ids(x):  # gather rows of the (V, G) table W_ih^T + b_ih: one pass
         table = np.add(W_ih.T, b_ih, order="C")
-        if gather_rows is None or not x.size or x.min() < 0 or x.max() >= table.shape[0]:
+        kernels = fast.compiled("kernels")  # a one-pass, GIL-free gather with numba
+        if kernels is None or not x.size or x.min() < 0 or x.max() >= table.shape[0]:
             return table[x]  # NumPy's indexing (and its IndexError for a bad id)
-        gather_rows(out.reshape(-1, out.shape[-1]), table, x.reshape(-1))
+        kernels.gather_rows(out.reshape(-1, out.shape[-1]), table, x.reshape(-1))
         return out
     _matmul_rows(x, W_ih.T, out)  # features: one GEMM for the whole window
     out += b_ih
@@ -72,9 +68,10 @@ def input_projection_backward(dxw, x, W_ih):
     T, B, G = dxw.shape
     dxw_flat = dxw.reshape(T * B, G)
     db_ih = dxw_flat.sum(axis=0)
-    if is_ids(x) and scatter_add_rows is not None:
+    kernels = fast.compiled("kernels")  # a one-pass scatter-add with numba
+    if is_ids(x) and kernels is not None:
         dW_ih_T = np.zeros((W_ih.shape[1], G), dtype=dxw.dtype)  # (V, G): rows are ids
-        scatter_add_rows(dW_ih_T, x.reshape(-1), dxw_flat)
+        kernels.scatter_add_rows(dW_ih_T, x.reshape(-1), dxw_flat)
         return None, np.ascontiguousarray(dW_ih_T.T), db_ih
     if is_ids(x):
         # Scatter-add rows of dxw into the columns they were gathered from:

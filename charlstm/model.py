@@ -16,18 +16,19 @@ by softmax cross-entropy (plus, in training, AWD-LSTM's AR and TAR penalties on 
 top layer's output, see penalties) in loss_and_grads (what training, gradient checks and
 benchmarks call), plus step() for sampling one character at a time; the
 CharLSTM class (network.py) only holds the params dict, the config and an RNG. The
-cell is reached only through the interface in cells/__init__.py.
+cell is reached only through the interface in cells/__init__.py, in the implementation
+fast.implementation picks (the fast twin where there is one, else the reference).
 Parameter names and shapes are PyTorch's, so `params` loads into
 torch.nn.LSTM(V, H, L) + torch.nn.Linear(H, V) unchanged.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import layers
+from . import fast, layers
 from .cells import get_cell
 from .cells.activations import times_T, times_x_T
 from .config import ModelConfig
@@ -143,6 +144,7 @@ class ModelCache(NamedTuple):
     masks: list | None  # L-1 or L output masks, bottom first: (T, B, H) or (1, B, H)
     top: np.ndarray  # (T, B, H) output of the last layer before its mask (AR and TAR's h)
     decoded: np.ndarray  # (T, B, H) what the decoder read: top * its mask, or top itself
+    cell: Any  # the cell module that ran the forward: the only reader of cell_caches
 
 
 def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=None,
@@ -162,7 +164,7 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     """
     T, B = x.shape
     dtype = params["decoder.weight"].dtype
-    cell = get_cell(config.cell)
+    cell = fast.implementation(config.cell)
     if state is None:
         state = zero_state(config, B, dtype)
     run = cell.forward if need_cache else cell.infer
@@ -192,7 +194,7 @@ def forward(params: dict, config: ModelConfig, x: np.ndarray, state=None, masks=
     logits = layers.linear_forward(h, params["decoder.weight"], params["decoder.bias"])
     if not need_cache:
         return logits, final_state, None
-    return logits, final_state, ModelCache(config, params, inputs, caches, masks, top, h)
+    return logits, final_state, ModelCache(config, params, inputs, caches, masks, top, h, cell)
 
 
 def backward(dlogits: np.ndarray, dstate, cache: ModelCache, dtop=None):
@@ -208,8 +210,7 @@ def backward(dlogits: np.ndarray, dstate, cache: ModelCache, dtop=None):
         grads (same keys and shapes as params), dstate0 (tuple of (L, B, H)):
         the gradient w.r.t. the initial state, to carry into the previous window.
     """
-    config, params, inputs, caches, masks, top, decoded = cache
-    cell = get_cell(config.cell)
+    config, params, inputs, caches, masks, top, decoded, cell = cache
     p = config.cell + "."
     grads = {}
     # forward: logits = decoded W_dec^T + b_dec
@@ -293,7 +294,7 @@ def step(params: dict, config: ModelConfig, ids: np.ndarray, state=None):
     dtype = params["decoder.weight"].dtype
     if state is None:
         state = zero_state(config, B, dtype)
-    cell, p = get_cell(config.cell), config.cell + "."
+    cell, p = fast.implementation(config.cell), config.cell + "."
     new_state = tuple(np.empty((config.num_layers, B, config.hidden_size), dtype=dtype)
                       for _ in state)
     x = ids

@@ -11,44 +11,42 @@ to weight matrices only, never to biases.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from . import pool
+from . import fast, pool
 
-try:  # optional: one fused, multi-threaded pass per update (numba)
-    from . import numba_kernels as _kernels
-except ImportError:
-    _kernels = None
+# Adam's update, the gradient norm and clipping, and weight averaging run as fused
+# numba passes (fast.kernels) over chunks of the flat weights, shared among the
+# engine's workers, where fast.settings allow (numba, fused_optimizer): the same bits
+# as the NumPy code, which makes one pass per operation on one core.
 
-# Adam's update, the gradient norm and clipping, and weight averaging as fused numba
-# passes over chunks of the flat weights, shared among the workers (pool.map_chunks; the
-# same bits as the NumPy code, which makes one pass per operation, on one core). Measured,
-# 3x512 (5.4 M weights), float32, two threads: clip 4.2 and Adam 9.7 ms a step in
-# NumPy, ~5% of a training step. Off with CHARLSTM_BACKEND=numpy; tests switch it.
-FUSED = _kernels is not None and os.environ.get("CHARLSTM_BACKEND") != "numpy"
+
+def _kernels():
+    """fast.kernels when the fused passes are on and numba is there, else None."""
+    return fast.compiled("kernels") if fast.current().fused_optimizer else None
 
 
 def _fused(arrays) -> bool:
     """Whether the fused passes apply to these arrays: all of one dtype, float32 or
     float64 (mixed ones keep NumPy's casting rules), and C-contiguous (flat views)."""
     dtypes = {a.dtype for a in arrays}
-    return (FUSED and len(dtypes) == 1 and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}
+    return (_kernels() is not None and len(dtypes) == 1
+            and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}
             and all(a.flags.c_contiguous for a in arrays))
 
 
 def global_norm(grads: dict) -> float:
     """sqrt(sum of squares of every gradient element), accumulated in float64.
 
-    Per chunk in numba (FUSED), else einsum; never the BLAS dot: a multi-threaded BLAS
+    Per chunk in numba (fast.kernels), else einsum; never the BLAS dot: a multi-threaded BLAS
     call here wakes OpenBLAS's helper threads, which then spin on the cores for ~0.1 s
     while the engine's workers run the next window (measured, 1x128 B32 T64 on 2
     threads: a step took twice as long); and a float32 dot accumulates in float32."""
     arrays = list(grads.values())
     if _fused(arrays):
         flats = [g.reshape(-1) for g in arrays]
-        parts = pool.map_chunks(lambda k, a, b: _kernels.sum_squares(flats[k][a:b]),
+        parts = pool.map_chunks(lambda k, a, b: _kernels().sum_squares(flats[k][a:b]),
                                 [f.size for f in flats])
         return math.sqrt(math.fsum(parts))  # chunk order: the same for any thread count
     total = 0.0
@@ -70,7 +68,7 @@ def clip_grad_norm(grads: dict, max_norm: float) -> float:
         arrays = list(grads.values())
         if _fused(arrays):
             flats = [g.reshape(-1) for g in arrays]
-            pool.map_chunks(lambda k, a, b: _kernels.scale_(
+            pool.map_chunks(lambda k, a, b: _kernels().scale_(
                 flats[k][a:b], flats[k].dtype.type(scale)), [f.size for f in flats])
             return norm
         for g in arrays:
@@ -198,7 +196,7 @@ class Adam(Optimizer):
             name = names[k]
             p, g, m, v = (x[a:b] for x in flat[name])
             decay = 1.0 - lr * self.weight_decay if params[name].ndim > 1 else 1.0
-            _kernels.adam_update(p, g, m, v, p.dtype.type(decay), *constants[p.dtype])
+            _kernels().adam_update(p, g, m, v, p.dtype.type(decay), *constants[p.dtype])
 
         pool.map_chunks(update, [params[n].size for n in names])
 
@@ -239,7 +237,7 @@ def ema_update(average: dict, params: dict, decay: float, t: int) -> None:
 
         def update(k: int, a: int, b: int) -> None:
             avg, p = flat[names[k]]
-            _kernels.average_update(avg[a:b], p[a:b], avg.dtype.type(w))
+            _kernels().average_update(avg[a:b], p[a:b], avg.dtype.type(w))
 
         pool.map_chunks(update, [average[n].size for n in names])
         return

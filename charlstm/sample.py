@@ -169,8 +169,9 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     Each worker runs the whole step loop for its contiguous slice of streams, under
     the engine's one-thread BLAS, with no synchronisation per step; the slices are
     joined in order at the end. The loop is generate_ids over model.step, or for an
-    LSTM stack with numba the same loop compiled (charlstm.stack_numba: steps and
-    draws in one GIL-free call per chunk of steps, the same uniforms from each rng).
+    cell that offers it (the fast LSTM with numba) the same loop compiled
+    (engine.compiled_inference: steps and draws in one GIL-free call per chunk of
+    steps, the same uniforms from each rng).
     Stream b draws only from rngs[b] and its own logits, so the ids are those of
     generate_ids over all B streams at once (or B single-stream runs), up to how the
     BLAS rounds a GEMM of another shape or orientation (the last bit of a float32
@@ -189,9 +190,9 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     compiled = engine.compiled_inference(params, config)
 
     def work(s: slice) -> np.ndarray:
-        if compiled is not None:  # the same loop compiled, steps and draws (stack_numba)
-            return engine.stack_numba.generate(compiled, prime_ids, length, rngs[s],
-                                               temperature, top_k, top_p)
+        if compiled is not None:  # the same loop compiled, steps and draws
+            return compiled.run.generate(compiled.weights, prime_ids, length, rngs[s],
+                                         temperature, top_k, top_p)
         state = model.zero_state(config, s.stop - s.start, dtype)
         steps = generate_ids(step_fn, state, prime_ids, length, temperature, top_k, top_p,
                              rngs[s])

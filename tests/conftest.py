@@ -11,6 +11,7 @@ other way gets a fast, clear download error instead of a silent 1 MB fetch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
+from charlstm import fast
 from charlstm.cli import main
 from charlstm.datasets import locate
 
@@ -101,3 +103,10 @@ class CLI:
 @pytest.fixture
 def charlstm_cli(capsys) -> CLI:
     return CLI(capsys)
+
+
+@pytest.fixture
+def fast_settings():
+    """fast_settings(**changes): the fast wing's settings changed until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(fast.use(**changes))

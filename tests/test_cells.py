@@ -1,7 +1,11 @@
 """The proofs every cell gets, parametrised over the cell registry (charlstm.cells.CELLS):
-the interface is complete, the fused forward equals a naive reference, every gradient
+the interface is complete, the forward equals a naive reference, every gradient
 passes a finite-difference check, chunked == whole window == step by step, and the
 numbers equal PyTorch autograd on the same weights (dropout masks included).
+
+These run the REFERENCE cells (cells/, the maths as derived): the fast wing's cells are
+switched off for every test here, and tests/test_fast_lstm.py proves the fast LSTM
+equal to the reference one.
 
 A new cell in CELLS is covered by all of these once tests/reference.py has its naive
 step and interop/torch.py its torch.nn twin.
@@ -20,8 +24,8 @@ from hypothesis import strategies as st
 from reference import naive_cross_entropy, naive_lm_forward
 from torch_oracle import torch_loss_and_grads
 
-from charlstm import CharLSTM, ModelConfig, cli
-from charlstm.cells import CELLS, Cell, lstm
+from charlstm import CharLSTM, ModelConfig, cli, fast
+from charlstm.cells import CELLS, Cell
 from charlstm.gradcheck import check_gradients, numeric_gradient, random_problem, relative_error
 from charlstm.interop.torch import RECURRENT
 from charlstm.layers import softmax_cross_entropy
@@ -35,10 +39,8 @@ WINDOWS = [(T, B, L, drop) for T, B, L, drop in itertools.product([1, 2, 5], [1,
                                                                   [False, True])
            if L >= 2 or not drop]
 CASES = [(cell, *w) for cell in NAMES for w in WINDOWS]
-# LSTM steps run on NumPy ufuncs, numba step kernels in a Python loop ("numba-steps"),
-# or whole numba loops calling BLAS ("numba"); all must pass (the others have one path).
-BACKENDS = ([("lstm", "numpy"), ("lstm", "numba-steps"), ("lstm", "numba")]
-            + [(c, "numpy") for c in NAMES if c != "lstm"])
+# the gate that carries the state from step to step (Cell.keep_gate), or None
+KEEP_GATES = {"lstm": "f", "gru": "z", "rnn": None}
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
@@ -46,10 +48,11 @@ def state_names(cell):
     return {f"state.{s}0" for s in CELLS[cell].STATE_NAMES}
 
 
-@pytest.fixture
-def backend(monkeypatch, request):
-    monkeypatch.setattr(lstm, "BACKEND", request.param.removesuffix("-steps"))
-    monkeypatch.setattr(lstm, "FUSED_LOOPS", not request.param.endswith("-steps"))
+@pytest.fixture(autouse=True)
+def reference_cells():
+    """Every test here runs the reference cells, never the fast wing's twins."""
+    with fast.use(fast_cells=False):
+        yield
 
 
 # ----------------------------------------------------------------------------- interface
@@ -76,11 +79,17 @@ def run_window(module, T=3, B=2, H=4):
 
 
 @pytest.mark.parametrize("cell", NAMES)
-def test_keep_gate_is_a_cached_sigmoid_gate_or_none(cell):
+def test_keep_gate_is_the_cells_state_carrying_gate(cell):
+    """keep_gate is the named cached gate (LSTM f, GRU z), or None for a cell without
+    one: a cell returning None, or another gate, fails."""
     module = CELLS[cell]
-    gate = module.keep_gate(run_window(module)[2])
-    if gate is not None:
-        assert gate.shape == (3, 2, 4) and np.all((gate > 0) & (gate < 1))
+    cache = run_window(module)[2]
+    gate, name = module.keep_gate(cache), KEEP_GATES[cell]
+    if name is None:
+        assert gate is None
+        return
+    assert gate is not None and gate.shape == (3, 2, 4) and np.all((gate > 0) & (gate < 1))
+    np.testing.assert_array_equal(gate, module.activations(cache)[name])
 
 
 @pytest.mark.parametrize("cell", NAMES)
@@ -208,9 +217,9 @@ def test_whole_window_equals_step_by_step_and_two_chained_halves(cell, L):
         np.testing.assert_allclose(k / T * a, b, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("cell,backend", BACKENDS, indirect=["backend"])
+@pytest.mark.parametrize("cell", NAMES)
 @pytest.mark.parametrize("L,B", [(1, 1), (2, 3), (3, 2)])
-def test_evaluation_path_without_cache_equals_training_forward(cell, backend, L, B):
+def test_evaluation_path_without_cache_equals_training_forward(cell, L, B):
     config = ModelConfig(vocab_size=9, hidden_size=7, num_layers=L, cell=cell)
     params, x, _, state, _ = random_problem(config, 6, B, seed=L * 10 + B)
     logits, final, _ = forward(params, config, x, state)
@@ -223,9 +232,9 @@ def test_evaluation_path_without_cache_equals_training_forward(cell, backend, L,
     np.testing.assert_allclose(model.forward(x, state)[0], logits, rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize("cell,backend", BACKENDS, indirect=["backend"])
+@pytest.mark.parametrize("cell", NAMES)
 @pytest.mark.parametrize("L,B", [(1, 1), (2, 1), (2, 4)])
-def test_sampling_step_equals_whole_window(cell, backend, L, B):
+def test_sampling_step_equals_whole_window(cell, L, B):
     config = ModelConfig(vocab_size=10, hidden_size=6, num_layers=L, cell=cell)
     params, x, _, state, _ = random_problem(config, 7, B, seed=L + B)
     logits, final, _ = forward(params, config, x, state)

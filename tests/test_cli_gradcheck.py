@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charlstm.cells import lstm
+from charlstm import fast
 
 
 def test_gradcheck_passes_and_prints_every_parameter(charlstm_cli):
@@ -37,6 +37,7 @@ def test_gradcheck_checks_every_dropout_too(cell, charlstm_cli):
 
 
 def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch, charlstm_cli):
+    lstm = fast.implementation("lstm")  # the module the model runs
     original = lstm.backward
 
     def broken(dhs, dstateT, cache):

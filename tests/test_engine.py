@@ -13,9 +13,8 @@ import pytest
 from torch_oracle import torch_loss_and_grads
 
 import charlstm
-from charlstm import ModelConfig, engine, model, pool
+from charlstm import ModelConfig, engine, fast, model, pool
 from charlstm import train as tr
-from charlstm.cells import lstm
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -136,10 +135,10 @@ def test_parallel_equals_serial(cell, dtype):
         nll = engine.window_nll(params, config, x, y, mask, state, threads=threads)
         assert nll[1] == nll1[1] == mask.sum()
         assert nll[0] == pytest.approx(nll1[0], rel=tol["rtol"])
-    # the compiled step-major loop (LSTM stacks, stack_numba) gives the same loss and state
+    # the compiled step-major loop (the cell's stack_inference) gives the same loss and state
     compiled = engine.compiled_inference(params, config)
-    assert (compiled is not None) == (cell == "lstm" and engine.stack_numba is not None
-                                      and lstm.fused_loops(dtype))
+    offer = getattr(fast.implementation(cell), "stack_inference", None)
+    assert (compiled is not None) == (offer is not None and offer(dtype) is not None)
     for threads in (1, 2, 3) if compiled is not None else ():
         nll = engine.window_nll(params, config, x, y, mask, state, threads=threads,
                                 compiled=compiled)
@@ -169,14 +168,14 @@ def test_same_thread_count_is_bit_identical_run_to_run(cell):
                    for a, b in zip(final + dstate0, runs[0].state + runs[0].dstate0))
 
 
-# lstm "padded": its time loop on zero-padded columns (lstm.loop_width, forced here;
-# the slices of 3 and 2 streams run 4 and 2 wide)
+# lstm "padded": the fast LSTM's time loop on zero-padded columns (fast.layout.loop_width,
+# forced here; the slices of 3 and 2 streams run 4 and 2 wide)
 CASES = [(cell, False) for cell in CELLS] + [("lstm", True)]
 
 
 @pytest.mark.parametrize("cell,padded", CASES)
-def test_gradients_with_two_workers_match_finite_differences(monkeypatch, cell, padded):
-    monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if padded else 0)
+def test_gradients_with_two_workers_match_finite_differences(fast_settings, cell, padded):
+    fast_settings(pad_block=16 if padded else 0)
     config, params, x, y, state, masks = _problem(cell, np.float64, B=5, L=2, seed=3)
 
     def loss() -> float:
@@ -191,8 +190,8 @@ def test_gradients_with_two_workers_match_finite_differences(monkeypatch, cell, 
 
 
 @pytest.mark.parametrize("cell,padded", CASES)
-def test_two_workers_match_torch_autograd(monkeypatch, cell, padded):
-    monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if padded else 0)
+def test_two_workers_match_torch_autograd(fast_settings, cell, padded):
+    fast_settings(pad_block=16 if padded else 0)
     config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
     loss, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
                                                            threads=2)

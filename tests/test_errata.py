@@ -1,8 +1,9 @@
 """Errata of the seed derivations, executed: each wrong formula fails the gradient check.
 
-A plain LSTM cell (textbook loops, independent of the fused charlstm.cells.lstm)
-is swapped into the model's cell registry. With no erratum it must pass the same
-float64 finite-difference check as the real cell; with each erratum switched on,
+A plain LSTM cell (textbook loops, independent of charlstm.cells.lstm) is swapped
+into the model's cell registry (the fast wing's cells switched off). With no
+erratum it must pass the same float64 finite-difference check as the real cell;
+with each erratum switched on,
 its backward implements one seed formula literally and the check must fail, on
 exactly the gradients that formula touches. docs/derivation.md has the table.
 
@@ -17,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from charlstm import ModelConfig
+from charlstm import ModelConfig, fast
 from charlstm.cells import CELLS, lstm
 from charlstm.gradcheck import check_gradients, random_problem
 
@@ -127,7 +128,8 @@ def errors_with(erratum, monkeypatch) -> dict:
     config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=1)
     params, x, y, state, _ = random_problem(config, 4, 2, seed=3)
     monkeypatch.setitem(CELLS, "lstm", plain_cell(erratum))
-    return {r.name: r.max_rel_error for r in check_gradients(params, config, x, y, state)}
+    with fast.use(fast_cells=False):  # the model runs the registry's cell
+        return {r.name: r.max_rel_error for r in check_gradients(params, config, x, y, state)}
 
 
 def test_plain_cell_without_errata_passes(monkeypatch):
@@ -136,11 +138,14 @@ def test_plain_cell_without_errata_passes(monkeypatch):
     assert max(errors.values()) < PASS, errors
 
 
-def test_real_cell_passes_on_the_same_problem():
+@pytest.mark.parametrize("fast_cells", [False, True])
+def test_real_cell_passes_on_the_same_problem(fast_cells):
+    """The reference LSTM (cells/lstm.py) and the fast one (fast/lstm.py)."""
     config = ModelConfig(vocab_size=5, hidden_size=4, num_layers=1)
     params, x, y, state, _ = random_problem(config, 4, 2, seed=3)
-    fused = {r.name: r.max_rel_error for r in check_gradients(params, config, x, y, state)}
-    assert len(fused) == 8 and max(fused.values()) < PASS
+    with fast.use(fast_cells=fast_cells):
+        errors = {r.name: r.max_rel_error for r in check_gradients(params, config, x, y, state)}
+    assert len(errors) == 8 and max(errors.values()) < PASS
 
 
 @pytest.mark.parametrize("erratum", list(ERRATA))

@@ -1,30 +1,42 @@
-"""Proofs for the fast paths: numba kernels == NumPy ufuncs. (Cache-free evaluation ==
-training forward and single-step sampling == whole window, with either backend, are
-proved for every cell in test_cells.py.)"""
+"""Proofs for the fast wing's numba kernels: numba == NumPy ufuncs, compiled loops ==
+Python loops, GEMM pieces == one GEMM, the padding rule, the compiled stack inference,
+and the wing's hygiene (no import side effects, kernel caches keyed on their callees).
+(The fast LSTM == the reference LSTM: test_fast_lstm.py.)"""
 
 from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from charlstm import CharLSTM, ModelConfig, layers
-from charlstm.cells import lstm
-from charlstm.cells.lstm_numba import KERNELS, _tanh32
-from charlstm.gradcheck import random_problem
-from charlstm.model import loss_and_grads
+pytest.importorskip("numba", reason="numba (the fast extra) is not installed")
+
+from test_fast_lstm import flat, window  # noqa: E402
+
+from charlstm import CharLSTM, ModelConfig, engine, fast, layers  # noqa: E402
+from charlstm.evaluate import evaluate  # noqa: E402
+from charlstm.fast import blas, layout, lstm_kernels, stack  # noqa: E402
+from charlstm.fast import lstm as fast_lstm  # noqa: E402
+from charlstm.fast.lstm_kernels import KERNELS, _tanh32  # noqa: E402
+from charlstm.gradcheck import random_problem  # noqa: E402
+from charlstm.model import loss_and_grads  # noqa: E402
 
 BACKENDS = ["numpy", "numba"]
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
-def _run_with_backend(monkeypatch, backend, *args, **kwargs):
-    monkeypatch.setattr(lstm, "BACKEND", backend)
-    return loss_and_grads(*args, **kwargs)
+def _run_with_backend(backend, *args, **kwargs):
+    with fast.use(fast_cells=True, numba=backend == "numba"):
+        return loss_and_grads(*args, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("V,H,L,T,B", [(7, 5, 1, 4, 3), (11, 16, 2, 9, 2), (5, 33, 3, 6, 4)])
-def test_numba_kernels_match_numpy_ufuncs(monkeypatch, dtype, V, H, L, T, B):
+def test_numba_kernels_match_numpy_ufuncs(dtype, V, H, L, T, B):
     config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.25)
     params, x, y, state, masks = random_problem(config, T, B, seed=V + H + T,
                                                 dropout_mask=True)
@@ -34,60 +46,42 @@ def test_numba_kernels_match_numpy_ufuncs(monkeypatch, dtype, V, H, L, T, B):
     rng = np.random.default_rng(1)
     dstate = tuple(rng.normal(size=s.shape).astype(dtype) for s in state)
     args = (params, config, x, y, state, masks, dstate)
-    ref = _run_with_backend(monkeypatch, "numpy", *args)
-    fast = _run_with_backend(monkeypatch, "numba", *args)
+    ref = _run_with_backend("numpy", *args)
+    got = _run_with_backend("numba", *args)
     tol = TOL[dtype]
-    assert fast.loss == pytest.approx(ref.loss, rel=tol["rtol"])
-    for a, b in zip(fast.state, ref.state):
+    assert got.loss == pytest.approx(ref.loss, rel=tol["rtol"])
+    for a, b in zip(got.state, ref.state):
         np.testing.assert_allclose(a, b, **tol)
     for name in params:
-        assert fast.grads[name].dtype == dtype
-        np.testing.assert_allclose(fast.grads[name], ref.grads[name], err_msg=name, **tol)
-    for a, b in zip(fast.dstate0, ref.dstate0):
+        assert got.grads[name].dtype == dtype
+        np.testing.assert_allclose(got.grads[name], ref.grads[name], err_msg=name, **tol)
+    for a, b in zip(got.dstate0, ref.dstate0):
         np.testing.assert_allclose(a, b, **tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T,B,H", [(1, 1, 3), (7, 5, 16), (4, 32, 40)])
-def test_fused_loops_equal_the_python_loop_of_step_kernels(monkeypatch, dtype, T, B, H):
-    """lstm_numba's whole-loop kernels (BLAS called from numba) compute what the Python
+def test_fused_loops_equal_the_python_loop_of_step_kernels(fast_settings, dtype, T, B, H):
+    """lstm_kernels's whole-loop kernels (BLAS called from numba) compute what the Python
     loop of one GEMM and one step kernel per step computes (to rounding: NumPy may pick
     another BLAS routine for the same product, e.g. GEMV for one stream), and leave the
     caller's arrays alone (B = 1 included, where a transpose is still contiguous)."""
     if "forward_loop" not in KERNELS[np.dtype(dtype)]:
         pytest.skip("numba cannot call this NumPy's BLAS: only the step kernels exist")
-    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T * B + H)
+    xw, W_hh, b_hh, state0, dhs, dstate = window(T, B, H, dtype, seed=T * B + H)
     inputs = [a.copy() for a in (xw, *state0, dhs, *dstate)]
-    monkeypatch.setattr(lstm, "BACKEND", "numba")
+    fast_settings(numba=True)
     runs = {}
     for fused in (False, True):
-        monkeypatch.setattr(lstm, "FUSED_LOOPS", fused)
-        hs, final, cache = lstm.forward(xw, state0, W_hh, b_hh)
-        hs_infer, final_infer = lstm.infer(xw, state0, W_hh, b_hh)
-        grads = _flat(lstm.backward(dhs, dstate, cache))
+        fast_settings(fused_loops=fused)
+        hs, final, cache = fast_lstm.forward(xw, state0, W_hh, b_hh)
+        hs_infer, final_infer = fast_lstm.infer(xw, state0, W_hh, b_hh)
+        grads = flat(fast_lstm.backward(dhs, dstate, cache))
         runs[fused] = (hs, *final, hs_infer, *final_infer, *grads)
     for a, b in zip(runs[True], runs[False]):
         np.testing.assert_allclose(a, b, **TOL[dtype])
     for a, b in zip((xw, *state0, dhs, *dstate), inputs):
         np.testing.assert_array_equal(a, b)
-
-
-def _window(T, B, H, dtype, seed):
-    """A random LSTM window: xw (T, B, 4H), W_hh (4H, H), b_hh (4H,), state0 and
-    dstate (pairs of (B, H)), dhs (T, B, H)."""
-    rng = np.random.default_rng(seed)
-    xw = rng.normal(size=(T, B, 4 * H)).astype(dtype)
-    W_hh = (rng.normal(size=(4 * H, H)) / np.sqrt(H)).astype(dtype)
-    b_hh = rng.normal(size=4 * H).astype(dtype)
-    state0 = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    dhs = rng.normal(size=(T, B, H)).astype(dtype)
-    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in range(2))
-    return xw, W_hh, b_hh, state0, dhs, dstate
-
-
-def _flat(result):
-    dxw, (dh0, dc0), dW_hh, db_hh = result
-    return dxw, dh0, dc0, dW_hh, db_hh
 
 
 def test_float32_tanh_kernel_is_accurate_everywhere():
@@ -102,47 +96,66 @@ def test_float32_tanh_kernel_is_accurate_everywhere():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_is_not_hidden_by_the_kernels(monkeypatch, backend):
+def test_nan_is_not_hidden_by_the_kernels(fast_settings, backend):
     """A diverged model must show NaN (the training loop stops on it), not clamp it away."""
-    monkeypatch.setattr(lstm, "BACKEND", backend)
+    fast_settings(fast_cells=True, numba=backend == "numba")
     model = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4, num_layers=1), seed=0)
     model.params["lstm.weight_hh_l0"][0, 0] = np.nan
     logits, _ = model.forward(np.zeros((3, 2), dtype=np.int64))
     assert np.isnan(logits).any()
 
 
-def test_one_hot_scatter_kernel_matches_numpy(monkeypatch):
+def test_one_hot_scatter_kernel_matches_numpy():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 6, size=(5, 3))
     x[0, 0] = 5  # the largest id occurs
     dxw = rng.normal(size=(5, 3, 8))
     W_ih = np.zeros((8, 7))  # id 6 never occurs: its column must stay zero
-    fast = layers.input_projection_backward(dxw, x, W_ih)
-    monkeypatch.setattr(layers, "scatter_add_rows", None)
-    ref = layers.input_projection_backward(dxw, x, W_ih)
-    assert fast[0] is None and ref[0] is None
-    np.testing.assert_allclose(fast[1], ref[1], rtol=1e-14, atol=1e-15)
-    np.testing.assert_array_equal(fast[1][:, 6], 0.0)
-    np.testing.assert_allclose(fast[2], ref[2], rtol=0, atol=0)
+    with fast.use(numba=True):
+        got = layers.input_projection_backward(dxw, x, W_ih)
+    with fast.use(numba=False):
+        ref = layers.input_projection_backward(dxw, x, W_ih)
+    assert got[0] is None and ref[0] is None
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-14, atol=1e-15)
+    np.testing.assert_array_equal(got[1][:, 6], 0.0)
+    np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=0)
 
 
-def test_one_hot_gather_kernel_matches_numpy_and_checks_ids(monkeypatch):
+def test_one_hot_gather_kernel_matches_numpy_and_checks_ids():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 7, size=(5, 3))
     W_ih, b_ih = rng.normal(size=(8, 7)), rng.normal(size=8)
-    fast = layers.input_projection_forward(x, W_ih, b_ih)
-    monkeypatch.setattr(layers, "gather_rows", None)
-    ref = layers.input_projection_forward(x, W_ih, b_ih)
-    np.testing.assert_array_equal(fast, ref)
+    with fast.use(numba=True):
+        got = layers.input_projection_forward(x, W_ih, b_ih).copy()
+    with fast.use(numba=False):
+        ref = layers.input_projection_forward(x, W_ih, b_ih)
+    np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(ref, W_ih.T[x] + b_ih)
-    monkeypatch.undo()
-    with pytest.raises(IndexError):  # an id past the vocabulary never reads past the table
+    # an id past the vocabulary never reads past the table
+    with fast.use(numba=True), pytest.raises(IndexError):
         layers.input_projection_forward(np.full((2, 2), 7), W_ih, b_ih)
 
 
 def test_numba_kernels_exist_for_both_dtypes():
+    """Each dtype has every kernel, each one numba dispatcher compiled for that dtype
+    (the whole-loop ones where NumPy's BLAS is bound), and the fast LSTM finds them
+    with numba on and not with it off."""
+    steps = {"forward_step", "backward_step", "transpose_into", "gather_gates"}
+    loops = {"forward_loop", "infer_loop", "backward_loop"} if lstm_kernels.GEMM else set()
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
-    assert lstm.BACKEND in BACKENDS
+    for dtype, kernels in KERNELS.items():
+        assert set(kernels) == steps | loops, dtype
+        a = np.arange(6, dtype=dtype).reshape(2, 3)
+        out = np.empty((3, 2), dtype)
+        kernels["transpose_into"](a, out)  # compiles for this dtype, and is right
+        np.testing.assert_array_equal(out, a.T)
+        assert np.dtype(dtype).name in {str(sig[0].dtype)
+                                        for sig in kernels["transpose_into"].signatures}
+        with fast.use(numba=True, fused_loops=True):
+            assert set(fast_lstm._numba(dtype)) == steps | loops
+            assert fast_lstm.fused_loops(dtype) == bool(loops)
+        with fast.use(numba=False):
+            assert fast_lstm._numba(dtype) is None and not fast_lstm.fused_loops(dtype)
 
 
 
@@ -150,77 +163,75 @@ def test_numba_kernels_exist_for_both_dtypes():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("V,H,L,B", [(7, 5, 1, 3), (11, 16, 2, 5), (5, 33, 3, 4)])
 def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
-        monkeypatch, dtype, V, H, L, B, pad):
-    """stack_numba's evaluation (each step through the whole stack, its logits reduced
+        fast_settings, dtype, V, H, L, B, pad):
+    """fast.stack's evaluation (each step through the whole stack, its logits reduced
     at once, state carried window to window; padded to loop_width's columns or not) ==
     model.forward's layer-by-layer windows on the NumPy backend, over windows with a
     ragged tail; and it is used only where it applies."""
-    from charlstm import engine
-    from charlstm.evaluate import evaluate
-    monkeypatch.setattr(lstm, "PAD_BLOCK", pad)
+    fast_settings(fast_cells=True, pad_block=pad)
     config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L)
     params = {k: v.astype(dtype) for k, v in
               random_problem(config, 2, 2, seed=V + H)[0].items()}
     ids = np.random.default_rng(H).integers(0, V, size=173)
-    monkeypatch.setattr(lstm, "BACKEND", "numba")
-    assert engine.compiled_inference(params, config) is not None
-    fast = evaluate(params, config, ids, B, 9)
-    for backend, fused in (("numpy", True), ("numba", False)):
-        monkeypatch.setattr(lstm, "BACKEND", backend)
-        monkeypatch.setattr(lstm, "FUSED_LOOPS", fused)
-        assert engine.compiled_inference(params, config) is None
-        assert fast == pytest.approx(evaluate(params, config, ids, B, 9),
-                                     rel=TOL[dtype]["rtol"])
+    with fast.use(numba=True):
+        assert engine.compiled_inference(params, config) is not None
+        compiled = evaluate(params, config, ids, B, 9)
+    for changes in (dict(numba=False), dict(fused_loops=False),
+                    dict(stack_inference=False), dict(fast_cells=False)):
+        with fast.use(**changes):
+            assert engine.compiled_inference(params, config) is None
+            assert compiled == pytest.approx(evaluate(params, config, ids, B, 9),
+                                             rel=TOL[dtype]["rtol"])
     gru = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, cell="gru")
     assert engine.compiled_inference(random_problem(gru, 2, 2, seed=0)[0], gru) is None
 
 
 def test_compiled_evaluation_shows_nan():
     """A diverged model's validation loss must be NaN (training stops on it)."""
-    from charlstm.evaluate import evaluate
     model = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4, num_layers=2), seed=0)
     model.params["lstm.weight_hh_l1"][0, 0] = np.nan
     assert np.isnan(evaluate(model.params, model.config, np.arange(40) % 5, 2, 7))
 
 
-def test_loop_width_pads_to_the_fewest_kernel_sweeps(monkeypatch):
-    """lstm.loop_width: the smallest width >= B with the fewest sweeps of an OpenBLAS
+def test_loop_width_pads_to_the_fewest_kernel_sweeps(fast_settings):
+    """layout.loop_width: the smallest width >= B with the fewest sweeps of an OpenBLAS
     kernel with 16-wide (SkylakeX) or 8-wide (Haswell) column blocks, then 8/4, 4, 2, 1;
     only for float32 weights of 1 MiB or more, on a kernel the rule was measured on."""
     W32 = np.zeros((2048, 512), np.float32)
     sizes = (0, 1, 2, 3, 5, 9, 11, 16, 17, 19, 21, 25, 27, 31, 32, 33, 37, 50, 51)
-    monkeypatch.setattr(lstm, "PAD_BLOCK", 16)
-    assert [lstm.loop_width(B, W32) for B in sizes] == [
+    fast_settings(pad_block=16)
+    assert [layout.loop_width(B, W32) for B in sizes] == [
         0, 1, 2, 4, 8, 16, 16, 16, 17, 20, 24, 32, 32, 32, 32, 33, 40, 50, 52]
-    monkeypatch.setattr(lstm, "PAD_BLOCK", 8)
-    assert [lstm.loop_width(B, W32) for B in sizes] == [
+    fast_settings(pad_block=8)
+    assert [layout.loop_width(B, W32) for B in sizes] == [
         0, 1, 2, 4, 8, 9, 12, 16, 17, 20, 24, 25, 28, 32, 32, 33, 40, 50, 52]
-    monkeypatch.setattr(lstm, "PAD_BLOCK", 0)
-    assert lstm.loop_width(25, W32) == 25
-    monkeypatch.setattr(lstm, "PAD_BLOCK", None)  # from the kernel: float32, >= 1 MiB
-    assert lstm.loop_width(25, W32.astype(np.float64)) == 25
-    assert lstm.loop_width(25, np.zeros((512, 128), np.float32)) == 25
-    assert lstm.loop_width(25, W32) == {16: 32, 8: 25, 0: 25}[lstm._blas_block()]
+    fast_settings(pad_block=0)
+    assert layout.loop_width(25, W32) == 25
+    fast_settings(pad_block=None)  # from the kernel: float32, >= 1 MiB
+    assert layout.loop_width(25, W32.astype(np.float64)) == 25
+    assert layout.loop_width(25, np.zeros((512, 128), np.float32)) == 25
+    assert layout.loop_width(25, W32) == {16: 32, 8: 25, 0: 25}[blas.kernel_block()]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T,B,H", [(1, 1, 3), (6, 5, 16), (3, 25, 8)])
-def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B, H):
+def test_padded_loop_columns_change_no_result(fast_settings, backend, dtype, T, B, H):
     """The time loop on zero-padded columns (loop_width > B) gives what the unpadded
     loop gives: outputs, final state, every gradient, the cache's (T, B, .) views, the
     cache-free forward; and the padding columns stay exactly zero."""
-    xw, W_hh, b_hh, state0, dhs, dstate = _window(T, B, H, dtype, seed=T + B + H)
-    monkeypatch.setattr(lstm, "BACKEND", backend)
+    xw, W_hh, b_hh, state0, dhs, dstate = window(T, B, H, dtype, seed=T + B + H)
+    fast_settings(numba=backend == "numba")
     runs = {}
     for pad in (False, True):
-        monkeypatch.setattr(lstm, "PAD_BLOCK", 16 if pad else 0)
+        fast_settings(pad_block=16 if pad else 0)
+        lstm = fast_lstm
         hs, final, cache = lstm.forward(xw, state0, W_hh, b_hh)
         assert cache.gates.shape[2] == ({1: 1, 5: 8, 25: 32}[B] if pad else B)
         runs[pad] = (hs, *final, *lstm.infer(xw, state0, W_hh, b_hh)[1],
                      lstm.infer(xw, state0, W_hh, b_hh)[0], lstm.keep_gate(cache),
                      *lstm.activations(cache).values(),
-                     *_flat(lstm.backward(dhs, dstate, cache)))
+                     *flat(lstm.backward(dhs, dstate, cache)))
         if pad:
             np.testing.assert_array_equal(cache.c[:, :, B:], 0)
     for a, b in zip(runs[True], runs[False]):
@@ -230,7 +241,7 @@ def test_padded_loop_columns_change_no_result(monkeypatch, backend, dtype, T, B,
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_tiled_transpose_kernel_is_an_exact_transpose(dtype):
-    """lstm_numba.transpose_into (the backward loop's W_hh^T) on shapes that are and
+    """lstm_kernels.transpose_into (the backward loop's W_hh^T) on shapes that are and
     are not multiples of its 16 x 16 tiles."""
     rng = np.random.default_rng(2)
     for shape in [(1, 1), (16, 16), (3, 50), (40, 23), (64, 17)]:
@@ -243,15 +254,16 @@ def test_tiled_transpose_kernel_is_an_exact_transpose(dtype):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("pad", [0, 16])
-def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, backend, dtype, pad):
-    """lstm.forward_ids / infer_ids (layer 0's gather straight into the gate buffer)
+def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, fast_settings, backend,
+                                                   dtype, pad):
+    """fast.lstm.forward_ids / infer_ids (layer 0's gather straight into the gate buffer)
     give forward() / infer() of the gathered xw bit for bit, padded loop or not; the
     model's whole window (loss, every gradient, state) is unchanged by taking them;
     an id out of range is NumPy's IndexError."""
-    monkeypatch.setattr(lstm, "BACKEND", backend)
-    monkeypatch.setattr(lstm, "PAD_BLOCK", pad)
+    fast_settings(fast_cells=True, numba=backend == "numba", pad_block=pad)
+    lstm = fast_lstm
     T, B, H, V = 5, 6, 8, 11
-    xw, W_hh, b_hh, state0, _, _ = _window(T, B, H, dtype, seed=7)
+    xw, W_hh, b_hh, state0, _, _ = window(T, B, H, dtype, seed=7)
     rng = np.random.default_rng(8)
     W_ih, b_ih = rng.normal(size=(4 * H, V)).astype(dtype), rng.normal(size=4 * H).astype(dtype)
     ids = rng.integers(0, V, size=(T, B))
@@ -282,20 +294,21 @@ def test_layer0_from_ids_is_the_gather_then_forward(monkeypatch, backend, dtype,
 
 @pytest.fixture
 def small_kernel_bound():
-    """numba_blas.SMALL_SGEMM_MNK, restored afterwards (tests set it to cut or not)."""
-    from charlstm.cells import numba_blas
-    before = numba_blas.SMALL_SGEMM_MNK.value
-    yield numba_blas.SMALL_SGEMM_MNK
-    numba_blas.SMALL_SGEMM_MNK.value = before
+    """The bound compiled kernels read (blas.binding().SMALL_SGEMM_MNK), restored
+    afterwards (tests set it to cut or not)."""
+    bound = blas.binding().SMALL_SGEMM_MNK
+    before = bound.value
+    yield bound
+    bound.value = before
 
 
 def test_step_gemm_pieces_follow_the_small_kernel_bound(small_kernel_bound):
-    """lstm_numba.piece_rows: pieces only for float32, past the bound, at 16, 32 or
+    """lstm_kernels.piece_rows: pieces only for float32, past the bound, at 16, 32 or
     64 columns, a multiple of 4 rows under the bound, on a one-thread BLAS (the small
     kernel runs on one thread); the bound and the threads read at run time."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from charlstm.cells.lstm_numba import piece_rows
+    from charlstm.fast.lstm_kernels import piece_rows
     with threadpool_limits(2, user_api="blas"):
         threads = [lib["num_threads"] for lib in threadpool_info()
                    if lib["user_api"] == "blas" and "numpy" in lib["filepath"]]
@@ -337,7 +350,7 @@ def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, one_blas_t
     pieces run on the packed one: slower, the same maths)."""
     import numba
 
-    from charlstm.cells.lstm_numba import matmul_into
+    from charlstm.fast.lstm_kernels import matmul_into
 
     @numba.njit
     def product(A, B, C):
@@ -357,11 +370,12 @@ def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, one_blas_t
     np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
 
 
-def test_time_loops_with_gemm_pieces_match_one_call(monkeypatch, small_kernel_bound,
+def test_time_loops_with_gemm_pieces_match_one_call(fast_settings, small_kernel_bound,
                                                     one_blas_thread):
     """A whole window (forward, backward, every gradient) at a size whose step GEMMs
-    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut."""
-    monkeypatch.setattr(lstm, "BACKEND", "numba")
+    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut, and
+    with the reference LSTM (cells/lstm.py)."""
+    fast_settings(fast_cells=True, numba=True)
     config = ModelConfig(vocab_size=13, hidden_size=256, num_layers=2)
     params, x, y, state, _ = random_problem(config, 4, 32, seed=5)
     params = {k: v.astype(np.float32) for k, v in params.items()}
@@ -370,7 +384,35 @@ def test_time_loops_with_gemm_pieces_match_one_call(monkeypatch, small_kernel_bo
     for bound in (10**6, 0):
         small_kernel_bound.value = bound
         runs.append(loss_and_grads(params, config, x, y, state))
-    assert runs[0].loss == pytest.approx(runs[1].loss, rel=1e-5)
-    for name in params:
-        np.testing.assert_allclose(runs[0].grads[name], runs[1].grads[name], rtol=2e-4,
-                                   atol=2e-6, err_msg=name)
+    with fast.use(fast_cells=False):
+        runs.append(loss_and_grads(params, config, x, y, state))
+    for run in runs[1:]:
+        assert runs[0].loss == pytest.approx(run.loss, rel=1e-5)
+        for name in params:
+            np.testing.assert_allclose(runs[0].grads[name], run.grads[name], rtol=2e-4,
+                                       atol=2e-6, err_msg=name)
+
+
+def test_importing_charlstm_imports_no_numba_and_touches_no_file(tmp_path):
+    """import charlstm (its config, its model) imports neither numba nor llvmlite and
+    writes or deletes nothing under the package: the wing binds on first use."""
+    package = Path(fast.__file__).resolve().parent.parent
+    before = sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts)
+    code = ("import sys, charlstm, charlstm.config, charlstm.model; "
+            "print(sorted(m for m in ('numba', 'llvmlite') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout
+    assert out.strip() == "[]"
+    assert sorted(p for p in package.rglob("*") if "__pycache__" not in p.parts) == before
+
+
+def test_kernel_callers_record_the_sources_compiled_into_them():
+    """numba keys a cached kernel on its own file: a file whose kernels compile in
+    another file's must change when that one does. Each records the SHA-256 of its
+    callees' source; after editing a callee, write its new digest into the caller."""
+    wing = Path(fast.__file__).resolve().parent
+    for caller, constant, callee in [(lstm_kernels, "BLAS_SOURCE_SHA256", "blas.py"),
+                                     (stack, "KERNELS_SOURCE_SHA256", "lstm_kernels.py")]:
+        digest = hashlib.sha256((wing / callee).read_bytes()).hexdigest()
+        assert getattr(caller, constant) == digest, (
+            f"{caller.__name__}.{constant} must be {digest} (the SHA-256 of {callee})")

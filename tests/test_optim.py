@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from conftest import NEEDS_TORCH
 
-from charlstm import optim, pool
+from charlstm import fast, optim, pool
 from charlstm.optim import clip_grad_norm, ema_update, global_norm, make_optimizer
 
 torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
 
+# the fused numba passes run (numba installed, not switched off by CHARLSTM_BACKEND)
+FUSED = fast.current().fused_optimizer and fast.compiled("kernels") is not None
 TORCH = {
     "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr, eps=1e-8),
     "rmsprop": lambda ps, lr: torch.optim.RMSprop(ps, lr=lr, alpha=0.95, eps=1e-8),
@@ -21,8 +23,8 @@ TORCH = {
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name", sorted(TORCH))
-def test_optimizers_match_torch_optim_step_for_step(monkeypatch, name, fused):
-    monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)  # numba's passes and NumPy's
+def test_optimizers_match_torch_optim_step_for_step(fast_settings, name, fused):
+    fast_settings(fused_optimizer=fused)  # numba's passes and NumPy's
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)), "b": rng.normal(size=(3,))}
     tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
@@ -41,8 +43,8 @@ def test_optimizers_match_torch_optim_step_for_step(monkeypatch, name, fused):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_clip_matches_torch_and_returns_pre_clip_norm(monkeypatch, fused):
-    monkeypatch.setattr(optim, "FUSED", fused and optim.FUSED)
+def test_clip_matches_torch_and_returns_pre_clip_norm(fast_settings, fused):
+    fast_settings(fused_optimizer=fused)
     rng = np.random.default_rng(1)
     grads = {"a": rng.normal(size=(5, 5)), "b": rng.normal(size=(5,))}
     tensors = [torch.zeros(v.shape, dtype=torch.float64, requires_grad=True)
@@ -72,9 +74,10 @@ def test_weight_decay_skips_biases_and_state_round_trips():
         make_optimizer("sgd", params, lr=0.1).load_state_arrays(opt.state_arrays(), 1)
 
 
-@pytest.mark.skipif(not optim.FUSED, reason="numba is not installed (or CHARLSTM_BACKEND=numpy)")
+@pytest.mark.skipif(not FUSED, reason="numba is not installed (or CHARLSTM_BACKEND=numpy)")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
+def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, fast_settings,
+                                                             dtype):
     """The numba passes (Adam with weight decay, weight averaging, the gradient norm
     and clipping), in chunks shared among 1, 2 or 3 workers, give the NumPy code's
     results: the updates bit for bit, the norm (summed in other groups) and so the
@@ -88,7 +91,7 @@ def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
              for _ in range(3)]
     runs = {}
     for fused, threads in ((False, 1), (True, 1), (True, 2), (True, 3)):
-        monkeypatch.setattr(optim, "FUSED", fused)
+        fast_settings(fused_optimizer=fused)
         with pool.num_threads(threads):
             params = {k: v.copy() for k, v in start.items()}
             average = {k: v.copy() for k, v in start.items()}
@@ -118,16 +121,16 @@ def test_fused_passes_give_numpys_bits_for_any_thread_count(monkeypatch, dtype):
             assert all(got[k].tobytes() == want[k].tobytes() for k in want)
 
 
-def test_mixed_dtypes_and_strided_arrays_take_the_numpy_path(monkeypatch):
+def test_mixed_dtypes_and_strided_arrays_take_the_numpy_path(fast_settings):
     """float64 gradients for float32 weights, or a non-contiguous array, keep NumPy's
     own casting and loops (optim._fused says no), with the same result either way."""
     w32, g64 = np.ones((3, 4), np.float32), np.full((3, 4), 0.5)
     assert not optim._fused([w32, g64])
     assert not optim._fused([np.ones((4, 4))[:, ::2]])
-    assert optim._fused([w32, w32]) == optim.FUSED
+    assert optim._fused([w32, w32]) == FUSED
     results = []
-    for fused in (False, optim.FUSED):
-        monkeypatch.setattr(optim, "FUSED", fused)
+    for fused in (False, FUSED):
+        fast_settings(fused_optimizer=fused)
         params = {"w": w32.copy()}
         make_optimizer("adam", params, lr=0.1).step(params, {"w": g64})
         results.append(params["w"])

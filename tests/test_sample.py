@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm import CharLSTM, ModelConfig, engine, pool
-from charlstm.cells import lstm
+from charlstm import CharLSTM, ModelConfig, engine, fast, pool
 from charlstm.errors import UserError
 from charlstm.model import zero_state
 from charlstm.sample import (
@@ -87,30 +86,27 @@ def test_probabilities_never_fail_on_extreme_values(logits, temperature, top_k, 
        st.floats(1e-300, 1e6) | st.just(0.0), st.none() | st.integers(1, 15),
        st.floats(1e-6, 1.0), st.integers(0, 2**32))
 def test_compiled_draw_is_sample_ids(logits, temperature, top_k, top_p, seed):
-    """stack_numba's draw (the compiled sampling loop's) picks the id sample_ids picks
+    """fast.stack's draw (the compiled sampling loop's) picks the id sample_ids picks
     from the same logits and the same uniform, on extreme values too."""
-    if engine.stack_numba is None:
-        pytest.skip("numba (the fast extra) is not installed: there is no compiled draw")
+    stack = pytest.importorskip("charlstm.fast.stack", reason="numba is not installed")
     z = np.array([logits], dtype=np.float32)
     expected = sample_ids(z, temperature, top_k, top_p, [np.random.default_rng(seed)])[0]
     u = 1.0 - np.random.default_rng(seed).random()
     V = z.shape[1]
-    got = engine.stack_numba._draw(np.ascontiguousarray(z.T), 0, u, temperature,
-                                   V if top_k is None else min(top_k, V), top_p,
-                                   np.empty(V), np.empty(V))
+    got = stack._draw(np.ascontiguousarray(z.T), 0, u, temperature,
+                      V if top_k is None else min(top_k, V), top_p, np.empty(V), np.empty(V))
     assert got == expected
 
 
 @pytest.mark.parametrize("logits", [[0.0, np.nan, 1.0], [np.inf, 0.0], [-np.inf, -np.inf],
                                     [2.0, np.nan, np.nan], [-np.inf, 3.0, 3.0]])
 def test_compiled_draw_treats_non_finite_logits_as_sample_ids_does(logits):
-    if engine.stack_numba is None:
-        pytest.skip("numba (the fast extra) is not installed: there is no compiled draw")
+    stack = pytest.importorskip("charlstm.fast.stack", reason="numba is not installed")
     z = np.array([logits], dtype=np.float32)
     V = z.shape[1]
     u = 1.0 - np.random.default_rng(0).random()  # what sample_ids draws from rng 0
-    draw = lambda t: engine.stack_numba._draw(np.ascontiguousarray(z.T), 0, u, t, V,  # noqa: E731
-                                              1.0, np.empty(V), np.empty(V))
+    draw = lambda t: stack._draw(np.ascontiguousarray(z.T), 0, u, t, V,  # noqa: E731
+                                 1.0, np.empty(V), np.empty(V))
     assert draw(0.0) == sample_ids(z, 0.0, None, 1.0, [])[0]  # greedy: NumPy's argmax
     try:
         expected = sample_ids(z, 1.0, None, 1.0, [np.random.default_rng(0)])[0]
@@ -195,17 +191,19 @@ def spy_slices(monkeypatch):
 
 
 @pytest.mark.parametrize("cell,pad", [("lstm", 0), ("lstm", 16), ("gru", 0), ("rnn", 0)])
-def test_parallel_sampling_gives_the_serial_texts(monkeypatch, cell, pad, spy_slices):
+def test_parallel_sampling_gives_the_serial_texts(fast_settings, cell, pad, spy_slices):
     """B = 7 streams over 1, 2 and 3 workers (uneven slices), each worker running the
     whole step loop for its slice: the same ids as all 7 streams stepped together,
     for every sampling setting, and texts that differ from stream to stream; with the
-    compiled loop's streams padded (lstm.loop_width, forced: 7 run as 8) too."""
-    monkeypatch.setattr(lstm, "PAD_BLOCK", pad)
+    compiled loop's streams padded (fast.layout.loop_width, forced: 7 run as 8) too."""
+    fast_settings(pad_block=pad)
     model = tiny_model(cell)
-    # an LSTM samples in stack_numba's compiled loop, the others in generate_ids itself
+    # a cell offering stack_inference (the fast LSTM with numba) samples in its compiled
+    # loop, the others in generate_ids itself
     compiled = engine.compiled_inference(model.params, model.config)
-    assert (compiled is not None) == (cell == "lstm" and engine.stack_numba is not None
-                                      and lstm.fused_loops(model.params["decoder.weight"].dtype))
+    offer = getattr(fast.implementation(cell), "stack_inference", None)
+    dtype = model.params["decoder.weight"].dtype
+    assert (compiled is not None) == (offer is not None and offer(dtype) is not None)
     for kw in SETTINGS:
         serial = np.array(list(generate_ids(
             numpy_step_fn(model.params, model.config), zero_state(model.config, 7, np.float64),

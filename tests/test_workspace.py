@@ -1,4 +1,4 @@
-"""charlstm.workspace: reused memory is never handed out while anything still uses it."""
+"""charlstm.fast.workspace: reused memory is never handed out while anything still uses it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from charlstm import workspace
+from charlstm.fast import workspace
 
 
 def _address(a: np.ndarray) -> int:

@@ -9,10 +9,12 @@ gather for ids, one GEMM for the layer below), so a cell runs only the part that
 truly sequential. The model, sampling, gradflow and interop use these members and
 CELLS, nothing else of a cell.
 
-A cell may also provide forward_ids(ids, W_ih, b_ih, state0, W_hh, b_hh) and
-infer_ids(...) (the LSTM does): forward() and infer() for one-hot input ids (T, B),
-with the input projection done by the cell itself, straight into its own layout.
-The model calls them for layer 0 when they exist.
+The cells here are the references, the maths as derived. A fast twin of a cell
+(charlstm.fast: the LSTM's) implements the same members and may offer more, which
+the model and engine use when present: forward_ids(ids, W_ih, b_ih, state0, W_hh,
+b_hh) and infer_ids(...), forward() and infer() for one-hot input ids (T, B) with
+the input projection done straight into its own layout (layer 0); and
+stack_inference(dtype), compiled step-major evaluation and sampling for a stack.
 
 Adding a cell: write cells/<name>.py implementing `Cell`, add it to CELLS, and give it
 its torch twin (interop/torch.py RECURRENT) and ONNX operator (interop/onnx.py

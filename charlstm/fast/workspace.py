@@ -1,10 +1,8 @@
 """Reused memory for the large per-window arrays of the time loops.
 
-Why: a window's gate buffers are tens of MB (2x512, 64 streams, T = 100: 52 MB each).
-glibc serves blocks above 32 MB straight from the kernel and hands them back when
-they are freed, so every window paid again for page faults and zeroed pages
-(measured: 13,000 minor faults per training step at 2x512 on two workers; one worker
-with 64 streams ran 937 ms a step against 2 x 350 ms for two halves of 32).
+Why: a window's gate buffers are tens of MB. glibc serves blocks above 32 MB straight
+from the kernel and hands them back when they are freed, so every window paid again
+for page faults and zeroed pages (docs/performance.md).
 
 How: `empty(shape, dtype)` returns a view of a buffer this thread allocated before
 and that nothing uses any more; otherwise it allocates a new one. A buffer is free

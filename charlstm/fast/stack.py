@@ -1,5 +1,5 @@
 """Compiled step-major inference for LSTM stacks: sampling and evaluation
-(ImportError without numba or its BLAS).
+(ImportError without numba or its BLAS); the fast LSTM's stack_inference.
 
 Shape legend: B streams, V vocab, L layers, H hidden, G = 4H gate rows, N steps.
 
@@ -18,7 +18,7 @@ where NumPy's are pairwise. The uniforms are those the Generators would give one
 call at a time: rng.random(n) draws the same doubles as n calls of rng.random(),
 so they are drawn ahead, per chunk, in Python.
 
-Everything inside is feature-major, as the cells' time loops: the state h, c is
+Everything inside is feature-major, as the fast LSTM's time loops: the state h, c is
 (L, H, B), the gates (G, B), the logits (V, B), all C-contiguous.
 """
 
@@ -29,13 +29,16 @@ import math
 import numba
 import numpy as np
 
-from .cells import lstm_numba
-from .cells.lstm import gate_constants, loop_width
-from .cells.lstm_numba import _JIT, forward_step
+from . import lstm_kernels
+from .layout import gate_constants, loop_width
+from .lstm_kernels import _JIT, forward_step
 
-if not hasattr(lstm_numba, "matmul_into"):  # NumPy's BLAS could not be bound
+if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
     raise ImportError("no CBLAS GEMM in NumPy's BLAS: sampling uses the generic loop")
-matmul_into = lstm_numba.matmul_into
+matmul_into = lstm_kernels.matmul_into
+# The SHA-256 of lstm_kernels.py, whose kernels compile into this file's: editing it
+# must edit this file, or numba would keep this file's cached loops (see lstm_kernels).
+KERNELS_SOURCE_SHA256 = "5ed3de8ef14f481950b16efe3057bbc63662c047fb899eb40f99b45e199409e5"
 
 # Steps per compiled call: the uniforms for one chunk are drawn ahead in Python.
 CHUNK_STEPS = 256
@@ -164,6 +167,12 @@ def _sample_steps(U, out, advance_last, temperature, top_k, top_p, weights, stat
             _advance(out[t], weights, state, scratch)
 
 
+def weight_bytes(params: dict, num_layers: int) -> int:
+    """Bytes of the stack's recurrent-layer weights (what each step reads)."""
+    return sum(params[f"lstm.weight_{kind}_l{k}"].nbytes
+               for k in range(num_layers) for kind in ("ih", "hh"))
+
+
 def prepare(params: dict, num_layers: int) -> tuple:
     """The weights as _stack_step reads them: pre-scaled, C-contiguous, stacked."""
     p = "lstm."
@@ -239,7 +248,7 @@ def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, s
     W_hh, W_dec = weights[4], weights[5]
     L, G, H = W_hh.shape
     V, dtype, (T, B) = W_dec.shape[0], W_dec.dtype, x.shape
-    # n >= B columns, as the cells' time loops (cells.lstm.loop_width): the extra streams
+    # n >= B columns, as the fast LSTM's time loops (layout.loop_width): the extra streams
     # read id 0, count for nothing (mask False) and never mix with the real ones
     n = loop_width(B, W_hh[0])
     h, c = (np.zeros((L, H, n), dtype) for _ in range(2))

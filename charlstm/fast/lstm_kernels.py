@@ -1,20 +1,16 @@
-"""Optional numba kernels for the LSTM's per-step element-wise maths.
+"""numba kernels for the fast LSTM (fast.lstm): each step's element-wise maths as one
+fused pass, and, where NumPy's BLAS is bound (fast.blas), whole time loops.
 
-Importing this module fails with ImportError when numba is not installed;
-charlstm.cells.lstm then uses its plain NumPy loop, which computes the same
-thing (tests/test_fastpath.py checks that the two agree).
+Shape legend: B batch (the loop's columns, padding included), H hidden, T time.
+Everything is feature-major (see fast.lstm): z, gates, dz are (4H, B) with the gate
+blocks [i ; f ; g ; o] one after another, everything else (H, B); the loops take
+(T, 4H, B) and (T+1, H, B) stacks. All C-contiguous, so each gate block is one slab
+of H*B numbers and the kernels run over slabs.
 
-Why: at B=64, H=512 one step of NumPy ufuncs makes ~10 passes over (B, 4H)
-arrays and NumPy's float32 tanh is not vectorised on AVX2 (about 3 ns per
-element), which costs as much as the step's GEMM. One fused loop per step
-makes a single pass and, in float32, uses a vectorisable rational tanh. Where
-numba can call NumPy's BLAS (numba_blas), whole time loops are compiled too, so a
-worker's window runs from its first step to its last without the GIL.
-
-Shape legend: B batch, H hidden. Everything is feature-major (see cells/lstm.py):
-z, gates, dz are (4H, B) with the gate blocks [i ; f ; g ; o] one after another,
-everything else is (H, B); all C-contiguous, so each gate's block is one slab of
-H*B numbers and the kernels run over slabs.
+Why: one step of NumPy ufuncs makes ~10 passes over its arrays, and NumPy's float32
+tanh is not vectorised on AVX2; one fused loop makes one pass with a vectorisable
+rational tanh. Compiled loops run a worker's window from its first step to its last
+without the GIL. Importing this module imports numba (ImportError without it).
 """
 
 from __future__ import annotations
@@ -26,8 +22,24 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from . import numba_blas
-from .numba_blas import GEMM, NO_TRANS, ROW_MAJOR
+from . import blas
+from .blas import NO_TRANS, ROW_MAJOR
+
+# numba caches a kernel keyed on its own file only, so a kernel compiled into another
+# would stay stale after an edit of its source. So every kernel that calls another
+# lives in this file, except what fast.blas binds and fast.stack's loops: those files
+# record the SHA-256 of the sources they compile in (a test keeps them current), so
+# that editing a callee edits its callers and numba recompiles them.
+BLAS_SOURCE_SHA256 = "753ec5beefefd346ff454ff1a10476535f9e35622e21d2e1923206b03aa7f72a"
+_BOUND = blas.binding()
+GEMM = _BOUND.gemm
+small_sgemm_mnk = _BOUND.small_sgemm_mnk
+if _BOUND.blas_threads is not None:
+    blas_threads = _BOUND.blas_threads
+else:  # not OpenBLAS: no small kernel to cut for (the bound is 0)
+    @numba.njit(cache=True)
+    def blas_threads():
+        return 0
 
 # IEEE semantics (no fastmath: NaN must propagate so divergence is detected);
 # error_model="numpy" drops the zero-division check that blocks vectorisation.
@@ -163,9 +175,8 @@ def backward_step(dz, gates, c_prev, tanh_c, dh, dh_in, dc):
 @numba.njit(**_JIT)
 def transpose_into(a, out):
     """out (Y, X) = a (X, Y)^T in 16 x 16 tiles, so that both sides stay in cache:
-    the backward loop's W_hh^T. NumPy's strided copy of a large transpose runs
-    row by row through the whole source (measured, (2048, 512) float32: 2.46 ms
-    against 0.61)."""
+    the backward loop's W_hh^T (NumPy's strided copy of a large transpose runs row by
+    row through the whole source, ~4x slower)."""
     X, Y = a.shape
     for x0 in range(0, X, 16):
         x1 = min(x0 + 16, X)
@@ -178,7 +189,7 @@ def transpose_into(a, out):
 
 @numba.njit(**_JIT)
 def gather_gates(W_ih, b_ih, b_hh, scale, ids, out):
-    """The LSTM's layer-0 gate buffer from ids, feature-major (cells.lstm._gathered):
+    """The LSTM's layer-0 gate buffer from ids, feature-major (fast.lstm._gathered):
     out[t, g, b] = ((W_ih[g, ids[t, b]] + b_ih[g]) + b_hh[g]) * scale[g] for b < B,
     0 in the padding columns b >= B. W_ih (G, V); b_ih, b_hh, scale (G,); ids (T, B);
     out (T, G, n). Each row of W_ih (V numbers) stays in cache while its B ids read it."""
@@ -209,17 +220,14 @@ if GEMM is not None:
     def piece_rows(M, N, K, itemsize):
         """Rows of A per GEMM call for C (M, N) = A (M, K) B (K, N): M (one call), or
         a multiple of 4 that keeps each call in OpenBLAS's small-matrix kernel
-        (numba_blas.SMALL_SGEMM_MNK; float32 only, on a one-thread BLAS). That kernel
-        runs 16, 32 or 64 columns of B (the streams; 16-wide vectors) as one block, so
-        each piece reads its rows of A once, 4 rows at a time. Measured, one thread, GFLOP/s
-        whole / in pieces, 3 weights in turn: (2048, 512) 32 columns 180 / 242, 64
-        columns 191 / 241, 16: 157 / 183; (512, 2048) 32 columns 163 / 186; (1024,
-        256) 32 columns 201 / 248; 48 columns (two blocks) 173 / 150 and 128: 205 / 133,
-        so no pieces there."""
-        limit = numba_blas.small_sgemm_mnk() if itemsize == 4 else 0
+        (fast.blas.small_kernel_bound; float32 only, on a one-thread BLAS). That kernel
+        runs 16, 32 or 64 columns of B (the streams) as one block, so each piece reads
+        its rows of A once, 4 rows at a time; wider blocks lose in pieces (see
+        docs/performance.md)."""
+        limit = small_sgemm_mnk() if itemsize == 4 else 0
         if limit == 0 or limit >= M * N * K or (N != 16 and N != 32 and N != 64):
             return M
-        if numba_blas.blas_threads() != 1:  # a threaded GEMM beats one-thread pieces
+        if blas_threads() != 1:  # a threaded GEMM beats one-thread pieces
             return M
         rows = limit // (N * K) // 4 * 4
         return rows if rows >= 4 else M
@@ -241,7 +249,7 @@ if GEMM is not None:
 
     @numba.njit(**_JIT)
     def forward_loop(W_s, gates, hT, c, tanh_c, zh):
-        """cells.lstm.forward's time loop: every step's GEMM zh = W_s h_{t-1}^T, then
+        """fast.lstm.forward's time loop: every step's GEMM zh = W_s h_{t-1}^T, then
         forward_step; gates (T, 4H, B) pre-scaled in, post-activation out; hT, c
         (T+1, H, B) with step 0 filled; tanh_c (T, H, B); zh (4H, B) scratch."""
         for t in range(gates.shape[0]):
@@ -250,7 +258,7 @@ if GEMM is not None:
 
     @numba.njit(**_JIT)
     def infer_loop(W_s, gates, hsT, h0, c, c_next, tanh_c, zh):
-        """cells.lstm.infer's time loop: as forward_loop, keeping only the outputs
+        """fast.lstm.infer's time loop: as forward_loop, keeping only the outputs
         hsT (T, H, B); c and c_next (H, B) take turns. Returns the final c."""
         h_prev = h0
         for t in range(gates.shape[0]):
@@ -262,7 +270,7 @@ if GEMM is not None:
 
     @numba.njit(**_JIT)
     def backward_loop(W_T, dz, gates, c, tanh_c, dh, dhsT, dc):
-        """cells.lstm.backward's time loop, last step first: backward_step, then the
+        """fast.lstm.backward's time loop, last step first: backward_step, then the
         GEMM dh = W_hh^T dz_t^T. dz (T, 4H, B) out; dh, dc (H, B) carried in place."""
         for t in range(gates.shape[0] - 1, -1, -1):
             backward_step(dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)

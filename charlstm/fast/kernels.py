@@ -1,4 +1,6 @@
-"""Optional numba kernels outside the cells (ImportError without numba).
+"""numba kernels outside the LSTM: the layer-0 gather and its scatter-add gradient
+(layers), and the optimiser's passes over flat weight chunks (optim). Imported on
+first use through fast.settings.compiled (ImportError without numba).
 
 Shape legend: N rows (T*B positions), G gate rows, V vocabulary.
 """
@@ -26,8 +28,7 @@ def gather_rows(out, table, ids):
     """out[n] = table[ids[n]] for n in range(N); out (N, G), table (V, G), ids (N,).
     One pass into `out`: NumPy's take(..., out=) first fills a temporary of the whole
     window (it buffers `out` in its default mode) and fancy indexing makes a new array;
-    both fault in fresh pages every window. Measured, 2x512, 32 streams, T = 100:
-    1.2 ms against 3.3 ms for take, and 1.4 against 20 ms with a second worker running."""
+    both fault in fresh pages every window (docs/performance.md)."""
     N, G = out.shape
     for n in range(N):
         o = out[n]
@@ -41,9 +42,7 @@ def gather_rows(out, table, ids):
 # NumPy makes one pass per operation. Each does the same IEEE operations, in the same
 # order and precision, as the NumPy code it replaces (the scalars come in the arrays'
 # dtype), so both give the same bits; tests prove it. error_model="numpy" (no
-# ZeroDivisionError branch in the loop) is what lets LLVM vectorize them: measured,
-# Adam on 128K float32 weights, 23 us against 260 with Python's error model (NumPy's
-# thirteen passes: 124 us).
+# ZeroDivisionError branch in the loop) is what lets LLVM vectorize them.
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def adam_update(p, g, m, v, decay, b1, c1, b2, c2, root_bias2, eps, step):
