@@ -66,14 +66,13 @@ def _step(xw, h_prev, c_prev, W_hh_T, b_hh, z, c_out, tanh_out, h_out) -> None:
     np.multiply(o, tanh_out, out=h_out)  # h = o*tanh(c)
 
 
-def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def forward(xw, state0, W_hh, b_hh):
     """Run the LSTM recurrence over a window.
 
     Args:
         xw: (T, B, 4H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0, c0), each (B, H).
         W_hh: (4H, H) recurrent weights.  b_hh: (4H,) recurrent bias.
-        overwrite_xw: accepted for the interface; xw is kept intact.
     Returns:
         hs: (T, B, H) hidden outputs, (hT, cT) each (B, H), and an LSTMCache.
     """
@@ -90,7 +89,7 @@ def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
     return h[1:], (h[T].copy(), c[T].copy()), cache
 
 
-def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def infer(xw, state0, W_hh, b_hh):
     """forward() without a cache: same arguments, returns hs (T, B, H) and (hT, cT)."""
     T, B, G = xw.shape
     H = G // GATES

@@ -182,15 +182,13 @@ def _stream_state(a: np.ndarray, B: int) -> np.ndarray:
     return np.array(a[:, :B].T, order="C")
 
 
-def forward(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def forward(xw, state0, W_hh, b_hh):
     """Run the LSTM recurrence over a window.
 
     Args:
         xw: (T, B, 4H) input projection x_t W_ih^T + b_ih for every step.
         state0: (h0, c0), each (B, H).
         W_hh: (4H, H) recurrent weights.  b_hh: (4H,) recurrent bias.
-        overwrite_xw: accepted for the cell interface; the gates go to a
-            feature-major buffer of their own, so xw is never written.
     Returns:
         hs: (T, B, H) hidden outputs, (hT, cT) each (B, H), and an LSTMCache.
     """
@@ -238,7 +236,7 @@ def _forward(prescaled, state0, W_hh, B):
     return h[1:], (h[T].copy(), _stream_state(c[T], B)), cache
 
 
-def infer(xw, state0, W_hh, b_hh, overwrite_xw=False):
+def infer(xw, state0, W_hh, b_hh):
     """forward() without a cache, for evaluation and sampling.
 
     Same arguments as forward(); returns hs (T, B, H) and (hT, cT) each (B, H).
