@@ -118,6 +118,20 @@ def _read_metadata(data: bytes) -> dict:
     return json.loads(data[8:8 + n]).get("__metadata__") or {}
 
 
+def is_checkpoint_file(path) -> bool:
+    """Whether path's safetensors header says it is a charlstm checkpoint (the header
+    only: how a run directory made before its marker existed is recognised)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little")
+            if len(head) < 8 or n > 100_000_000:
+                return False
+            return _read_metadata(head + f.read(n)).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_checkpoint(path) -> Checkpoint:
     """Read and validate a checkpoint; any problem is a one-line CheckpointError."""
     path = Path(path)

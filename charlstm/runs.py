@@ -8,20 +8,28 @@ decides where they are.
     RUN_DIR/log.jsonl          one JSON object per logged step
     RUN_DIR/loss.png           `charlstm plot RUN_DIR` (drawn from log.jsonl)
 
-A directory is a run once it holds a checkpoint: before the first one is written there
+    RUN_DIR/.charlstm-run      written first: {"format": ".charlstm-run", "format_version": 1}
+
+charlstm writes only into directories it made (the marker; for runs made before the
+marker existed: a charlstm checkpoint or a config.toml of train settings in it), or into
+a new or empty one, and replaces or removes only the regular files named above.
+A directory holds a run once it holds a checkpoint: before the first one is written there
 is nothing to resume or lose, and `charlstm train` may start it again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TrainConfig, dump_toml
-from .errors import UserError
-from .fsutil import atomic_write_bytes
+from .checkpoint import is_checkpoint_file
+from .config import TrainConfig, dump_toml, load_toml
+from .errors import UserError, os_error_message
+from .fsutil import atomic_write_bytes, refuse_non_regular
+from .lockfile import LOCK
 
 CONFIG = "config.toml"
 LAST = "last.safetensors"
@@ -29,6 +37,9 @@ BEST = "best.safetensors"
 LOG = "log.jsonl"
 PLOT = "loss.png"
 RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
+# Written first into every run directory charlstm makes: a small JSON saying so.
+MARKER = ".charlstm-run"
+MARKER_VERSION = 1
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
@@ -45,16 +56,63 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
     return replace(config, data=data, out=out, init_from=init_from)
 
 
+def _is_our_config(path: Path) -> bool:
+    """A config.toml that charlstm train wrote: TOML holding train settings only, among
+    them the `data` and `out` every run records (a user's own config.toml is not)."""
+    try:
+        settings = load_toml(path)
+        TrainConfig.from_dict(settings)
+    except (ValueError, TypeError):
+        return False
+    return "data" in settings and "out" in settings
+
+
+def is_run_dir(out: Path) -> bool:
+    """Whether charlstm made `out`: it holds the MARKER written first into every run
+    directory, or (a run made before the marker existed) a charlstm checkpoint or a
+    config.toml charlstm wrote, each a regular file."""
+    def regular(name):
+        return (out / name).is_file() and not (out / name).is_symlink()
+    if regular(MARKER):
+        try:
+            return json.loads((out / MARKER).read_text(encoding="utf-8"))["format"] == MARKER
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+    return (any(regular(name) and is_checkpoint_file(out / name) for name in (LAST, BEST))
+            or (regular(CONFIG) and _is_our_config(out / CONFIG)))
+
+
+def check_run_dir(out: Path, ignore: tuple = ()) -> None:
+    """Refuse (one line) an --out that exists and is not a directory, or a directory
+    holding anything (but `ignore`) that is not a run charlstm made: charlstm writes
+    only into a new or empty directory or its own run, --force or not."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if not out.is_dir() or is_run_dir(out):
+        return
+    try:
+        names = sorted(p.name for p in out.iterdir() if p.name not in ignore)
+    except OSError as e:
+        raise UserError(f"cannot read --out {out}: {e.strerror or e}", exit_code=1) from None
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise UserError(f"--out {out} is a directory that is not a charlstm run (it holds "
+                        f"{shown}); charlstm writes only into a new or empty directory or a "
+                        "run it made, even with --force: choose another --out")
+
+
 def prepare_run_dir(out: Path, force: bool) -> bool:
-    """Create out, refusing one that already holds a run (a checkpoint) unless force.
-    The files of a run that stopped before its first checkpoint (config.toml, a log)
-    are replaced without asking: there is nothing in them to resume. Only RUN_FILES
-    are ever removed, never anything else in the directory.
+    """Make out a run directory (the caller holds its lock, so .lock is ours): refuse
+    one that is not a run (check_run_dir) or that already holds a run (a checkpoint)
+    unless force; write the MARKER first. The files of a run that stopped before its
+    first checkpoint (config.toml, a log) are replaced without asking: there is nothing
+    in them to resume. Only RUN_FILES are ever removed, each only if a regular file.
 
     Returns True when such an unfinished start was replaced (the caller may say so)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    check_run_dir(out, ignore=(LOCK,))
+    present = [name for name in RUN_FILES if os.path.lexists(out / name)]
+    for name in present:
+        refuse_non_regular(out / name, what="--out")
     restarted = False
     if (out / LAST).exists() or (out / BEST).exists():
         if not force:
@@ -65,11 +123,20 @@ def prepare_run_dir(out: Path, force: bool) -> bool:
         restarted = CONFIG in present
     try:
         out.mkdir(parents=True, exist_ok=True)
+        mark_run_dir(out)
         for name in present:
             (out / name).unlink()
     except OSError as e:
-        raise UserError(f"cannot prepare --out {out}: {e.strerror or e}") from None
+        raise UserError(f"cannot prepare --out {out}: {os_error_message(e)}",
+                        exit_code=1) from None
     return restarted
+
+
+def mark_run_dir(out: Path) -> None:
+    """Write out/MARKER (if missing): from now on charlstm knows the directory is its own."""
+    if not (out / MARKER).is_file():
+        atomic_write_bytes(out / MARKER, (json.dumps(
+            {"format": MARKER, "format_version": MARKER_VERSION}) + "\n").encode("utf-8"))
 
 
 def write_config(out: Path, config: TrainConfig) -> None:

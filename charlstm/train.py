@@ -47,6 +47,8 @@ from .runs import (
     CONFIG,
     LAST,
     LOG,
+    check_run_dir,
+    mark_run_dir,
     prepare_run_dir,
     resolve_paths,
     truncate_log,
@@ -465,8 +467,7 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
                config.seq_len, averaged=config.ema_decay > 0)
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    check_run_dir(out)  # before the lock: its .lock is not written into a user's directory
     with run_dir_lock(out):
         if prepare_run_dir(out, force) and say:
             say(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
@@ -531,6 +532,7 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
             say(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
                 f"{raise_it} to train further")
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
+    mark_run_dir(out)  # a run made before the marker existed
     truncate_log(out / LOG, run.step)
     write_config(out, config)
     if say:

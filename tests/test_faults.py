@@ -63,8 +63,9 @@ def fail_fsync_from(monkeypatch, n: int, code=errno.ENOSPC) -> None:
 def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, capsys,
                                                           monkeypatch):
     run = tmp_path / "r"
-    # fsyncs: config.toml (file, dir), last @ step 2 (file, dir), then best @ step 4 fails
-    fail_fsync_from(monkeypatch, 5)
+    # fsyncs: the run marker and config.toml (file, dir each), last @ step 2 (file, dir),
+    # then best @ step 4 fails
+    fail_fsync_from(monkeypatch, 7)
     rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 20,
                          "--checkpoint-every", 2, *TINY)
     line = one_line(err)
@@ -80,7 +81,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, caps
 
 def test_disk_full_before_the_first_checkpoint_says_none_is_left(tmp_path, corpus, capsys,
                                                                  monkeypatch):
-    fail_fsync_from(monkeypatch, 3)  # config.toml is written; last @ step 2 is not
+    fail_fsync_from(monkeypatch, 5)  # marker and config.toml are written; last @ 2 is not
     rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "r",
                          "--max-steps", 20, "--checkpoint-every", 2, *TINY)
     line = one_line(err)
@@ -167,9 +168,9 @@ def test_training_whose_reader_left_keeps_training_and_saves(tmp_path, corpus):
     assert load_checkpoint(run / "last.safetensors").meta["step"] == 200  # trained on
 
 
-def test_sighup_saves_like_sigterm(tmp_path, corpus):
-    run = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "charlstm.cli", "train", "--data",
+def training_process(run: Path, corpus: Path, python_args=("-m", "charlstm.cli")):
+    """An endless `charlstm train` in a subprocess, returned once it has logged a step."""
+    proc = subprocess.Popen([sys.executable, *python_args, "train", "--data",
                              str(corpus), "--out", str(run), "--max-steps", "1000000",
                              "--checkpoint-every", "1000000", *TINY],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -177,6 +178,12 @@ def test_sighup_saves_like_sigterm(tmp_path, corpus):
     log = run / "log.jsonl"
     while not (log.exists() and log.stat().st_size > 0):
         assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def test_sighup_saves_like_sigterm(tmp_path, corpus):
+    run = tmp_path / "r"
+    proc = training_process(run, corpus)
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)

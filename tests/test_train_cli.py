@@ -51,7 +51,8 @@ def test_train_writes_a_complete_run(tmp_path, corpus, capsys):
                        *TINY)
     assert rc == 0 and "done at step 6" in out and "val loss" in out
     run = tmp_path / "r"
-    assert {p.name for p in run.iterdir()} == {"config.toml", "log.jsonl", "last.safetensors",
+    assert {p.name for p in run.iterdir()} == {".charlstm-run", "config.toml", "log.jsonl",
+                                               "last.safetensors",
                                                "best.safetensors"}
     config = TrainConfig.from_dict(load_toml(run / "config.toml"))
     assert config.hidden_size == 8 and config.max_steps == 6 and config.data == str(corpus)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
-from ..checkpoint import atomic_write_bytes, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes, check_output
 from ..inspect import record
 from ..runs import resolve_checkpoint
 from ..text import Vocab, read_text
@@ -76,11 +78,10 @@ def load_text(args, ckpt) -> tuple[str, str]:
 
 def run(args) -> int:
     outputs = [Path(p) for p in (args.out, args.json) if p is not None]
+    if len(outputs) == 2 and os.path.abspath(outputs[0]) == os.path.abspath(outputs[1]):
+        raise UserError(f"--out and --json both name {args.out}: give two different files")
     for path in outputs:
-        if path.exists() and not args.force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it")
-        if not path.parent.is_dir():
-            raise UserError(f"no such directory: {path.parent}")
+        check_output(path, args.force)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     text, where = load_text(args, ckpt)
