@@ -6,10 +6,11 @@
 
 __version__ = "0.1.0"
 
+from .checkpoint import CheckpointError  # noqa: E402
 from .config import ModelConfig  # noqa: E402 (checkpoint reads __version__ from here)
 from .engine import get_num_threads, set_num_threads  # noqa: E402
 from .language_model import LanguageModel, load  # noqa: E402
 from .model import CharLSTM  # noqa: E402
 
-__all__ = ["CharLSTM", "LanguageModel", "ModelConfig", "__version__", "get_num_threads", "load",
-           "set_num_threads"]
+__all__ = ["CharLSTM", "CheckpointError", "LanguageModel", "ModelConfig", "__version__",
+           "get_num_threads", "load", "set_num_threads"]

@@ -174,6 +174,7 @@ class LanguageModel(CharLSTM):
 
 def load(path) -> LanguageModel:
     """The model in path: a run directory (its best.safetensors, else last.safetensors)
-    or a checkpoint file. A missing or unreadable file is a charlstm.errors.UserError
-    with a one-line message."""
+    or a checkpoint file. A missing, unreadable or invalid file (corrupt, not a
+    checkpoint, metadata or weights out of range) is a charlstm.CheckpointError (a
+    charlstm.errors.UserError) with a one-line message naming the file."""
     return LanguageModel.from_checkpoint(load_checkpoint(resolve_checkpoint(Path(path))))

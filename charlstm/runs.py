@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .checkpoint import is_checkpoint_file
+from .checkpoint import CheckpointError, is_checkpoint_file
 from .config import TrainConfig, dump_toml, load_toml
 from .errors import UserError, os_error_message
 from .fsutil import atomic_write_bytes, refuse_non_regular
@@ -169,10 +169,10 @@ def resolve_checkpoint(spec) -> Path:
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
-        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); is it a run "
-                        "directory written by charlstm train?")
+        raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LAST}); is it a run "
+                              "directory written by charlstm train?", exit_code=2)
     if not path.exists():
-        raise UserError(f"no such checkpoint or run directory: {path}")
+        raise CheckpointError(f"no such checkpoint or run directory: {path}", exit_code=2)
     return path
 
 

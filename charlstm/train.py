@@ -522,6 +522,9 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
     corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
+    if run.cursor.window >= batches.windows_per_epoch:
+        raise TrainingError(f"{out / LAST}: meta cursor window {run.cursor.window} is past "
+                            f"the {batches.windows_per_epoch} windows of an epoch of {path}")
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
                           config.time_budget * 60.0 if config.time_budget else None)
     if reason and not run.pending_eval:
