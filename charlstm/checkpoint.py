@@ -35,7 +35,7 @@ from safetensors.numpy import save as st_save
 
 from . import __version__
 from .config import ModelConfig
-from .errors import UserError
+from .errors import UserError, os_error_message
 from .fsutil import atomic_write_bytes
 from .model import param_shapes
 
@@ -200,7 +200,7 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+        raise CheckpointError(f"cannot read checkpoint {os_error_message(e, path)}") from None
     if not _looks_like_safetensors(data):
         raise not_a_checkpoint(path, safetensors=False)
     try:

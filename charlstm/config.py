@@ -204,7 +204,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [{low:g}, {high:g}), got {value!r}")
         if not (_is_number(self.lr_decay) and 0 < self.lr_decay <= 1):
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
-        if not (_is_number(self.forget_bias) and abs(self.forget_bias) <= MAX_FORGET_BIAS):
+        if not _is_number(self.forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+        if abs(self.forget_bias) > MAX_FORGET_BIAS:
             raise ValueError(f"forget_bias must be a number in [-{MAX_FORGET_BIAS:g}, "
                              f"{MAX_FORGET_BIAS:g}], got {self.forget_bias!r}")
         if self.lr * self.weight_decay >= 1:  # each step scales the weights by 1 - lr * wd

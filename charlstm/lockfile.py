@@ -28,8 +28,11 @@ def run_dir_lock(out: Path):
     path = out / LOCK
     fd = _acquire(out, path)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a full disk at start: name the lock file
+            raise OSError(e.errno, e.strerror, str(path)) from None
         for stale in out.glob(".*.tmp"):
             if stale.is_file() and not stale.is_symlink():  # a file, as atomic writes make
                 stale.unlink(missing_ok=True)

@@ -144,21 +144,29 @@ def write_config(out: Path, config: TrainConfig) -> None:
     atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
 
 
-def truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> int:
     """Drop log records past the checkpoint's step (written after it, before a crash),
-    so the log of a resumed run reads as one run."""
+    so the log of a resumed run reads as one run. Lines that are not a record (a torn
+    last line from a crash, bytes that are not UTF-8 or JSON: a damaged disk) are
+    dropped too, and counted: the caller says so once; the checkpoint, not the log, is
+    what a resume continues from. Returns that count."""
+    refuse_non_regular(path, what="log")
     if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = []
+        return 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    keep, bad = [], 0
     for line in lines:
         try:
-            if json.loads(line)["step"] <= step:
+            rec = json.loads(line.decode("utf-8"))
+            if isinstance(rec["step"], int) and rec["step"] <= step:
                 keep.append(line)
+            continue
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a crash
+            pass
+        bad += bool(line.strip())  # a torn last line, or garbage
     if len(keep) != len(lines):
-        atomic_write_bytes(path, "".join(keep).encode("utf-8"))
+        atomic_write_bytes(path, b"".join(keep))
+    return bad
 
 
 def resolve_checkpoint(spec) -> Path:
@@ -198,16 +206,16 @@ def read_log(path) -> tuple[list[dict], int]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {os_error_message(e, path)}", exit_code=1) from None
     records, bad = [], 0
     for line in lines:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except ValueError:
+            rec = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             rec = None
         if isinstance(rec, dict) and isinstance(rec.get("step"), int):
             records.append(rec)

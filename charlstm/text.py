@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, os_error_message
 
 
 def read_text(path, encoding_errors: str = "strict") -> str:
@@ -22,8 +22,8 @@ def read_text(path, encoding_errors: str = "strict") -> str:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"no such file: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except OSError as e:  # the machine's failure, not the user's mistake: exit 1
+        raise UserError(f"cannot read {os_error_message(e, path)}", exit_code=1) from None
     try:
         text = data.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as e:

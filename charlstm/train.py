@@ -381,8 +381,11 @@ def _log(run, batches, val_loss, log, progress) -> None:
     }
     if run.config.ar or run.config.tar:  # the objective's other part, apart from the loss
         rec["train_penalty"] = window.penalty / n if window.steps else None
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+    except OSError as e:  # a write error names no file: say it is the log
+        raise OSError(e.errno, e.strerror, log.name) from None
     if train_loss is not None:
         progress.record(rec)
     elif val_loss is not None:
@@ -536,7 +539,10 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
                 f"{raise_it} to train further")
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
     mark_run_dir(out)  # a run made before the marker existed
-    truncate_log(out / LOG, run.step)
+    bad = truncate_log(out / LOG, run.step)
+    if bad and say:
+        say(f"charlstm: dropped {bad} unreadable line(s) of {out / LOG} (damaged); "
+            "resuming from the checkpoint")
     write_config(out, config)
     if say:
         say(_describe(run, corpus, batches, path, resumed=True))

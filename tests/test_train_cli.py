@@ -175,8 +175,8 @@ def test_unreadable_data_file(tmp_path, corpus, capsys, monkeypatch):
             raise PermissionError(13, "Permission denied", str(self))
         return real(self)
     monkeypatch.setattr(Path, "read_bytes", denied)
-    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r")
-    assert f"cannot read {corpus}: Permission denied" in line
+    line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", code=1)
+    assert f"cannot read {corpus}: Permission denied; no permission" in line
     assert not (tmp_path / "r").exists()
 
 

@@ -24,7 +24,7 @@ corpus, trained = test_faults.corpus, test_faults.trained  # the fixtures, share
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--weight-decay", "1e30", "--weight-decay must be below 1 / lr"),
-    ("--forget-bias", "1e39", "--forget-bias must be a number in [-100, 100]"),
+    ("--forget-bias", "1e39", "--forget-bias must be a finite number, got 1e+39"),
     ("--forget-bias", "-101", "--forget-bias must be a number in [-100, 100]"),
     ("--clip", "1e39", "--clip must be a finite number >= 0"),
     ("--lr", "3.5e38", "--lr must be a finite positive number"),

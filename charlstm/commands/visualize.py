@@ -95,10 +95,10 @@ def run(args) -> int:
     title = (f"{ckpt_path}: {c.num_layers}x{c.hidden_size} {c.cell}, "
              f"{len(text):,} characters of {where}")
     html = page(page_data(acts, text, ids, ckpt.vocab, stats, title, signals)).encode("utf-8")
-    _write(Path(args.out), html)
+    atomic_write_bytes(Path(args.out), html)
     print(f"wrote {args.out} ({len(html) / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     if args.json is not None:
-        _write(Path(args.json), (json.dumps(stats) + "\n").encode("utf-8"))
+        atomic_write_bytes(Path(args.json), (json.dumps(stats) + "\n").encode("utf-8"))
         print(f"wrote {args.json}")
     for feature, cells in stats["interesting_cells"].items():
         best = (f"layer {cells[0]['layer']} {cells[0]['signal']}[{cells[0]['unit']}]  "
@@ -117,10 +117,3 @@ def _signal_names(spec: str | None, names: list[str], cell: str) -> list[str] | 
         raise UserError(f"--signals: {', '.join(wrong) or 'none given'}; a {cell} has "
                         f"{', '.join(names)}")
     return chosen
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None
