@@ -65,4 +65,11 @@ class Vocab:
         return np.array([self.index[c] for c in text if c in self.index], dtype=np.int64)
 
     def decode(self, ids) -> str:
+        """The characters of ids; an id outside [0, V) (or not an integer) is a
+        ValueError, not a character counted from the end."""
+        ids = np.asarray(ids)
+        if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0
+                         or ids.max() >= len(self.chars)):
+            raise ValueError(f"ids must be integers in [0, {len(self.chars)}), got "
+                             f"{ids.min()!r}..{ids.max()!r} ({ids.dtype})")
         return "".join(self.chars[int(i)] for i in ids)
