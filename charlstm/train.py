@@ -41,7 +41,7 @@ from .lockfile import run_dir_lock
 from .optim import Optimizer, clip_grad_norm, ema_update, make_optimizer
 from .penalties import Penalty
 from .progress import Progress, StopSignals
-from .resources import check_fits
+from .resources import check_fits, check_text_fits
 from .runs import (
     BEST,
     CONFIG,
@@ -409,6 +409,7 @@ def load_text(config: TrainConfig) -> tuple[str, str, str]:
     """(text, sha256 of the decoded text, path) for config.data."""
     from .datasets import resolve_data
     path = resolve_data(config.data)
+    check_text_fits(path)
     text = read_text(path, config.encoding_errors)
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
 
@@ -468,7 +469,8 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
-               config.seq_len, averaged=config.ema_decay > 0)
+               config.seq_len, averaged=config.ema_decay > 0,
+               corpus_chars=len(corpus.train) + len(corpus.val))
     out = Path(config.out)
     check_run_dir(out)  # before the lock: its .lock is not written into a user's directory
     with run_dir_lock(out):

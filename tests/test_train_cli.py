@@ -269,7 +269,8 @@ def test_tinyshakespeare_by_name(tmp_path, capsys, monkeypatch, tinyshakespeare)
 @pytest.mark.parametrize("hidden", ["99999999999999999999999", "100000", "20000"])
 def test_a_model_too_big_for_the_memory_is_refused_up_front(tmp_path, corpus, capsys,
                                                             monkeypatch, hidden):
-    monkeypatch.setattr("charlstm.resources.available_memory", lambda: 16 * 10**9)
+    monkeypatch.setattr("charlstm.resources.available_memory",
+                        lambda: (16 * 10**9, "memory available"))
     line = one_line_error(capsys, "--data", corpus, "--out", tmp_path / "r", *TINY,
                           "--hidden-size", hidden)
     assert f"LSTM 1 x {hidden} model needs about" in line
