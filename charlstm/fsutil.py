@@ -17,7 +17,7 @@ NAME_MAX = 255  # bytes of one file name on Linux, macOS and most file systems
 _TEMP_EXTRA = 1 + 1 + 8 + len(".tmp")
 
 
-def refuse_non_regular(path: Path, what: str = "output") -> None:
+def refuse_non_regular(path: Path, advice: str = "give another output name") -> None:
     """One line (exit 2) if `path` exists and is not a regular file: charlstm replaces
     only files, never a device, a FIFO, a socket, a directory or a symbolic link (whose
     target a rename would leave, and a writer would follow). lstat, so a link is seen
@@ -34,7 +34,7 @@ def refuse_non_regular(path: Path, what: str = "output") -> None:
             else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
     raise UserError(f"{path} is {kind}, not a regular file; charlstm writes only regular "
-                    f"files it may replace: give another {what} name")
+                    f"files it may replace: {advice}")
 
 
 def check_output(path: Path, force: bool) -> None:

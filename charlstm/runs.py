@@ -110,9 +110,8 @@ def prepare_run_dir(out: Path, force: bool) -> bool:
 
     Returns True when such an unfinished start was replaced (the caller may say so)."""
     check_run_dir(out, ignore=(LOCK,))
+    check_run_files(out)
     present = [name for name in RUN_FILES if os.path.lexists(out / name)]
-    for name in present:
-        refuse_non_regular(out / name, what="--out")
     restarted = False
     if (out / LAST).exists() or (out / BEST).exists():
         if not force:
@@ -130,6 +129,14 @@ def prepare_run_dir(out: Path, force: bool) -> bool:
         raise UserError(f"cannot prepare --out {out}: {os_error_message(e)}",
                         exit_code=1) from None
     return restarted
+
+
+def check_run_files(out: Path) -> None:
+    """Refuse (one line) a run whose files are not all regular files (a link, a FIFO):
+    before training, not at the first save."""
+    for name in (MARKER, *RUN_FILES):
+        refuse_non_regular(out / name, "a run holds only the files charlstm wrote there; "
+                           "move it away or choose another --out")
 
 
 def mark_run_dir(out: Path) -> None:
@@ -150,7 +157,6 @@ def truncate_log(path: Path, step: int) -> int:
     last line from a crash, bytes that are not UTF-8 or JSON: a damaged disk) are
     dropped too, and counted: the caller says so once; the checkpoint, not the log, is
     what a resume continues from. Returns that count."""
-    refuse_non_regular(path, what="log")
     if not path.exists():
         return 0
     lines = path.read_bytes().splitlines(keepends=True)

@@ -48,6 +48,7 @@ from .runs import (
     LAST,
     LOG,
     check_run_dir,
+    check_run_files,
     mark_run_dir,
     prepare_run_dir,
     resolve_paths,
@@ -506,6 +507,7 @@ def resume_training(run_dir, overrides: dict | None = None, say: Say | None = No
 
 
 def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
+    check_run_files(out)
     ckpt = load_checkpoint(out / LAST)
     try:
         stored = TrainConfig.from_dict(ckpt.meta["train_config"])

@@ -175,3 +175,25 @@ def test_nohup_keeps_sighup_ignored(tmp_path, corpus):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "stopped by SIGTERM" in out and "SIGHUP" not in out
+
+
+def test_resume_refuses_a_run_file_that_is_a_link_before_training(trained, tmp_path, capsys):
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("precious\n")
+    (trained / "log.jsonl").unlink()
+    (trained / "log.jsonl").symlink_to(victim)
+    rc, out, err = run_cli(capsys, "train", "--resume", trained, "--max-steps", 8)
+    assert rc == 2 and "log.jsonl is a symbolic link" in one_line(err) and out == ""
+    assert victim.read_text() == "precious\n"
+    assert load_checkpoint(trained / "last.safetensors").meta["step"] == 4
+
+
+def test_plot_never_replaces_a_png_beside_a_log_outside_a_run(trained, tmp_path, capsys):
+    elsewhere = tmp_path / "notes"
+    elsewhere.mkdir()
+    (elsewhere / "log.jsonl").write_bytes((trained / "log.jsonl").read_bytes())
+    (elsewhere / "loss.png").write_text("my own figure")
+    rc, _, err = run_cli(capsys, "plot", elsewhere / "log.jsonl")
+    assert rc == 2 and "is not a charlstm run directory" in one_line(err)
+    assert (elsewhere / "loss.png").read_text() == "my own figure"
+    assert run_cli(capsys, "plot", trained)[0] == 0  # a run's own plot is replaced
