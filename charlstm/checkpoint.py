@@ -36,7 +36,7 @@ from safetensors.numpy import save as st_save
 from . import __version__
 from .config import ModelConfig
 from .errors import UserError, os_error_message
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, is_device
 from .model import param_shapes
 
 # The largest weight magnitude a checkpoint (or an import) may hold. A hidden state is in
@@ -197,6 +197,8 @@ def _read_metadata(data: bytes) -> dict:
 def load_checkpoint(path) -> Checkpoint:
     """Read and validate a checkpoint; any problem is a one-line CheckpointError."""
     path = Path(path)
+    if is_device(path):
+        raise not_a_checkpoint(path, safetensors=False)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -230,6 +232,10 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
     _check_vocab(path, vocab, config)
     _check_meta(path, meta)
+    if 4 * config.num_layers + 2 > len(tensors):  # before listing 4L shapes of a huge L
+        raise CheckpointError(f"{path}: config num_layers {config.num_layers} needs "
+                              f"{4 * config.num_layers + 2} parameter tensors, the file "
+                              f"holds {len(tensors)}")
     shapes = param_shapes(config)
     missing = [k for k in shapes if k not in tensors]
     if missing:

@@ -37,6 +37,16 @@ def refuse_non_regular(path: Path, advice: str = "give another output name") -> 
                     f"files it may replace: {advice}")
 
 
+def is_device(path) -> bool:
+    """Whether path is a character or block device (/dev/zero, a disk): an input never
+    read, since it may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # reading it reports what is wrong, naming the file
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
 def check_output(path: Path, force: bool) -> None:
     """An output file the user named: refused if it is not a regular file (even with
     --force), if it exists and force is not given, or if its directory is missing."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError, os_error_message
+from .fsutil import is_device
 
 
 def read_text(path, encoding_errors: str = "strict") -> str:
@@ -18,6 +19,8 @@ def read_text(path, encoding_errors: str = "strict") -> str:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a text file")
+    if is_device(path):
+        raise UserError(f"{path} is a device, not a text file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:

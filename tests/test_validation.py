@@ -7,6 +7,8 @@ field, the documented exit status, and `charlstm.load` raises charlstm.Checkpoin
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from test_train_cli import TINY
 import charlstm
 from charlstm.checkpoint import MAX_WEIGHT, load_checkpoint, save_checkpoint
 from charlstm.config import TrainConfig
+from charlstm.errors import UserError
+from charlstm.text import read_text
 
 corpus, trained = test_faults.corpus, test_faults.trained  # the fixtures, shared
 
@@ -134,3 +138,33 @@ def test_import_refuses_huge_finite_weights(trained, tmp_path, capsys):
 def test_a_missing_file_is_a_checkpoint_error_too(tmp_path):
     with pytest.raises(charlstm.CheckpointError, match="no such checkpoint"):
         charlstm.load(tmp_path / "nothing.safetensors")
+
+
+def test_a_forged_huge_layer_count_is_refused_before_listing_its_shapes(trained):
+    """num_layers 30,000,000 with 6 tensors: refused from the count, not after building
+    120 million shapes (gigabytes, minutes)."""
+    path = trained / "last.safetensors"
+    ckpt = load_checkpoint(path)
+    forge(path, config=dataclasses.replace(ckpt.config, num_layers=30_000_000))
+    with pytest.raises(charlstm.CheckpointError,
+                       match="num_layers 30000000 needs 120000002 parameter tensors"):
+        charlstm.load(path)
+
+
+def test_a_device_is_never_read_as_text_or_checkpoint(trained, tmp_path, monkeypatch):
+    """A character device (/dev/zero) would be read forever: refused from its mode (a
+    faked stat here; tests never touch /dev)."""
+    fake = tmp_path / "zero"
+    fake.write_bytes(b"\0" * 10)
+    real_stat = os.stat
+
+    def device_stat(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        if str(path) == str(fake):
+            return os.stat_result((stat.S_IFCHR | 0o666, *tuple(result)[1:]))
+        return result
+    monkeypatch.setattr(os, "stat", device_stat)
+    with pytest.raises(UserError, match="is a device, not a text file"):
+        read_text(fake)
+    with pytest.raises(charlstm.CheckpointError, match="is not a charlstm checkpoint"):
+        charlstm.load(fake)
