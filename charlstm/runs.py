@@ -7,12 +7,12 @@ decides where they are.
     RUN_DIR/best.safetensors   checkpoint with the lowest validation loss so far
     RUN_DIR/log.jsonl          one JSON object per logged step
     RUN_DIR/loss.png           `charlstm plot RUN_DIR` (drawn from log.jsonl)
-
     RUN_DIR/.charlstm-run      written first: {"format": ".charlstm-run", "format_version": 1}
 
-charlstm writes only into directories it made (the marker; for runs made before the
-marker existed: a charlstm checkpoint or a config.toml of train settings in it), or into
-a new or empty one, and replaces or removes only the regular files named above.
+charlstm writes only into a new or empty directory or one it made: the marker says so,
+or, for a run made before the marker existed, a charlstm checkpoint or a config.toml of
+train settings whose out is the directory. There it replaces or removes only the
+regular files named above (and .lock, and its own temporary files).
 A directory holds a run once it holds a checkpoint: before the first one is written there
 is nothing to resume or lose, and `charlstm train` may start it again.
 """
@@ -57,14 +57,15 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
 
 
 def _is_our_config(path: Path) -> bool:
-    """A config.toml that charlstm train wrote: TOML holding train settings only, among
-    them the `data` and `out` every run records (a user's own config.toml is not)."""
+    """A config.toml that charlstm train wrote for this directory: TOML holding train
+    settings only, whose `out` (every run records it) is the directory it is in. A
+    user's own config.toml is not, nor a run's config copied elsewhere to reuse."""
     try:
         settings = load_toml(path)
         TrainConfig.from_dict(settings)
-    except (ValueError, TypeError):
+        return Path(settings["out"]).expanduser().resolve() == path.parent.resolve()
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError):
         return False
-    return "data" in settings and "out" in settings
 
 
 def is_run_dir(out: Path) -> bool:

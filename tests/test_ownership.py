@@ -197,3 +197,15 @@ def test_plot_never_replaces_a_png_beside_a_log_outside_a_run(trained, tmp_path,
     assert rc == 2 and "is not a charlstm run directory" in one_line(err)
     assert (elsewhere / "loss.png").read_text() == "my own figure"
     assert run_cli(capsys, "plot", trained)[0] == 0  # a run's own plot is replaced
+
+
+def test_a_runs_config_copied_into_a_directory_does_not_make_it_a_run(trained, tmp_path,
+                                                                     corpus, capsys):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.toml").write_bytes((trained / "config.toml").read_bytes())
+    before = snapshot(proj)
+    rc, _, err = run_cli(capsys, "train", "--config", proj / "config.toml", "--out", proj,
+                         "--data", corpus, "--max-steps", 2)
+    assert rc == 2 and "is a directory that is not a charlstm run" in one_line(err)
+    assert snapshot(proj) == before
