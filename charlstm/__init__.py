@@ -5,10 +5,11 @@
 """
 
 from ._version import __version__
+from .checkpoint import CheckpointError
 from .config import ModelConfig
 from .language_model import LanguageModel, load
 from .network import CharLSTM
 from .pool import get_num_threads, set_num_threads
 
-__all__ = ["CharLSTM", "LanguageModel", "ModelConfig", "__version__", "get_num_threads", "load",
-           "set_num_threads"]
+__all__ = ["CharLSTM", "CheckpointError", "LanguageModel", "ModelConfig", "__version__",
+           "get_num_threads", "load", "set_num_threads"]

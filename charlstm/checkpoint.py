@@ -36,10 +36,15 @@ from safetensors.numpy import save as st_save
 from ._version import __version__
 from .cells import get_cell
 from .config import ModelConfig
-from .errors import UserError
-from .fsutil import atomic_write_bytes
+from .errors import UserError, os_error_message
+from .fsutil import atomic_write_bytes, is_device
 from .model import param_shapes
 
+# The largest weight magnitude a checkpoint (or an import) may hold. A hidden state is in
+# [-1, 1], so a pre-activation or a logit is at most about (H + 2) * MAX_WEIGHT: 1e4 keeps
+# that, even divided by a small sampling temperature, far inside float32 (3.4e38), while
+# no trained model comes near it (weights of a few units; decay and clipping keep them so).
+MAX_WEIGHT = 1e4
 FORMAT = "charlstm-checkpoint"
 FORMAT_VERSION = 1
 CHECKSUM = "sha256"  # metadata key of content_digest
@@ -52,6 +57,77 @@ class CheckpointError(UserError):
 
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message, exit_code=exit_code)
+
+
+def weight_problem(value: np.ndarray) -> str | None:
+    """What is wrong with a parameter's values (non-finite, beyond MAX_WEIGHT), or None."""
+    if not np.all(np.isfinite(value)):
+        return "holds NaN or infinite values"
+    biggest = float(np.max(np.abs(value))) if value.size else 0.0
+    if biggest > MAX_WEIGHT:
+        return (f"holds a value of magnitude {biggest:.3g}, beyond the {MAX_WEIGHT:g} a "
+                "model's forward pass is checked to stay finite with")
+    return None
+
+
+def _check_vocab(path: Path, vocab, config: ModelConfig) -> None:
+    """A JSON list of vocab_size distinct single characters."""
+    if not isinstance(vocab, list) or len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary does not match vocab_size "
+                              f"{config.vocab_size}")
+    for i, ch in enumerate(vocab):
+        if not isinstance(ch, str) or len(ch) != 1:
+            raise CheckpointError(f"{path}: vocabulary entry {i} ({ch!r}) is not a single "
+                                  "character")
+    if len(set(vocab)) != len(vocab):
+        twice = next(ch for ch in vocab if vocab.count(ch) > 1)
+        raise CheckpointError(f"{path}: vocabulary holds {twice!r} more than once")
+
+
+# meta entries a reader uses, and what each must be (None is allowed for all)
+_COUNTS = ("step", "epoch", "optimizer_step", "best_step")
+_NUMBERS = ("val_loss", "best_val_loss", "elapsed_s")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_meta(path: Path, meta) -> None:
+    """The training metadata's shape: an object whose counts are integers >= 0, whose
+    losses and times are finite numbers, whose cursor is {epoch, window} counts."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata entry meta is not a JSON object")
+    for key in _COUNTS:
+        if meta.get(key) is not None and not _is_count(meta[key]):
+            raise CheckpointError(f"{path}: meta {key} must be an integer >= 0, got "
+                                  f"{meta[key]!r}")
+    for key in _NUMBERS:
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, int | float)
+                                      and not isinstance(value, bool)
+                                      and np.isfinite(value)):
+            raise CheckpointError(f"{path}: meta {key} must be a finite number, got {value!r}")
+    cursor = meta.get("cursor")
+    if cursor is not None and not (isinstance(cursor, dict)
+                                   and set(cursor) == {"epoch", "window"}
+                                   and all(_is_count(v) for v in cursor.values())):
+        raise CheckpointError(f"{path}: meta cursor must be {{\"epoch\": N, \"window\": N}} "
+                              f"with integers >= 0, got {cursor!r}")
+
+
+def is_checkpoint_file(path) -> bool:
+    """Whether path's safetensors header says it is a charlstm checkpoint (the header
+    only: how a run directory made before its marker existed is recognised)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little")
+            if len(head) < 8 or n > 100_000_000:
+                return False
+            return _read_metadata(head + f.read(n)).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _looks_like_safetensors(data: bytes) -> bool:
@@ -122,10 +198,12 @@ def _read_metadata(data: bytes) -> dict:
 def load_checkpoint(path) -> Checkpoint:
     """Read and validate a checkpoint; any problem is a one-line CheckpointError."""
     path = Path(path)
+    if is_device(path):
+        raise not_a_checkpoint(path, safetensors=False)
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+        raise CheckpointError(f"cannot read checkpoint {os_error_message(e, path)}") from None
     if not _looks_like_safetensors(data):
         raise not_a_checkpoint(path, safetensors=False)
     try:
@@ -154,9 +232,12 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path} has invalid metadata: no {e.args[0]!r} entry") from None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path} has invalid metadata: {e}") from None
-    if not isinstance(vocab, list) or len(vocab) != config.vocab_size:
-        raise CheckpointError(f"{path}: vocabulary does not match vocab_size "
-                              f"{config.vocab_size}")
+    _check_vocab(path, vocab, config)
+    _check_meta(path, meta)
+    if 4 * config.num_layers + 2 > len(tensors):  # before listing 4L shapes of a huge L
+        raise CheckpointError(f"{path}: config num_layers {config.num_layers} needs "
+                              f"{4 * config.num_layers + 2} parameter tensors, the file "
+                              f"holds {len(tensors)}")
     shapes = param_shapes(config)
     missing = [k for k in shapes if k not in tensors]
     if missing:
@@ -168,8 +249,9 @@ def load_checkpoint(path) -> Checkpoint:
             raise CheckpointError(f"{path}: {name} has shape {value.shape}, config says {shape}")
         if value.dtype not in (np.float32, np.float64):
             raise CheckpointError(f"{path}: {name} has dtype {value.dtype}, not float32/64")
-        if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
+        problem = weight_problem(value)
+        if problem:
+            raise CheckpointError(f"{path}: {name} {problem}")
         params[name] = value
     arrays = {k: v for k, v in tensors.items() if k not in shapes}
     return Checkpoint(config=config, vocab=vocab, params=params, arrays=arrays, meta=meta)

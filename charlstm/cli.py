@@ -23,6 +23,16 @@ from .progress import silence_stdout
 # In the order `charlstm --help` lists them: the everyday ones first, then the rest.
 COMMANDS = ["train", "sample", "eval", "info", "plot", "visualize", "export", "import_", "fetch",
             "gradcheck", "gradflow", "completion", "help"]
+# What to lower when a command still runs out of memory (after the estimates that refuse
+# what clearly cannot fit): the flags that size what it holds.
+MEMORY_ADVICE = {
+    "train": "--hidden-size, --num-layers, --batch-size or --seq-len, or the text",
+    "sample": "--num-samples or --length",
+    "eval": "--batch-size, or the text",
+    "visualize": "--chars or --signals",
+    "gradflow": "--hidden-size, --windows or --seq-len",
+    "gradcheck": "the model's size",
+}
 # The commands that run the model on real amounts of data, where --threads matters.
 THREADED = ("train", "eval", "sample", "gradcheck", "gradflow", "visualize")
 
@@ -128,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"charlstm: error: {os_error_message(e)}", file=sys.stderr)
+        return 1
+    except MemoryError as e:  # every write is atomic: nothing is left half-written
+        if args.debug:
+            raise
+        what = f" ({str(e).splitlines()[0]})" if str(e) else ""
+        lower = MEMORY_ADVICE.get(args.command, "the sizes given")
+        print(f"charlstm: error: out of memory{what} while running charlstm {args.command}; "
+              f"lower {lower} (files written before are intact)", file=sys.stderr)
         return 1
 
 

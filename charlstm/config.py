@@ -19,6 +19,10 @@ else:  # pragma: no cover - Python 3.10
 
 from .errors import closest
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+# forget_bias is added to the initial biases: beyond this a sigmoid is saturated at 0 or 1
+# in float32 anyway, and checkpoints bound every weight (checkpoint.MAX_WEIGHT, 1e4).
+MAX_FORGET_BIAS = 100.0
 # The dropout rates, each in [0, 1): training-only settings, free to change on fine-tuning.
 DROPOUTS = ("dropout", "weight_dropout", "locked_dropout", "input_dropout")
 
@@ -197,6 +201,13 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if not _is_number(self.forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+        if abs(self.forget_bias) > MAX_FORGET_BIAS:
+            raise ValueError(f"forget_bias must be a number in [-{MAX_FORGET_BIAS:g}, "
+                             f"{MAX_FORGET_BIAS:g}], got {self.forget_bias!r}")
+        if self.lr * self.weight_decay >= 1:  # each step scales the weights by 1 - lr * wd
+            raise ValueError(f"weight_decay must be below 1 / lr = {1 / self.lr:.4g} (each "
+                             "step multiplies the weights by 1 - lr x weight_decay), got "
+                             f"{self.weight_decay!r}")
         for name in ("cell", "optimizer", "lr_schedule"):
             _check_name(self, name)
         if self.encoding_errors not in ENCODING_ERRORS:
@@ -260,10 +271,11 @@ def name_flag(message: str, given) -> str:
 
 
 def _is_number(value) -> bool:
-    """A finite int or float: inf and nan pass every comparison they should fail (or
-    fail silently later, as a NaN loss or an endless run), so they are never valid."""
+    """A finite int or float that float32 can hold: inf and nan pass every comparison
+    they should fail (or fail silently later, as a NaN loss or an endless run), and a
+    value beyond float32 becomes inf in the weights, so none is ever valid."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+            and math.isfinite(value) and abs(value) <= FLOAT32_MAX)
 
 
 def _check_name(config, name: str) -> None:

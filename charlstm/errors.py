@@ -35,11 +35,12 @@ _ADVICE = {
 }
 
 
-def os_error_message(e: OSError) -> str:
-    """One line for a failed file operation: the file, the system's reason, what to do."""
-    where = f"{e.filename}: " if e.filename else ""
+def os_error_message(e: OSError, path=None) -> str:
+    """One line for a failed file operation: the file (path, when the error itself does
+    not name one), the system's reason, what to do."""
+    where = e.filename or path
     advice = _ADVICE.get(e.errno, "check the file and the disk, then run the command again")
-    return f"{where}{e.strerror or e}; {advice}"
+    return f"{where}: " * bool(where) + f"{e.strerror or e}; {advice}"
 
 
 def closest(word: str, choices) -> str | None:

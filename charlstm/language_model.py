@@ -52,6 +52,17 @@ def training_config(meta: dict) -> TrainConfig | None:
         return None
 
 
+def check_count(name: str, value, low: int, optional: bool = False) -> None:
+    """ValueError naming the argument unless value is an integer >= low (or None, if
+    optional): the library refuses what the CLI's flags refuse, instead of returning
+    something plausible (a prime for length -5) or failing deep inside NumPy."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 class LanguageModel(CharLSTM):
     """A CharLSTM together with its vocabulary: text in, text out.
 
@@ -122,6 +133,7 @@ class LanguageModel(CharLSTM):
                top_k: int | None = None, top_p: float | None = None,
                seed: int | None = None) -> Iterator[str]:
         """`generate`, as an iterator: first the prime, then one character at a time."""
+        check_count("length", length, 0)
         prime_ids, echo, seed = self._prime(prime, seed)
         return sample_text(numpy_step_fn(self.params, self.config),
                            zero_state(self.config, 1, self.dtype), self.vocab, prime_ids,
@@ -138,8 +150,8 @@ class LanguageModel(CharLSTM):
         final newline the CLI adds); text 0 is `generate`'s for the same arguments, up
         to the BLAS's rounding. The other arguments are `generate`'s.
         """
-        if not isinstance(num_samples, int | np.integer) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        check_count("num_samples", num_samples, 1)
+        check_count("length", length, 0)
         prime_ids, echo, seed = self._prime(prime, seed)
         return sample_texts(self.params, self.config, self.vocab, prime_ids, echo, length,
                             temperature, top_k, 1.0 if top_p is None else top_p, seed,
@@ -164,6 +176,8 @@ class LanguageModel(CharLSTM):
         Both default to the training run's. Characters outside the vocabulary are a
         ValueError that lists them.
         """
+        check_count("batch_size", batch_size, 1, optional=True)
+        check_count("seq_len", seq_len, 1, optional=True)
         ids = self.encode(text)
         if len(ids) < 2:
             raise ValueError("the text needs at least 2 characters to score one prediction")
@@ -174,6 +188,7 @@ class LanguageModel(CharLSTM):
 
 def load(path) -> LanguageModel:
     """The model in path: a run directory (its best.safetensors, else last.safetensors)
-    or a checkpoint file. A missing or unreadable file is a charlstm.errors.UserError
-    with a one-line message."""
+    or a checkpoint file. A missing, unreadable or invalid file (corrupt, not a
+    checkpoint, metadata or weights out of range) is a charlstm.CheckpointError (a
+    charlstm.errors.UserError) with a one-line message naming the file."""
     return LanguageModel.from_checkpoint(load_checkpoint(resolve_checkpoint(Path(path))))

@@ -28,10 +28,14 @@ def run_dir_lock(out: Path):
     path = out / LOCK
     fd = _acquire(out, path)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a full disk at start: name the lock file
+            raise OSError(e.errno, e.strerror, str(path)) from None
         for stale in out.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+            if stale.is_file() and not stale.is_symlink():  # a file, as atomic writes make
+                stale.unlink(missing_ok=True)
         yield
     finally:
         path.unlink(missing_ok=True)  # while still locked: a waiter then sees a new file
@@ -44,7 +48,7 @@ def _acquire(out: Path, path: Path) -> int:
     while True:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise UserError(f"cannot write in the run directory {out}: {e.strerror or e}; "
                             "training needs a writable directory (copy the run somewhere "

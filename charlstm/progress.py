@@ -2,8 +2,8 @@
 
 Progress: a tqdm bar when stderr is a terminal, and one plain line per logged step
 on stdout when stdout is not one (a log file, a pipe, CI, nohup), or when there is
-no bar. StopSignals: the first Ctrl-C, SIGTERM or SIGHUP
-(a closed terminal) asks the loop to finish its step and save; a second one stops at
+no bar. StopSignals: the first Ctrl-C, SIGTERM or SIGHUP (a closed terminal; not
+under nohup) asks the loop to finish its step and save; a second one stops at
 once. echo: a line to stdout that outlives its reader: when the pipe is closed
 (`charlstm train ... | head`) or the terminal is gone, output is dropped and
 training goes on (log.jsonl still records every logged step).
@@ -97,9 +97,12 @@ class Progress:
 class StopSignals:
     """Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) ask training to stop
     after the current step and save; a second signal stops at once (KeyboardInterrupt;
-    the atomic writes still leave every file whole)."""
+    the atomic writes still leave every file whole). A SIGHUP that the process was
+    started ignoring (nohup, setsid-style launchers) stays ignored: the user asked for
+    the run to outlive its terminal."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    KEEP_IGNORED = (signal.SIGHUP,)
 
     def __init__(self, progress: Progress):
         self.received: int | None = None
@@ -109,6 +112,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         try:
             for s in self.SIGNALS:
+                if s in self.KEEP_IGNORED and signal.getsignal(s) == signal.SIG_IGN:
+                    continue
                 self.previous[s] = signal.signal(s, self._handle)
         except ValueError:  # not the main thread: leave signals alone
             self.previous.clear()

@@ -7,22 +7,30 @@ decides where they are.
     RUN_DIR/best.safetensors   checkpoint with the lowest validation loss so far
     RUN_DIR/log.jsonl          one JSON object per logged step
     RUN_DIR/loss.png           `charlstm plot RUN_DIR` (drawn from log.jsonl)
+    RUN_DIR/.charlstm-run      written first: {"format": ".charlstm-run", "format_version": 1}
 
-A directory is a run once it holds a checkpoint: before the first one is written there
+charlstm writes only into a new or empty directory or one it made: the marker says so,
+or, for a run made before the marker existed, a charlstm checkpoint or a config.toml of
+train settings whose out is the directory. There it replaces or removes only the
+regular files named above (and .lock, and its own temporary files).
+A directory holds a run once it holds a checkpoint: before the first one is written there
 is nothing to resume or lose, and `charlstm train` may start it again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TrainConfig, dump_toml
+from .checkpoint import CheckpointError, is_checkpoint_file
+from .config import TrainConfig, dump_toml, load_toml
 from .datasets import DATASETS
-from .errors import UserError
-from .fsutil import atomic_write_bytes
+from .errors import UserError, os_error_message
+from .fsutil import atomic_write_bytes, refuse_non_regular
+from .lockfile import LOCK
 
 CONFIG = "config.toml"
 LAST = "last.safetensors"
@@ -30,6 +38,9 @@ BEST = "best.safetensors"
 LOG = "log.jsonl"
 PLOT = "loss.png"
 RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
+# Written first into every run directory charlstm makes: a small JSON saying so.
+MARKER = ".charlstm-run"
+MARKER_VERSION = 1
 
 
 def resolve_paths(config: TrainConfig) -> TrainConfig:
@@ -45,16 +56,63 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
     return replace(config, data=data, out=out, init_from=init_from)
 
 
+def _is_our_config(path: Path) -> bool:
+    """A config.toml that charlstm train wrote for this directory: TOML holding train
+    settings only, whose `out` (every run records it) is the directory it is in. A
+    user's own config.toml is not, nor a run's config copied elsewhere to reuse."""
+    try:
+        settings = load_toml(path)
+        TrainConfig.from_dict(settings)
+        return Path(settings["out"]).expanduser().resolve() == path.parent.resolve()
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError):
+        return False
+
+
+def is_run_dir(out: Path) -> bool:
+    """Whether charlstm made `out`: it holds the MARKER written first into every run
+    directory, or (a run made before the marker existed) a charlstm checkpoint or a
+    config.toml charlstm wrote, each a regular file."""
+    def regular(name):
+        return (out / name).is_file() and not (out / name).is_symlink()
+    if regular(MARKER):
+        try:
+            return json.loads((out / MARKER).read_text(encoding="utf-8"))["format"] == MARKER
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+    return (any(regular(name) and is_checkpoint_file(out / name) for name in (LAST, BEST))
+            or (regular(CONFIG) and _is_our_config(out / CONFIG)))
+
+
+def check_run_dir(out: Path, ignore: tuple = ()) -> None:
+    """Refuse (one line) an --out that exists and is not a directory, or a directory
+    holding anything (but `ignore`) that is not a run charlstm made: charlstm writes
+    only into a new or empty directory or its own run, --force or not."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if not out.is_dir() or is_run_dir(out):
+        return
+    try:
+        names = sorted(p.name for p in out.iterdir() if p.name not in ignore)
+    except OSError as e:
+        raise UserError(f"cannot read --out {out}: {e.strerror or e}", exit_code=1) from None
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise UserError(f"--out {out} is a directory that is not a charlstm run (it holds "
+                        f"{shown}); charlstm writes only into a new or empty directory or a "
+                        "run it made, even with --force: choose another --out")
+
+
 def prepare_run_dir(out: Path, force: bool) -> bool:
-    """Create out, refusing one that already holds a run (a checkpoint) unless force.
-    The files of a run that stopped before its first checkpoint (config.toml, a log)
-    are replaced without asking: there is nothing in them to resume. Only RUN_FILES
-    are ever removed, never anything else in the directory.
+    """Make out a run directory (the caller holds its lock, so .lock is ours): refuse
+    one that is not a run (check_run_dir) or that already holds a run (a checkpoint)
+    unless force; write the MARKER first. The files of a run that stopped before its
+    first checkpoint (config.toml, a log) are replaced without asking: there is nothing
+    in them to resume. Only RUN_FILES are ever removed, each only if a regular file.
 
     Returns True when such an unfinished start was replaced (the caller may say so)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    present = [name for name in RUN_FILES if (out / name).exists()]
+    check_run_dir(out, ignore=(LOCK,))
+    check_run_files(out)
+    present = [name for name in RUN_FILES if os.path.lexists(out / name)]
     restarted = False
     if (out / LAST).exists() or (out / BEST).exists():
         if not force:
@@ -65,11 +123,28 @@ def prepare_run_dir(out: Path, force: bool) -> bool:
         restarted = CONFIG in present
     try:
         out.mkdir(parents=True, exist_ok=True)
+        mark_run_dir(out)
         for name in present:
             (out / name).unlink()
     except OSError as e:
-        raise UserError(f"cannot prepare --out {out}: {e.strerror or e}") from None
+        raise UserError(f"cannot prepare --out {out}: {os_error_message(e)}",
+                        exit_code=1) from None
     return restarted
+
+
+def check_run_files(out: Path) -> None:
+    """Refuse (one line) a run whose files are not all regular files (a link, a FIFO):
+    before training, not at the first save."""
+    for name in (MARKER, *RUN_FILES):
+        refuse_non_regular(out / name, "a run holds only the files charlstm wrote there; "
+                           "move it away or choose another --out")
+
+
+def mark_run_dir(out: Path) -> None:
+    """Write out/MARKER (if missing): from now on charlstm knows the directory is its own."""
+    if not (out / MARKER).is_file():
+        atomic_write_bytes(out / MARKER, (json.dumps(
+            {"format": MARKER, "format_version": MARKER_VERSION}) + "\n").encode("utf-8"))
 
 
 def write_config(out: Path, config: TrainConfig) -> None:
@@ -77,21 +152,28 @@ def write_config(out: Path, config: TrainConfig) -> None:
     atomic_write_bytes(out / CONFIG, dump_toml(config).encode("utf-8"))
 
 
-def truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> int:
     """Drop log records past the checkpoint's step (written after it, before a crash),
-    so the log of a resumed run reads as one run."""
+    so the log of a resumed run reads as one run. Lines that are not a record (a torn
+    last line from a crash, bytes that are not UTF-8 or JSON: a damaged disk) are
+    dropped too, and counted: the caller says so once; the checkpoint, not the log, is
+    what a resume continues from. Returns that count."""
     if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = []
+        return 0
+    lines = path.read_bytes().splitlines(keepends=True)
+    keep, bad = [], 0
     for line in lines:
         try:
-            if json.loads(line)["step"] <= step:
+            rec = json.loads(line.decode("utf-8"))
+            if isinstance(rec["step"], int) and rec["step"] <= step:
                 keep.append(line)
+            continue
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a crash
+            pass
+        bad += bool(line.strip())  # a torn last line, or garbage
     if len(keep) != len(lines):
-        atomic_write_bytes(path, "".join(keep).encode("utf-8"))
+        atomic_write_bytes(path, b"".join(keep))
+    return bad
 
 
 def resolve_checkpoint(spec) -> Path:
@@ -102,10 +184,10 @@ def resolve_checkpoint(spec) -> Path:
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
-        raise UserError(f"{path} holds no checkpoint ({BEST} or {LAST}); is it a run "
-                        "directory written by charlstm train?")
+        raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LAST}); is it a run "
+                              "directory written by charlstm train?", exit_code=2)
     if not path.exists():
-        raise UserError(f"no such checkpoint or run directory: {path}")
+        raise CheckpointError(f"no such checkpoint or run directory: {path}", exit_code=2)
     return path
 
 
@@ -131,16 +213,16 @@ def read_log(path) -> tuple[list[dict], int]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {os_error_message(e, path)}", exit_code=1) from None
     records, bad = [], 0
     for line in lines:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except ValueError:
+            rec = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             rec = None
         if isinstance(rec, dict) and isinstance(rec.get("step"), int):
             records.append(rec)

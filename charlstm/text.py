@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, os_error_message
+from .fsutil import is_device
 
 
 def list_chars(chars: list[str], limit: int = 20) -> str:
@@ -24,12 +25,14 @@ def read_text(path, encoding_errors: str = "strict") -> str:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a text file")
+    if is_device(path):
+        raise UserError(f"{path} is a device, not a text file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"no such file: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except OSError as e:  # the machine's failure, not the user's mistake: exit 1
+        raise UserError(f"cannot read {os_error_message(e, path)}", exit_code=1) from None
     try:
         text = data.decode("utf-8", errors=encoding_errors)
     except UnicodeDecodeError as e:
@@ -72,4 +75,11 @@ class Vocab:
         return np.array([self.index[c] for c in text if c in self.index], dtype=np.int64)
 
     def decode(self, ids) -> str:
+        """The characters of ids; an id outside [0, V) (or not an integer) is a
+        ValueError, not a character counted from the end."""
+        ids = np.asarray(ids)
+        if ids.size and (ids.dtype.kind not in "iu" or ids.min() < 0
+                         or ids.max() >= len(self.chars)):
+            raise ValueError(f"ids must be integers in [0, {len(self.chars)}), got "
+                             f"{ids.min()!r}..{ids.max()!r} ({ids.dtype})")
         return "".join(self.chars[int(i)] for i in ids)

@@ -44,12 +44,15 @@ from .network import CharLSTM
 from .optim import Optimizer, clip_grad_norm, ema_update, make_optimizer
 from .penalties import Penalty
 from .progress import Progress, StopSignals
-from .resources import check_fits
+from .resources import check_fits, check_text_fits
 from .runs import (
     BEST,
     CONFIG,
     LAST,
     LOG,
+    check_run_dir,
+    check_run_files,
+    mark_run_dir,
     prepare_run_dir,
     resolve_paths,
     truncate_log,
@@ -382,8 +385,11 @@ def _log(run, batches, val_loss, log, progress) -> None:
     }
     if run.config.ar or run.config.tar:  # the objective's other part, apart from the loss
         rec["train_penalty"] = window.penalty / n if window.steps else None
-    log.write(json.dumps(rec) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+    except OSError as e:  # a write error names no file: say it is the log
+        raise OSError(e.errno, e.strerror, log.name) from None
     if train_loss is not None:
         progress.record(rec)
     elif val_loss is not None:
@@ -406,6 +412,7 @@ def _last_saved(out_dir: Path) -> str:
 def load_text(config: TrainConfig) -> tuple[str, str, str]:
     """(text, sha256 of the decoded text, path) for config.data."""
     path = resolve_data(config.data)
+    check_text_fits(path)
     text = read_text(path, config.encoding_errors)
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
 
@@ -466,10 +473,10 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
-               config.seq_len, averaged=config.ema_decay > 0)
+               config.seq_len, averaged=config.ema_decay > 0,
+               corpus_chars=len(corpus.train) + len(corpus.val))
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    check_run_dir(out)  # before the lock: its .lock is not written into a user's directory
     with run_dir_lock(out):
         if prepare_run_dir(out, force) and say:
             say(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
@@ -503,6 +510,7 @@ def resume_training(run_dir, overrides: dict | None = None, say: Say | None = No
 
 
 def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
+    check_run_files(out)
     ckpt = load_checkpoint(out / LAST)
     try:
         stored = TrainConfig.from_dict(ckpt.meta["train_config"])
@@ -524,6 +532,9 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
     corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
+    if run.cursor.window >= batches.windows_per_epoch:
+        raise TrainingError(f"{out / LAST}: meta cursor window {run.cursor.window} is past "
+                            f"the {batches.windows_per_epoch} windows of an epoch of {path}")
     reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
                           config.time_budget * 60.0 if config.time_budget else None)
     if reason and not run.pending_eval:
@@ -534,7 +545,11 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None) -> Outcome:
             say(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
                 f"{raise_it} to train further")
         return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
-    truncate_log(out / LOG, run.step)
+    mark_run_dir(out)  # a run made before the marker existed
+    bad = truncate_log(out / LOG, run.step)
+    if bad and say:
+        say(f"charlstm: dropped {bad} unreadable line(s) of {out / LOG} (damaged); "
+            "resuming from the checkpoint")
     write_config(out, config)
     if say:
         say(_describe(run, corpus, batches, path, resumed=True))

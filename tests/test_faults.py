@@ -17,6 +17,7 @@ import pytest
 from test_train_cli import TEXT, TINY
 
 from charlstm import cli, fsutil
+from charlstm import train as train_module
 from charlstm.checkpoint import load_checkpoint
 from charlstm.lockfile import run_dir_lock
 
@@ -63,8 +64,9 @@ def fail_fsync_from(monkeypatch, n: int, code=errno.ENOSPC) -> None:
 def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, capsys,
                                                           monkeypatch):
     run = tmp_path / "r"
-    # fsyncs: config.toml (file, dir), last @ step 2 (file, dir), then best @ step 4 fails
-    fail_fsync_from(monkeypatch, 5)
+    # fsyncs: the run marker and config.toml (file, dir each), last @ step 2 (file, dir),
+    # then best @ step 4 fails
+    fail_fsync_from(monkeypatch, 7)
     rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 20,
                          "--checkpoint-every", 2, *TINY)
     line = one_line(err)
@@ -80,7 +82,7 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint(tmp_path, corpus, caps
 
 def test_disk_full_before_the_first_checkpoint_says_none_is_left(tmp_path, corpus, capsys,
                                                                  monkeypatch):
-    fail_fsync_from(monkeypatch, 3)  # config.toml is written; last @ step 2 is not
+    fail_fsync_from(monkeypatch, 5)  # marker and config.toml are written; last @ 2 is not
     rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "r",
                          "--max-steps", 20, "--checkpoint-every", 2, *TINY)
     line = one_line(err)
@@ -167,9 +169,9 @@ def test_training_whose_reader_left_keeps_training_and_saves(tmp_path, corpus):
     assert load_checkpoint(run / "last.safetensors").meta["step"] == 200  # trained on
 
 
-def test_sighup_saves_like_sigterm(tmp_path, corpus):
-    run = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "charlstm.cli", "train", "--data",
+def training_process(run: Path, corpus: Path, python_args=("-m", "charlstm.cli")):
+    """An endless `charlstm train` in a subprocess, returned once it has logged a step."""
+    proc = subprocess.Popen([sys.executable, *python_args, "train", "--data",
                              str(corpus), "--out", str(run), "--max-steps", "1000000",
                              "--checkpoint-every", "1000000", *TINY],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -177,6 +179,12 @@ def test_sighup_saves_like_sigterm(tmp_path, corpus):
     log = run / "log.jsonl"
     while not (log.exists() and log.stat().st_size > 0):
         assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def test_sighup_saves_like_sigterm(tmp_path, corpus):
+    run = tmp_path / "r"
+    proc = training_process(run, corpus)
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
@@ -194,3 +202,62 @@ def test_resume_on_a_corrupt_checkpoint_blames_the_file(trained, capsys):
         rc, _, err = run_cli(capsys, *argv)
         line = one_line(err)
         assert rc == 1 and f"{path} is corrupt" in line and "gradient" not in line
+
+
+def test_an_undecodable_log_is_reported_once_and_resume_goes_on(trained, capsys):
+    log = trained / "log.jsonl"
+    good = log.read_bytes()
+    log.write_bytes(good + b'\xff\xfe{"step": 1}\n' + b"[1, 2]\n" + b'{"step": 99}\n')
+    rc, out, err = run_cli(capsys, "train", "--resume", trained, "--max-steps", 6)
+    assert rc == 0, err
+    assert out.count("dropped 2 unreadable line(s)") == 1
+    assert log.read_bytes().startswith(good)  # the good records kept, the future one gone
+    assert run_cli(capsys, "plot", trained)[0] == 0
+
+
+def test_disk_full_while_appending_to_the_log_names_it(tmp_path, corpus, capsys,
+                                                        monkeypatch):
+    class FullDisk:  # the log file, on a disk that fills up at its first record
+        def __init__(self, path, *args, **kwargs):
+            self.name = str(path)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2): no name
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+    monkeypatch.setattr(train_module, "open", FullDisk, raising=False)
+    run = tmp_path / "r"
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 4,
+                         *TINY)
+    line = one_line(err)
+    assert rc == 1 and f"{run / 'log.jsonl'}: No space left on device; the disk is full" in line
+
+
+def test_disk_full_at_start_names_the_lock_file(tmp_path, corpus, capsys, monkeypatch):
+    def pwrite(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    run = tmp_path / "r"
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", run, "--max-steps", 4,
+                         *TINY)
+    assert rc == 1 and f"{run / '.lock'}: No space left on device" in one_line(err)
+    assert not (run / ".lock").exists()
+
+
+def test_an_io_error_reading_the_text_is_exit_1_with_advice(tmp_path, corpus, capsys,
+                                                             monkeypatch):
+    real = Path.read_bytes
+
+    def failing(self):
+        if self == corpus:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, "--out", tmp_path / "r", *TINY)
+    line = one_line(err)
+    assert rc == 1 and f"cannot read {corpus}: Input/output error; the disk reported" in line
+    assert not (tmp_path / "r").exists()

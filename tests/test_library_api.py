@@ -225,3 +225,23 @@ def test_prime_file_is_the_prime(run_dir, tmp_path, charlstm_cli):
         "sample", run_dir, "--prime", "R", "--prime-file", tmp_path / "prime.txt")
     assert "no such file" in charlstm_cli.error("sample", run_dir, "--prime-file",
                                                 tmp_path / "none.txt")
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m: m.generate("A", length=-5), "length must be an integer >= 0, got -5"),
+    (lambda m: m.stream("A", length=2.5), "length must be an integer >= 0, got 2.5"),
+    (lambda m: m.generate_many(2, "A", -1), "length must be an integer >= 0, got -1"),
+    (lambda m: m.generate_many(0, "A", 5), "num_samples must be a positive integer"),
+    (lambda m: m.evaluate("ABBA ABBA", seq_len=-1), "seq_len must be a positive integer"),
+    (lambda m: m.evaluate("ABBA ABBA", batch_size=0), "batch_size must be a positive integer"),
+    (lambda m: m.decode([-1]), r"ids must be integers in \[0, "),
+    (lambda m: m.decode([10**6]), r"ids must be integers in \[0, "),
+    (lambda m: m.decode([0.5]), r"ids must be integers in \[0, "),
+])
+def test_library_arguments_are_checked_like_flags(call, name):
+    """Misuse is a ValueError naming the argument, not a plausible wrong answer (the
+    prime for length -5, the last character for id -1, None for seq_len -1)."""
+    config = charlstm.ModelConfig(vocab_size=3, hidden_size=4)
+    model = charlstm.LanguageModel(config, ["A", "B", " "], charlstm.CharLSTM(config).params)
+    with pytest.raises(ValueError, match=name):
+        call(model)

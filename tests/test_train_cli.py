@@ -36,7 +36,8 @@ def test_train_writes_a_complete_run(tmp_path, corpus, charlstm_cli):
                               *TINY)
     assert rc == 0 and "done at step 6" in out and "val loss" in out
     run = tmp_path / "r"
-    assert {p.name for p in run.iterdir()} == {"config.toml", "log.jsonl", "last.safetensors",
+    assert {p.name for p in run.iterdir()} == {".charlstm-run", "config.toml", "log.jsonl",
+                                               "last.safetensors",
                                                "best.safetensors"}
     config = TrainConfig.from_dict(load_toml(run / "config.toml"))
     assert config.hidden_size == 8 and config.max_steps == 6 and config.data == str(corpus)
@@ -159,8 +160,8 @@ def test_unreadable_data_file_is_a_one_line_error(tmp_path, corpus, charlstm_cli
             raise PermissionError(13, "Permission denied", str(self))
         return real(self)
     monkeypatch.setattr(Path, "read_bytes", denied)
-    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r")
-    assert f"cannot read {corpus}: Permission denied" in line
+    line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", code=1)
+    assert f"cannot read {corpus}: Permission denied; no permission" in line
     assert not (tmp_path / "r").exists()
 
 
@@ -253,7 +254,8 @@ def test_tinyshakespeare_by_name_trains_on_the_canonical_text(
 @pytest.mark.parametrize("hidden", ["99999999999999999999999", "100000", "20000"])
 def test_a_model_too_big_for_the_memory_is_refused_up_front(
         tmp_path, corpus, charlstm_cli, monkeypatch, hidden):
-    monkeypatch.setattr("charlstm.resources.available_memory", lambda: 16 * 10**9)
+    monkeypatch.setattr("charlstm.resources.available_memory",
+                        lambda: (16 * 10**9, "memory available"))
     line = charlstm_cli.error("train", "--data", corpus, "--out", tmp_path / "r", *TINY,
                               "--hidden-size", hidden)
     assert f"LSTM 1 x {hidden} model needs about" in line

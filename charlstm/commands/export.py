@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..fsutil import check_output as check_writable
 from ..interop.state_dict import save_state_dict, vocab_bytes, write_vocab
 from ..language_model import load
 from ..runs import resolve_checkpoint
@@ -49,16 +50,6 @@ def export_weights(args, out: Path) -> int:
     print(f"wrote {out} (charlstm checkpoint, weights only: {model.num_params():,} "
           f"parameters, {out.stat().st_size / 1e6:.2f} MB)")
     return 0
-
-
-def check_writable(path: Path, force: bool) -> None:
-    """Refuse to overwrite a file unless forced, or to write into a missing directory."""
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give a file name")
-    if path.exists() and not force:
-        raise UserError(f"{path} already exists; pass --force to overwrite it")
-    if not path.parent.is_dir():
-        raise UserError(f"directory {path.parent} does not exist")
 
 
 def run(args) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..datasets import resolve_data
 from ..errors import UserError
+from ..fsutil import refuse_non_regular
 from ..gradflow import default_variants, format_table, measure, plot_png, write_csv
 from ..text import Vocab, read_text
 from .argtypes import integer, number
@@ -60,6 +61,8 @@ def run(args) -> int:
                         "choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a directory")
+    for name in OUTPUTS:  # never written through a link, into a FIFO or a device
+        refuse_non_regular(out / name)
     text = read_text(resolve_data(args.data))
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)

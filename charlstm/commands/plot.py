@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes
-from ..runs import PLOT, read_log, resolve_log
+from ..runs import PLOT, is_run_dir, read_log, resolve_log
 from .argtypes import integer
 
 
@@ -33,6 +33,9 @@ def run(args) -> int:
         raise UserError(f"{log} has no loss records yet; plot again once the run has logged "
                         "a step", exit_code=1)
     out = Path(args.out) if args.out else log.parent / PLOT
+    if not args.out and out.exists() and not is_run_dir(log.parent):
+        raise UserError(f"{out} exists and {log.parent} is not a charlstm run directory, so "
+                        "it is not ours to replace: name the PNG with --out")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
     if not out.parent.is_dir():
@@ -40,9 +43,6 @@ def run(args) -> int:
     from ..plots import loss_figure, png_bytes  # matplotlib loads only for this command
 
     data = png_bytes(loss_figure(records, title=log.parent.name), dpi=args.dpi)
-    try:
-        atomic_write_bytes(out, data)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}", exit_code=1) from None
+    atomic_write_bytes(out, data)  # an OSError names out; the CLI adds what to do
     print(f"wrote {out} ({len(records)} log records, up to step {records[-1]['step']})")
     return 0

@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..language_model import LanguageModel, load
 from ..model import zero_state
 from ..progress import silence_stdout
+from ..resources import check_sampling_fits
 from ..sample import (
     encode_prime,
     numpy_step_fn,
@@ -109,6 +110,8 @@ def run(args) -> int:
     if args.prime and len(echo) < len(args.prime):
         print(f"charlstm: skipped {len(args.prime) - len(echo)} prime characters not in "
               "the vocabulary", file=sys.stderr)
+    if args.backend == "numpy" and args.num_samples > 1:  # side by side: all in memory
+        check_sampling_fits(model.config, args.num_samples, args.length, len(prime_ids))
     out = sys.stdout
     try:
         for k, pieces in enumerate(samples(model, args, prime_ids, echo, seed)):

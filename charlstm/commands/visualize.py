@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from ..activity import record
-from ..checkpoint import atomic_write_bytes, load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, a_cell
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes, check_output
 from ..runs import resolve_checkpoint
 from ..text import Vocab, read_text
 from ..visualize import page, page_data, report
@@ -80,11 +82,10 @@ def load_text(args, ckpt) -> tuple[str, str]:
 
 def run(args) -> int:
     outputs = [Path(p) for p in (args.out, args.json) if p is not None]
+    if len(outputs) == 2 and os.path.abspath(outputs[0]) == os.path.abspath(outputs[1]):
+        raise UserError(f"--out and --json both name {args.out}: give two different files")
     for path in outputs:
-        if path.exists() and not args.force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it")
-        if not path.parent.is_dir():
-            raise UserError(f"no such directory: {path.parent}")
+        check_output(path, args.force)
     ckpt_path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     text, where = load_text(args, ckpt)
@@ -98,10 +99,10 @@ def run(args) -> int:
     title = (f"{_shown(ckpt_path)}: {c.num_layers}x{c.hidden_size} {c.cell}, "
              f"{len(text):,} characters of {where}")
     html = page(page_data(acts, text, ids, ckpt.vocab, stats, title, signals)).encode("utf-8")
-    _write(Path(args.out), html)
+    atomic_write_bytes(Path(args.out), html)
     print(f"wrote {args.out} ({len(html) / 1e6:.1f} MB) in {time.perf_counter() - start:.1f}s")
     if args.json is not None:
-        _write(Path(args.json), (json.dumps(stats) + "\n").encode("utf-8"))
+        atomic_write_bytes(Path(args.json), (json.dumps(stats) + "\n").encode("utf-8"))
         print(f"wrote {args.json}")
     for feature, cells in stats["interesting_cells"].items():
         best = (f"layer {cells[0]['layer']} {cells[0]['signal']}[{cells[0]['unit']}]  "
@@ -129,9 +130,3 @@ def _shown(path: Path) -> str:
     path = Path(path).resolve()
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}", exit_code=1) from None

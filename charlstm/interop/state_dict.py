@@ -31,7 +31,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from ..cells import CELLS
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, weight_problem
 from ..config import ModelConfig
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes
@@ -113,8 +113,9 @@ def _check_values(sd: dict, source: str) -> dict[str, np.ndarray]:
             value = value.astype(np.float32)
         if value.dtype not in (np.float32, np.float64):
             raise UserError(f"{source}: {name} has dtype {value.dtype}; expected floating point")
-        if not np.all(np.isfinite(value)):
-            raise UserError(f"{source}: {name} holds NaN or infinite values")
+        problem = weight_problem(value)
+        if problem:
+            raise UserError(f"{source}: {name} {problem}")
         out[name] = np.ascontiguousarray(value)
     dtypes = {v.dtype for v in out.values()}
     if len(dtypes) > 1:  # mixed precision: keep the widest
