@@ -10,7 +10,7 @@ Layout of a file:
               its raw training weights as "train.raw.<name>".
     metadata  (strings) format, format_version, package_version, config (JSON
               ModelConfig), vocab (JSON list of characters), meta (JSON, written by
-              train.Run.checkpoint: train_config, step, epoch, cursor, optimizer_step,
+              run_state.Run.checkpoint: train_config, step, epoch, cursor, optimizer_step,
               rng, val_loss, best_val_loss, best_step, elapsed_s, log_window,
               pending_eval, data_sha256, package_version), sha256 (of every tensor and
               every other metadata entry, see content_digest).

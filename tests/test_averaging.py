@@ -15,7 +15,7 @@ import pytest
 from test_train import _final_arrays, _stop_by_signal_after, tiny_config
 
 import charlstm
-from charlstm import train as tr
+from charlstm import run_state, session
 from charlstm.checkpoint import load_checkpoint, save_checkpoint
 from charlstm.config import TrainConfig
 from charlstm.evaluate import evaluate
@@ -41,18 +41,18 @@ def test_ema_update_is_the_bias_corrected_average():
 
 
 def test_everything_that_reads_a_model_reads_the_average(tmp_path):
-    plain = tr.start_training(tiny_config(tmp_path, "plain"))
-    averaged = tr.start_training(tiny_config(tmp_path, "ema", ema_decay=0.7))
+    plain = session.start_training(tiny_config(tmp_path, "plain"))
+    averaged = session.start_training(tiny_config(tmp_path, "ema", ema_decay=0.7))
     raw_plain, _ = _final_arrays(tmp_path / "plain")
     last = load_checkpoint(tmp_path / "ema/last.safetensors")
-    raw = {k[len(tr.RAW):]: v for k, v in last.arrays.items() if k.startswith(tr.RAW)}
+    raw = {k[len(run_state.RAW):]: v for k, v in last.arrays.items() if k.startswith(run_state.RAW)}
     # averaging only reads the trajectory: the raw weights are the plain run's, bit for bit
     assert set(raw) == set(last.params)
     assert all(raw[k].tobytes() == raw_plain[k].tobytes() for k in raw)
     assert any(not np.array_equal(raw[k], last.params[k]) for k in raw)
     # validation scored the average (the model tensors), not the raw weights
     cfg = tiny_config(tmp_path, "ema", ema_decay=0.7)
-    corpus, _, _ = tr.load_data(cfg)
+    corpus, _, _ = session.load_data(cfg)
 
     def val(params):
         return evaluate(params, last.config, corpus.val, cfg.batch_size, cfg.seq_len)
@@ -75,43 +75,43 @@ def test_resume_with_averaging_and_penalties_is_bitwise_identical(tmp_path, monk
     """N steps straight == stop at k + resume to N, with --ema-decay, --ar and --tar:
     the average, the raw weights, the optimizer and the carried state all agree."""
     kw = dict(ema_decay=0.9, ar=2.0, tar=1.0)
-    straight = tr.start_training(tiny_config(tmp_path, "straight", **kw))
+    straight = session.start_training(tiny_config(tmp_path, "straight", **kw))
     _stop_by_signal_after(monkeypatch, stop_at)
-    first = tr.start_training(tiny_config(tmp_path, "resumed", **kw))
+    first = session.start_training(tiny_config(tmp_path, "resumed", **kw))
     assert first.interrupted and first.step == stop_at
     monkeypatch.undo()
-    second = tr.resume_training(tmp_path / "resumed")
+    second = session.resume_training(tmp_path / "resumed")
     assert second.step == straight.step == 16 and second.val_loss == straight.val_loss
     a, meta_a = _final_arrays(tmp_path / "straight")
     b, meta_b = _final_arrays(tmp_path / "resumed")
-    assert set(a) == set(b) and any(k.startswith(tr.RAW) for k in a)
+    assert set(a) == set(b) and any(k.startswith(run_state.RAW) for k in a)
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
     assert meta_a["log_window"] == meta_b["log_window"]
 
 
 def test_a_checkpoint_from_before_these_settings_still_resumes(tmp_path):
-    tr.start_training(tiny_config(tmp_path, "old", max_steps=4))
+    session.start_training(tiny_config(tmp_path, "old", max_steps=4))
     path = tmp_path / "old/last.safetensors"
     ckpt = load_checkpoint(path)
     for key in ("ar", "tar", "ema_decay"):
         del ckpt.meta["train_config"][key]
     save_checkpoint(path, ckpt)
-    outcome = tr.resume_training(tmp_path / "old", {"max_steps": 6})
+    outcome = session.resume_training(tmp_path / "old", {"max_steps": 6})
     assert outcome.step == 6 and not any(
-        k.startswith(tr.RAW) for k in load_checkpoint(path).arrays)
+        k.startswith(run_state.RAW) for k in load_checkpoint(path).arrays)
 
 
 def test_eval_and_sample_commands_use_the_average(tmp_path, charlstm_cli):
     import json
 
     from charlstm.language_model import LanguageModel
-    tr.start_training(tiny_config(tmp_path, "ema", ema_decay=0.7))
+    session.start_training(tiny_config(tmp_path, "ema", ema_decay=0.7))
     run = tmp_path / "ema"
     best = load_checkpoint(run / "best.safetensors")
     assert json.loads(charlstm_cli.ok("eval", run, "--json"))["loss"] == best.meta["val_loss"]
     printed = charlstm_cli.ok("sample", run, "--seed", 3, "--length", 40, "--prime", "To")
-    raw = {k: best.arrays[tr.RAW + k] for k in best.params}
+    raw = {k: best.arrays[run_state.RAW + k] for k in best.params}
     args = dict(prime="To", length=40, seed=3)
     assert printed.rstrip("\n") == LanguageModel(best.config, best.vocab, best.params
                                                  ).generate(**args).rstrip("\n")

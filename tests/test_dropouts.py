@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from reference import naive_lm_forward
 
-from charlstm import CharLSTM, ModelConfig, engine, pool
-from charlstm import train as tr
+from charlstm import CharLSTM, ModelConfig, engine, pool, session
 from charlstm.cells import CELLS
 from charlstm.evaluate import evaluate
 from charlstm.gradcheck import check_gradients, numeric_gradient, random_problem, relative_error
@@ -267,14 +266,14 @@ def test_exact_resume_with_every_dropout(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     pool.set_num_threads(2)
     try:
-        straight = tr.start_training(tiny_config(tmp_path, "a", **settings))
-        plain = tr.start_training(tiny_config(tmp_path, "plain", batch_size=3))
+        straight = session.start_training(tiny_config(tmp_path, "a", **settings))
+        plain = session.start_training(tiny_config(tmp_path, "plain", batch_size=3))
         _stop_by_signal_after(monkeypatch, 7)
-        first = tr.start_training(tiny_config(tmp_path, "resumed", **settings))
+        first = session.start_training(tiny_config(tmp_path, "resumed", **settings))
         assert first.interrupted and first.step == 7
         monkeypatch.undo()
         monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
-        second = tr.resume_training(tmp_path / "resumed")
+        second = session.resume_training(tmp_path / "resumed")
     finally:
         pool.set_num_threads(None)
     assert second.step == straight.step == 16

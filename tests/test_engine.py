@@ -13,8 +13,7 @@ import pytest
 from torch_oracle import torch_loss_and_grads
 
 import charlstm
-from charlstm import ModelConfig, engine, fast, model, pool
-from charlstm import train as tr
+from charlstm import ModelConfig, engine, fast, model, pool, session
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -222,15 +221,15 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
     from test_train import _final_arrays, _stop_by_signal_after, tiny_config
 
     charlstm.set_num_threads(2)
-    straight = [tr.start_training(tiny_config(tmp_path, name, batch_size=3))
+    straight = [session.start_training(tiny_config(tmp_path, name, batch_size=3))
                 for name in ("a", "b")]
     _stop_by_signal_after(monkeypatch, 7)
-    first = tr.start_training(tiny_config(tmp_path, "resumed", batch_size=3))
+    first = session.start_training(tiny_config(tmp_path, "resumed", batch_size=3))
     assert first.interrupted and first.step == 7
     monkeypatch.undo()
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
     monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
-    second = tr.resume_training(tmp_path / "resumed")
+    second = session.resume_training(tmp_path / "resumed")
     assert second.step == straight[0].step == 16
     assert second.val_loss == straight[0].val_loss == straight[1].val_loss
     a, _ = _final_arrays(tmp_path / "a")

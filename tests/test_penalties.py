@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from reference import naive_activation_penalty
 
-from charlstm import ModelConfig, engine
-from charlstm import train as tr
+from charlstm import ModelConfig, engine, session
 from charlstm.config import TrainConfig
 from charlstm.gradcheck import numeric_gradient, random_problem, relative_error
 from charlstm.model import loss_and_grads
@@ -127,7 +126,7 @@ def test_training_logs_the_penalty_apart_from_the_loss(tmp_path):
     from test_train import tiny_config
     runs = {}
     for name, kw in (("plain", {}), ("penalised", dict(ar=2.0, tar=1.0))):
-        tr.start_training(tiny_config(tmp_path, name, max_steps=2, log_every=1, **kw))
+        session.start_training(tiny_config(tmp_path, name, max_steps=2, log_every=1, **kw))
         runs[name] = [json.loads(line) for line in (tmp_path / name / "log.jsonl").open()]
     plain, penalised = runs["plain"], runs["penalised"]
     assert "train_penalty" not in plain[0] and penalised[0]["train_penalty"] > 0

@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from charlstm import ModelConfig, layers
+from charlstm import ModelConfig, layers, run_state, session
 from charlstm import train as tr
 from charlstm.checkpoint import load_checkpoint
 from charlstm.config import TrainConfig, dump_toml, load_toml
@@ -71,7 +71,7 @@ def test_training_learns_a_repetitive_text(tmp_path, capsys):
     cfg = TrainConfig(data=str(tmp_path / "abc.txt"), out=str(tmp_path / "run"),
                       hidden_size=16, num_layers=1, seq_len=16, batch_size=4, lr=1e-2,
                       max_steps=80, warmup_steps=5, eval_every=40, log_every=10)
-    outcome = tr.start_training(cfg, say=print)  # the trainer prints only through say
+    outcome = session.start_training(cfg, say=print)  # the trainer prints only through say
     assert outcome.val_loss < 0.25 < math.log(4)  # a deterministic text: loss towards 0
     records = [json.loads(line) for line in (tmp_path / "run/log.jsonl").open()]
     assert [r["step"] for r in records] == [10, 20, 30, 40, 50, 60, 70, 80]
@@ -116,16 +116,16 @@ def _log_without_timings(run_dir):
 def test_interrupt_and_resume_is_bitwise_identical(tmp_path, monkeypatch, stop_at):
     """N steps straight == stop by signal at k + resume to N: parameters, optimizer
     moments, carried state, RNG and the log are identical, with dropout and 2 wraps."""
-    straight = tr.start_training(tiny_config(tmp_path, "straight"))
+    straight = session.start_training(tiny_config(tmp_path, "straight"))
     assert straight.step == 16 and not straight.interrupted
 
     _stop_by_signal_after(monkeypatch, stop_at)
-    first = tr.start_training(tiny_config(tmp_path, "resumed"))
+    first = session.start_training(tiny_config(tmp_path, "resumed"))
     assert first.interrupted and first.step == stop_at
     monkeypatch.undo()
     _, meta = _final_arrays(tmp_path / "resumed")
     assert meta["step"] == stop_at and meta["cursor"]["epoch"] == stop_at // 6
-    second = tr.resume_training(tmp_path / "resumed")
+    second = session.resume_training(tmp_path / "resumed")
     assert second.step == 16 and second.val_loss == straight.val_loss
 
     a, meta_a = _final_arrays(tmp_path / "straight")
@@ -145,19 +145,19 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path, monkeypatch, stop_a
 
 def test_resume_extends_a_finished_run_and_refuses_changed_settings(tmp_path, capsys):
     cfg = tiny_config(tmp_path, max_steps=4, lr_schedule="constant", dropout=0.0)
-    tr.start_training(cfg)
+    session.start_training(cfg)
     assert capsys.readouterr().out == ""  # no say: a silent run
-    assert tr.resume_training(tmp_path / "run", say=print).step == 4
+    assert session.resume_training(tmp_path / "run", say=print).step == 4
     assert "already finished" in capsys.readouterr().out
-    assert tr.resume_training(tmp_path / "run", {"max_steps": 7}).step == 7
+    assert session.resume_training(tmp_path / "run", {"max_steps": 7}).step == 7
     assert load_toml(tmp_path / "run/config.toml")["max_steps"] == 7
     with pytest.raises(tr.UserError, match="cannot change --lr, --seq-len when resuming"):
-        tr.resume_training(tmp_path / "run", {"lr": 0.5, "seq_len": 4, "max_steps": 9})
+        session.resume_training(tmp_path / "run", {"lr": 0.5, "seq_len": 4, "max_steps": 9})
     (tmp_path / "corpus.txt").write_text(TEXT.upper(), encoding="utf-8")
-    with pytest.raises(tr.TrainingError, match="not the text this run was trained on"):
-        tr.resume_training(tmp_path / "run", {"max_steps": 9})
+    with pytest.raises(run_state.TrainingError, match="not the text this run was trained on"):
+        session.resume_training(tmp_path / "run", {"max_steps": 9})
     with pytest.raises(tr.UserError, match="no such run directory"):
-        tr.resume_training(tmp_path / "nope")
+        session.resume_training(tmp_path / "nope")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -170,8 +170,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         loss, d = real(logits, y, count)
         return (float("nan") if calls["n"] >= 8 else loss), d
     monkeypatch.setattr(layers, "softmax_cross_entropy", nan_from_step_8)
-    with pytest.raises(tr.TrainingError) as e:
-        tr.start_training(cfg)
+    with pytest.raises(run_state.TrainingError) as e:
+        session.start_training(cfg)
     msg = str(e.value)
     assert "nan at step 8" in msg and "last.safetensors (step 5) is intact" in msg
     assert load_checkpoint(tmp_path / "run/last.safetensors").meta["step"] == 5
@@ -185,8 +185,9 @@ def test_non_finite_gradient_stops(tmp_path, monkeypatch):
         grads["decoder.bias"][0] = np.inf
         return grads, d0
     monkeypatch.setattr(tr.model, "backward", nan_grads)
-    with pytest.raises(tr.TrainingError, match="gradient norm became inf at step 1.*none yet"):
-        tr.start_training(tiny_config(tmp_path))
+    with pytest.raises(run_state.TrainingError,
+                       match="gradient norm became inf at step 1.*none yet"):
+        session.start_training(tiny_config(tmp_path))
 
 
 def test_config_toml_round_trips_and_paths_are_resolved(tmp_path, monkeypatch):
@@ -197,5 +198,5 @@ def test_config_toml_round_trips_and_paths_are_resolved(tmp_path, monkeypatch):
     assert cfg.out.startswith("runs/corpus-")
     (tmp_path / "c.toml").write_text(dump_toml(cfg), encoding="utf-8")
     assert TrainConfig.from_dict(load_toml(tmp_path / "c.toml")) == cfg
-    assert tr.with_default_stop(TrainConfig()).time_budget == tr.DEFAULT_TIME_BUDGET
-    assert tr.with_default_stop(TrainConfig(max_steps=3)).time_budget is None
+    assert session.with_default_stop(TrainConfig()).time_budget == session.DEFAULT_TIME_BUDGET
+    assert session.with_default_stop(TrainConfig(max_steps=3)).time_budget is None

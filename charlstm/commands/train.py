@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..cells import CELLS, get_cell
-from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
+from ..config import ENCODING_ERRORS, TrainConfig, describe_dropouts, load_toml, name_flag
 from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
@@ -24,7 +24,7 @@ from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe, get_schedule
-from ..train import DEFAULT_TIME_BUDGET, resume_training, start_training
+from ..session import DEFAULT_TIME_BUDGET, Start, resume_training, start_training
 from .argtypes import unchecked
 
 DEFAULTS = TrainConfig()
@@ -157,7 +157,7 @@ def run(args) -> int:
         if "init_from" in given:
             raise UserError("--resume continues a run, --init-from starts a new one from "
                             "its weights: give one of them")
-        outcome = resume_training(args.resume, given, say=echo)
+        outcome = resume_training(args.resume, given, say=echo, on_start=_say_start)
     else:
         settings = load_preset(args.preset) if args.preset is not None else {}
         if args.config is not None:
@@ -183,7 +183,8 @@ def run(args) -> int:
                   "layer (it acts between layers, as in torch.nn.LSTM); add --num-layers 2 "
                   "or more to use it, or --locked-dropout, which acts on every layer's "
                   "output", file=sys.stderr)
-        outcome = start_training(config, force=args.force, say=echo)
+        outcome = start_training(config, force=args.force, say=echo,
+                                 on_start=_say_start)
     if outcome.interrupted:
         return 130
     summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
@@ -198,3 +199,40 @@ def run(args) -> int:
           f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
           flush=True)
     return 0
+
+
+def _say_start(start: Start) -> None:
+    """The header a run prints before its first step: data, model, optimiser, stop."""
+    run, corpus, batches, path, resumed = start
+    cfg, mc = run.config, run.model_config
+    n_params = sum(int(p.size) for p in run.params.values())
+    how = f"resuming {cfg.out} at step {run.step}" if resumed else f"training into {cfg.out}"
+    if cfg.init_from and not resumed:
+        how += f", starting from the weights of {cfg.init_from}"
+    echo(f"charlstm: {how}\n"
+         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
+         f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
+         f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
+         f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
+         f"{describe_dropouts(mc.to_dict())}, {n_params:,} parameters, float32\n"
+         f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
+         f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
+         f"  stop   {_describe_stop(cfg)}")
+
+
+def _describe_regularisation(cfg: TrainConfig) -> str:
+    parts = [f"{flag} {value:g}" for flag, value in
+             (("AR", cfg.ar), ("TAR", cfg.tar), ("weight EMA", cfg.ema_decay)) if value]
+    return ", " + ", ".join(parts) if parts else ""
+
+
+def _describe_stop(cfg: TrainConfig) -> str:
+    parts = []
+    if cfg.max_steps is not None:
+        parts.append(f"{cfg.max_steps} steps")
+    if cfg.epochs is not None:
+        parts.append(f"{cfg.epochs:g} epochs")
+    if cfg.time_budget is not None:
+        parts.append(f"{cfg.time_budget:g} min")
+    first = ", whichever comes first" if len(parts) > 1 else ""
+    return " or ".join(parts) + first + "; Ctrl-C saves and stops"
