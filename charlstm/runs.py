@@ -46,14 +46,23 @@ MARKER_VERSION = 1
 def resolve_paths(config: TrainConfig) -> TrainConfig:
     """Make the stored config independent of the working directory: a data path (and an
     --init-from path) becomes absolute (a dataset name stays a name), an empty --out
-    becomes runs/<data>-<time>."""
+    becomes runs/<data>-<time> (with -2, -3, ... when two runs start in one second)."""
     data = config.data
     if data not in DATASETS or Path(data).expanduser().is_file():
         data = str(Path(data).expanduser().resolve())
-    out = config.out or str(Path("runs") / (
-        f"{Path(config.data).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    out = config.out or _new_run_name(Path(config.data).stem or "run")
     init_from = config.init_from and str(Path(config.init_from).expanduser().resolve())
     return replace(config, data=data, out=out, init_from=init_from)
+
+
+def _new_run_name(stem: str) -> str:
+    """runs/<stem>-<time>, a name no existing path has."""
+    base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while name.exists() or name.is_symlink():
+        n += 1
+        name = base.with_name(f"{base.name}-{n}")
+    return str(name)
 
 
 def _is_our_config(path: Path) -> bool:

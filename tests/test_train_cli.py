@@ -322,3 +322,13 @@ def test_an_unknown_name_in_a_config_file_is_one_line_before_the_run(tmp_path, c
                                "--out", tmp_path / "r")
     assert message in error and f"(in {tmp_path / 'c.toml'})" in error
     assert not (tmp_path / "r").exists()
+
+
+def test_default_run_names_never_collide_within_a_second(tmp_path, corpus, charlstm_cli,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("charlstm.runs.time.strftime", lambda fmt: "20260101-000000")
+    for _ in range(2):
+        charlstm_cli.ok("train", "--data", corpus, "--max-steps", 1, *TINY)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "corpus-20260101-000000", "corpus-20260101-000000-2"]
