@@ -1,6 +1,6 @@
 """The character-level language model: ids -> L recurrent layers -> logits.
 
-Shape legend: T time, B batch, V vocab, H hidden, L layers, G = gates*H.
+Shape legend: T time, B batch, V vocab, H hidden, L layers, G = GATES*H gate rows.
 
     x (T, B) ids --gather--> layer 0 --dropout--> layer 1 ... layer L-1
         --(locked dropout)--> decoder (H -> V) --> logits (T, B, V) --> softmax cross-entropy

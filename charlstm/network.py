@@ -16,7 +16,9 @@ from .config import ModelConfig
 
 
 class CharLSTM:
-    """A character-level recurrent language model with hand-written backprop.
+    """A character-level recurrent language model with hand-written backprop, for
+    whichever cell config.cell names (LSTM, GRU or RNN). The name is the package's:
+    kept because it is public, and because the LSTM is the model this project is about.
 
     >>> model = CharLSTM(ModelConfig(vocab_size=65, hidden_size=128), seed=0)
     >>> logits, state = model.forward(x)                  # x: (T, B) int ids

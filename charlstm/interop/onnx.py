@@ -1,6 +1,7 @@
 """ONNX export, built with the onnx package's helpers, and an onnxruntime step function.
 
-Shape legend: T time, B batch, V vocab, H hidden, L layers, G gates (4 LSTM, 3 GRU, 1 RNN).
+Shape legend: T time, B batch, V vocab, H hidden, L layers, G = GATES*H gate rows
+(4H LSTM, 3H GRU, H RNN).
 
 The graph (float32, opset 17):
 
@@ -11,7 +12,7 @@ The graph (float32, opset 17):
         --MatMul(decoder.weight^T)--Add(decoder.bias)--> logits
 
 One standard ONNX recurrent operator per layer. Their weights are torch's,
-re-stacked: W (1, G*H, D), R (1, G*H, H), B (1, 2*G*H) = [b_ih; b_hh], with
+re-stacked: W (1, G, D), R (1, G, H), B (1, 2*G) = [b_ih; b_hh], with
 the gate blocks reordered, since ONNX orders them differently:
     LSTM  torch i, f, g, o  ->  ONNX i, o, f, c
     GRU   torch r, z, n     ->  ONNX z, r, h   (linear_before_reset=1 is torch's GRU:
@@ -54,13 +55,13 @@ def state_names(cell: str) -> tuple[str, ...]:
 
 
 def reorder_gates(w: np.ndarray, cell: str) -> np.ndarray:
-    """torch's gate blocks (first axis, G*H rows) -> ONNX's order for this cell."""
+    """torch's gate blocks (first axis, G rows) -> ONNX's order for this cell."""
     blocks = np.split(w, len(GATE_ORDER[cell]), axis=0)
     return np.concatenate([blocks[j] for j in GATE_ORDER[cell]], axis=0)
 
 
 def _layer_initializers(params: dict, config: ModelConfig, k: int) -> list:
-    """W (1, G*H, D), R (1, G*H, H), B (1, 2*G*H) of layer k, float32, ONNX gate order."""
+    """W (1, G, D), R (1, G, H), B (1, 2*G) of layer k, float32, ONNX gate order."""
     p, cell = f"{config.cell}.", config.cell
 
     def arr(name):
@@ -91,7 +92,7 @@ def build_model(ckpt: Checkpoint) -> onnx.ModelProto:
     # convention) cannot be fed to them without a second, identity W. OneHot builds X
     # inside the runtime from the ids, with no V x V constant in the file (a Gather
     # from an identity matrix would store V^2 floats: 100 MB for a 5,000-character
-    # vocabulary), and the op then does one (T*B, V) x (V, G*H) GEMM for the window.
+    # vocabulary), and the op then does one (T*B, V) x (V, G) GEMM for the window.
     nodes.append(helper.make_node(
         "OneHot", ["ids", const("onehot.depth", np.array(V, np.int64)),
                    const("onehot.values", np.array([0.0, 1.0], np.float32))], ["x0"], axis=-1))

@@ -4,10 +4,10 @@ Our parameter names, shapes and gate orders already are those of
 `charlstm.interop.torch.CharRNN` (nn.LSTM/GRU/RNN named after the cell, plus
 nn.Linear `decoder`), so export and import are a check and a copy, no reshuffle:
 
-    lstm.weight_ih_l{k}  (G*H, V if k == 0 else H)     G = 4 (LSTM), 3 (GRU), 1 (RNN)
-    lstm.weight_hh_l{k}  (G*H, H)
-    lstm.bias_ih_l{k}    (G*H,)
-    lstm.bias_hh_l{k}    (G*H,)
+    lstm.weight_ih_l{k}  (G, V if k == 0 else H)     G = 4H (LSTM), 3H (GRU), H (RNN)
+    lstm.weight_hh_l{k}  (G, H)
+    lstm.bias_ih_l{k}    (G,)
+    lstm.bias_hh_l{k}    (G,)
     decoder.weight       (V, H)
     decoder.bias         (V,)
 
