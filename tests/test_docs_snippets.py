@@ -46,7 +46,8 @@ SHRINK = [
     (re.compile(r"\bcharlstm train (?=.*--init-from\b)"), "charlstm train --max-steps 3 "),
 ]
 # what a snippet uses -> the optional module it needs (an extra: torch, onnx)
-NEEDS = [(re.compile(r"\.pt\b|^\s*(?:import|from) (?:torch|safetensors\.torch)\b", re.M), "torch"),
+NEEDS = [(re.compile(r"\.pt\b|^\s*(?:import|from) [^\n]*\b(?:torch|safetensors\.torch)\b|"
+                     r"interop\.torch", re.M), "torch"),
          (re.compile(r"\.onnx\b|onnxruntime"), "onnxruntime")]
 
 
@@ -173,7 +174,9 @@ def run_page(page: Path, seed_dir: Path, work: Path) -> tuple[list[str], list[st
         result = run_snippet(snippet, work, env, before)
         if snippet.lang == "python":
             python = before + snippet.code
-        if result.returncode != 0:
+        if result.returncode != 0 and skipped:  # it may need what a skipped block made
+            skipped.append(f"{page.name}:{snippet.line}: follows a skipped block")
+        elif result.returncode != 0:
             failures.append(f"{page.name}:{snippet.line} ({snippet.lang}) exited "
                             f"{result.returncode}:\n{snippet.code}--- stderr:\n"
                             f"{result.stderr[-2000:]}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from torch_oracle import torch_loss_and_grads
 
 import charlstm
 from charlstm import ModelConfig, engine, fast, model, pool, session
@@ -189,12 +188,12 @@ def test_gradients_with_two_workers_match_finite_differences(fast_settings, cell
 
 
 @pytest.mark.parametrize("cell,padded", CASES)
-def test_two_workers_match_torch_autograd(fast_settings, cell, padded):
+def test_two_workers_match_torch_autograd(fast_settings, torch_oracle, cell, padded):
     fast_settings(pad_block=16 if padded else 0)
     config, params, x, y, state, _ = _problem(cell, np.float64, B=5, L=2, seed=4)
     loss, grads, final, dstate0, _ = engine.loss_and_grads(params, config, x, y, state,
                                                            threads=2)
-    theirs = torch_loss_and_grads(params, cell, config.num_layers, x, y, state)
+    theirs = torch_oracle.torch_loss_and_grads(params, cell, config.num_layers, x, y, state)
     assert loss == pytest.approx(theirs[0], rel=1e-10)
     for name in params:
         np.testing.assert_allclose(grads[name], theirs[3][name], rtol=1e-9, atol=1e-10,
