@@ -284,7 +284,7 @@ def test_info_prints_a_table_and_json(tmp_path, charlstm_cli):
                                         "rng": {"dropout": {"state": 5}}}, cell="gru")
     rc, out, _ = charlstm_cli("info", path)
     assert rc == 0
-    assert f"{model.num_params():,} (float64)" in out
+    assert f"{model.num_params:,} (float64)" in out
     assert "GRU, 2 layers x 8 hidden" in out
     assert f"{len(VOCAB)} characters" in out
     assert re.search(r"^step +1234$", out, re.M)
@@ -292,7 +292,7 @@ def test_info_prints_a_table_and_json(tmp_path, charlstm_cli):
     assert "saved (random streams" in out
     rc, out, _ = charlstm_cli("info", path, "--json")
     info = json.loads(out)
-    assert info["parameters"] == model.num_params() and info["vocab"] == "".join(VOCAB.chars)
+    assert info["parameters"] == model.num_params and info["vocab"] == "".join(VOCAB.chars)
     assert info["config"]["cell"] == "gru" and info["meta"]["step"] == 1234
 
 
