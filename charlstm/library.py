@@ -110,17 +110,19 @@ def say_start(start: Start) -> None:
          f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
          f"{describe_dropouts(mc.to_dict())}, {n_params:,} parameters, float32\n"
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
-         f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
-         f"  stop   {_describe_stop(cfg)}")
+         f"{cfg.warmup_steps}), clip {cfg.clip:g}{describe_regularisation(cfg)}\n"
+         f"  stop   {describe_stop(cfg)}")
 
 
-def _describe_regularisation(cfg: TrainConfig) -> str:
+def describe_regularisation(cfg: TrainConfig) -> str:
+    """", AR 1, TAR 2, weight EMA 0.999" for the regularisers that are set, else ""."""
     parts = [f"{flag} {value:g}" for flag, value in
              (("AR", cfg.ar), ("TAR", cfg.tar), ("weight EMA", cfg.ema_decay)) if value]
     return ", " + ", ".join(parts) if parts else ""
 
 
-def _describe_stop(cfg: TrainConfig) -> str:
+def describe_stop(cfg: TrainConfig) -> str:
+    """The run's stopping limits in words, and how to stop it early."""
     parts = []
     if cfg.max_steps is not None:
         parts.append(f"{cfg.max_steps} steps")
