@@ -37,3 +37,10 @@ def test_every_package_data_pattern_names_files():
     for package, patterns in setuptools_config()["package-data"].items():
         for pattern in patterns:
             assert list((ROOT / package.replace(".", "/")).glob(pattern)), pattern
+
+
+def test_an_editable_install_puts_the_repository_on_sys_path():
+    """package-dir {"": "."} makes setuptools' editable install a .pth entry for this
+    folder (its flat-layout fallback is a finder that a folder named charlstm in the
+    working directory, such as a clone seen from its parent, takes precedence over)."""
+    assert setuptools_config()["package-dir"] == {"": "."}
