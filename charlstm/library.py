@@ -68,6 +68,9 @@ def train(*, preset: str | None = None, resume=None, force: bool = False,
     if resume is not None:
         if preset is not None or force:
             raise ValueError("resume= takes the run's own settings: drop preset=/force=")
+        for key in ("out", "init_from"):
+            if key in settings:
+                raise ValueError(f"resume= names the run and continues it: drop {key}=")
         outcome = resume_training(resume, settings, say=say, on_start=on_start)
     else:
         merged = {**(load_preset(preset) if preset is not None else {}), **settings}

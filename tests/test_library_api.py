@@ -5,6 +5,7 @@ README's snippet run as a fresh script."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -308,6 +309,29 @@ def test_train_takes_a_preset_and_resumes(run_dir, tmp_path):
     assert model.meta["step"] == 4 and model.train_config.ema_decay == preset["ema_decay"]
     with pytest.raises(ValueError, match="drop preset="):
         charlstm.train(resume=str(out), preset="small", max_steps=5)
+    with pytest.raises(ValueError, match="drop out="):
+        charlstm.train(resume=str(out), out=str(tmp_path / "x"), max_steps=5)
+
+
+def test_an_interrupted_train_raises_keyboard_interrupt_saying_how_to_resume(
+        tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) saves the run and ends train() as Ctrl-C ends Python code."""
+    trainer = sys.modules["charlstm.train"]  # the module; charlstm.train is the function
+    real_step = trainer.train_step
+
+    def step_then_signal(run, batches, lr):
+        result = real_step(run, batches, lr)
+        if run.step == 2:
+            signal.raise_signal(signal.SIGINT)  # caught by the trainer: it saves and stops
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_signal)
+    (tmp_path / "t.txt").write_text(TEXT)
+    with pytest.raises(KeyboardInterrupt, match=r"continue with charlstm.train\(resume="):
+        charlstm.train(data=str(tmp_path / "t.txt"), out=str(tmp_path / "run"), **TINY_RUN)
+    monkeypatch.undo()
+    model = charlstm.train(resume=str(tmp_path / "run"))
+    assert model.meta["step"] == TINY_RUN["max_steps"]
 
 
 @pytest.mark.parametrize("settings, message", [
