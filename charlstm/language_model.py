@@ -9,7 +9,9 @@ Shape legend: T time, B batch, V vocab, H hidden, L layers, N characters of a te
 `generate` gives exactly the text `charlstm sample` prints for the same arguments (the
 CLI adds a final newline when the text does not end with one): both draw through
 `charlstm.sample.sample_text`. `generate_many` draws several samples side by side, as
-`charlstm sample --num-samples N` does. `LanguageModel` is a
+`charlstm sample --num-samples N` does; `stop=` ends a text before a stop string
+(sample.until_stop). `next_char_probs` and `surprisal` say what the model expects
+character by character, through the forward `evaluate` uses. `LanguageModel` is a
 `CharLSTM`, so `forward` and `loss_and_grads` work on it too.
 """
 
@@ -31,6 +33,7 @@ from .network import CharLSTM
 from .runs import resolve_checkpoint
 from .sample import (
     check_sampling_args,
+    check_stop,
     encode_prime,
     numpy_step_fn,
     probabilities,
@@ -38,6 +41,7 @@ from .sample import (
     sample_text,
     sample_texts,
     stream_rng,
+    until_stop,
 )
 from .text import Vocab, list_chars
 
@@ -274,37 +278,6 @@ def check_unknown(unknown: str) -> str:
     if unknown not in ("error", "skip"):
         raise ValueError(f'unknown must be "error" or "skip", got {unknown!r}')
     return unknown
-
-
-def check_stop(stop) -> tuple[str, ...]:
-    """The stop strings of generate's stop= (None, a string, or strings), none empty."""
-    stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
-    if not all(isinstance(s, str) and s for s in stops):
-        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
-    return stops
-
-
-def until_stop(chars: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
-    """chars, one at a time, up to (not including) the first of stops they contain.
-
-    A tail that could begin a stop string is held back until it cannot; the chars are
-    consumed no further than the end of the first stop string, so drawing stops there.
-    """
-    if not stops:
-        yield from chars
-        return
-    held = ""
-    for c in chars:
-        held += c
-        found = [held.find(s) for s in stops if s in held]
-        if found:
-            yield from held[:min(found)]
-            return
-        keep = max((k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])),
-                   default=0)
-        yield from held[:len(held) - keep]
-        held = held[len(held) - keep:]
-    yield from held
 
 
 def load(path) -> LanguageModel:

@@ -18,9 +18,8 @@ import charlstm
 from charlstm import cli
 from charlstm.checkpoint import load_checkpoint
 from charlstm.errors import UserError
-from charlstm.language_model import until_stop
 from charlstm.presets import load_preset
-from charlstm.sample import encode_prime
+from charlstm.sample import encode_prime, until_stop
 
 TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\n"
         "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n") * 12
