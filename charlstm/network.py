@@ -39,8 +39,14 @@ class CharLSTM:
             params = {n: np.asarray(params[n], dtype=self.dtype) for n in shapes}
         self.params = params
 
+    @property
     def num_params(self) -> int:
+        """The number of weights, every tensor in params (an attribute, like dtype)."""
         return sum(int(v.size) for v in self.params.values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r}, dtype={self.dtype}, " \
+               f"num_params={self.num_params:,})"
 
     def forward(self, x, state=None):
         """Evaluation-mode forward (no dropout). x: (T, B) ids -> logits (T, B, V), state.

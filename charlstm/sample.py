@@ -257,3 +257,34 @@ def encode_prime(vocab: Vocab | Sequence[str], prime: str | None, skip_unknown: 
         return np.array([vocab.index["\n"]]), ""
     i = int(np.random.default_rng(seed).integers(len(vocab)))
     return np.array([i]), vocab.chars[i]
+
+
+def check_stop(stop) -> tuple[str, ...]:
+    """The stop strings of generate's stop= (None, a string, or strings), none empty."""
+    stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    if not all(isinstance(s, str) and s for s in stops):
+        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+def until_stop(chars: Iterator[str], stops: tuple[str, ...]) -> Iterator[str]:
+    """chars, one at a time, up to (not including) the first of stops they contain.
+
+    A tail that could begin a stop string is held back until it cannot; the chars are
+    consumed no further than the end of the first stop string, so drawing stops there.
+    """
+    if not stops:
+        yield from chars
+        return
+    held = ""
+    for c in chars:
+        held += c
+        found = [held.find(s) for s in stops if s in held]
+        if found:
+            yield from held[:min(found)]
+            return
+        keep = max((k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])),
+                   default=0)
+        yield from held[:len(held) - keep]
+        held = held[len(held) - keep:]
+    yield from held

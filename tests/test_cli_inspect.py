@@ -282,9 +282,9 @@ def test_info_prints_a_table_and_json(tmp_path, charlstm_cli):
     path = tmp_path / "m.safetensors"
     model = make_checkpoint(path, meta={"step": 1234, "best_val_loss": 1.4697,
                                         "rng": {"dropout": {"state": 5}}}, cell="gru")
-    rc, out, _ = charlstm_cli("info", path)
+    rc, out, _ = charlstm_cli("info", path, "--verbose")
     assert rc == 0
-    assert f"{model.num_params():,} (float64)" in out
+    assert f"{model.num_params:,} (float64)" in out
     assert "GRU, 2 layers x 8 hidden" in out
     assert f"{len(VOCAB)} characters" in out
     assert re.search(r"^step +1234$", out, re.M)
@@ -292,7 +292,7 @@ def test_info_prints_a_table_and_json(tmp_path, charlstm_cli):
     assert "saved (random streams" in out
     rc, out, _ = charlstm_cli("info", path, "--json")
     info = json.loads(out)
-    assert info["parameters"] == model.num_params() and info["vocab"] == "".join(VOCAB.chars)
+    assert info["parameters"] == model.num_params and info["vocab"] == "".join(VOCAB.chars)
     assert info["config"]["cell"] == "gru" and info["meta"]["step"] == 1234
 
 
@@ -305,7 +305,7 @@ def test_info_shows_the_log_window_as_a_per_char_mean_and_never_overflows(tmp_pa
     make_checkpoint(path, meta={"step": 999, "log_window": window, "val_loss": 1000.0,
                                 "elapsed_s": 54.72421387199984,
                                 "cursor": {"epoch": 0, "window": 7}, "optimizer_step": 999})
-    rc, out, err = charlstm_cli("info", path)
+    rc, out, err = charlstm_cli("info", path, "-v")
     assert rc == 0, err
     assert re.search(r"^log_window +499 steps since the last log record, mean train loss "
                      r"2.5000 nats/char \(3.6067 bits/char, perplexity 12.182\)$", out, re.M)
@@ -314,6 +314,44 @@ def test_info_shows_the_log_window_as_a_per_char_mean_and_never_overflows(tmp_pa
     assert "cursor" not in out and "optimizer_step" not in out and "54.72" not in out
     rc, out, _ = charlstm_cli("info", path, "--json")  # --json keeps everything as saved
     assert json.loads(out)["meta"]["log_window"] == window
+
+
+def test_info_is_a_ten_line_summary_and_verbose_shows_the_rest(tmp_path, charlstm_cli):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcd efgh ijkl\n" * 60)
+    run = tmp_path / "run"
+    assert charlstm_cli("train", "--data", corpus, "--out", run, "--hidden-size", 8,
+                        "--seq-len", 8, "--batch-size", 4, "--max-steps", 4,
+                        "--eval-every", 2, "--ema-decay", 0.9)[0] == 0
+    rc, out, _ = charlstm_cli("info", run)
+    assert rc == 0
+    lines = out.splitlines()
+    assert len(lines) == 10
+    meta = json.loads(charlstm_cli("info", run, "--json")[1])["meta"]
+    best = f"{meta['best_val_loss']:.4f} nats/char"
+    for pattern in [rf"^checkpoint +{re.escape(str(run))}/best.safetensors \([\d.]+ MB, "
+                    r"charlstm-checkpoint v1, written by charlstm ",
+                    r"^model +LSTM, 1 layer x 8 hidden, no dropout",
+                    rf"^data +{re.escape(str(corpus))} \(last 0.1 held out",
+                    r"^trained +step 4 \(epoch 0\), 0:00:\d\d of training; limit 4 steps$",
+                    r"^settings +adam lr 0.004 \(cosine, warmup 50\), B=4 x T=8, clip 5, "
+                    r"weight EMA 0.9$",
+                    rf"^best val loss +{best} \(.* at step {meta['best_step']}$",
+                    r"^\(every setting: charlstm info .* --verbose; all of it as JSON: --json\)$"]:
+        assert re.search(pattern, out, re.M), pattern
+    assert "train_config" not in out and "rng" not in out
+    rc, verbose, _ = charlstm_cli("info", run, "--verbose")
+    assert re.search(r"^train_config.ema_decay +0.9$", verbose, re.M)
+    assert re.search(r"^data_sha256 +[0-9a-f]{64}$", verbose, re.M)
+    assert len(verbose.splitlines()) > 30
+    # a checkpoint with no training record (imported, or hand-made): the rows it has
+    path = tmp_path / "m.safetensors"
+    make_checkpoint(path)  # step 7 and best_val_loss 2.5, no training config
+    rc, out, _ = charlstm_cli("info", path)
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()] == [
+        "checkpoint", "model", "parameters", "vocab", "trained", "best", "(every"]
+    assert re.search(r"^trained +step 7$", out, re.M)
+    assert "not allowed with argument" in charlstm_cli("info", run, "--json", "-v")[2]
 
 
 # ----------------------------------------------------------------------------- plot

@@ -7,6 +7,7 @@ lost. In-process where possible; a subprocess only where a pipe or a signal need
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import signal
 import subprocess
@@ -17,9 +18,12 @@ import pytest
 from test_train_cli import TEXT, TINY
 
 from charlstm import cli, fsutil
-from charlstm import train as train_module
 from charlstm.checkpoint import load_checkpoint
 from charlstm.lockfile import run_dir_lock
+
+# charlstm.train is the library's train(); the trainer module is charlstm.train's entry in
+# sys.modules (`from charlstm.train import fit` works too)
+train_module = importlib.import_module("charlstm.train")
 
 
 @pytest.fixture

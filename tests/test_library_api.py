@@ -5,8 +5,10 @@ README's snippet run as a fresh script."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ import charlstm
 from charlstm import cli
 from charlstm.checkpoint import load_checkpoint
 from charlstm.errors import UserError
-from charlstm.sample import encode_prime
+from charlstm.presets import load_preset
+from charlstm.sample import encode_prime, until_stop
 
 TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\n"
         "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n") * 12
@@ -174,9 +177,10 @@ def test_the_readme_snippet_works_as_a_fresh_script(run_dir):
 
 
 def test_every_public_function_of_the_api_has_a_docstring():
-    api = [charlstm.load, charlstm.LanguageModel]
+    api = [charlstm.load, charlstm.train, charlstm.LanguageModel]
     api += [getattr(charlstm.LanguageModel, name) for name in
-            ("generate", "stream", "save", "evaluate", "encode", "decode", "checkpoint")]
+            ("generate", "stream", "generate_many", "save", "evaluate", "encode", "decode",
+             "checkpoint", "next_char_probs", "surprisal")]
     for obj in api:
         assert obj.__doc__ and len(obj.__doc__.strip()) > 20, obj
 
@@ -245,3 +249,217 @@ def test_library_arguments_are_checked_like_flags(call, name):
     model = charlstm.LanguageModel(config, ["A", "B", " "], charlstm.CharLSTM(config).params)
     with pytest.raises(ValueError, match=name):
         call(model)
+
+
+# ---------------------------------------------------------------- charlstm.train
+
+TINY_RUN = {"hidden_size": 16, "num_layers": 2, "seq_len": 8, "batch_size": 4,
+            "max_steps": 6, "eval_every": 3, "log_every": 3}
+
+
+def test_train_from_python_is_charlstm_train(run_dir, tmp_path, capsys):
+    """The same settings give the CLI's run bit for bit, in the run directory asked for,
+    silently; the model returned is the run's best checkpoint, loaded."""
+    capsys.readouterr()
+    model = charlstm.train(data=str(run_dir.parent.parent / "corpus.txt"),
+                           out=str(tmp_path / "lib"), **TINY_RUN)
+    assert capsys.readouterr() == ("", "")
+    assert isinstance(model, charlstm.LanguageModel)
+    assert model.path == tmp_path / "lib" / "best.safetensors"
+    cli_model = charlstm.load(run_dir)
+    for name, value in cli_model.params.items():
+        np.testing.assert_array_equal(model.params[name], value)
+    assert model.meta["step"] == cli_model.meta["step"]
+    assert model.train_config == replace(cli_model.train_config, out=str(tmp_path / "lib"))
+    assert {p.name for p in (tmp_path / "lib").iterdir()} >= {
+        "config.toml", "log.jsonl", "last.safetensors", "best.safetensors"}
+
+
+def test_train_with_progress_prints_what_the_cli_prints(run_dir, tmp_path, capsys,
+                                                        charlstm_cli):
+    data = str(run_dir.parent.parent / "corpus.txt")
+    charlstm.train(data=data, out=str(tmp_path / "lib"), progress=True, **TINY_RUN)
+    printed = capsys.readouterr().out
+    flags = [x for k, v in TINY_RUN.items() for x in ("--" + k.replace("_", "-"), v)]
+    cli_out = charlstm_cli.ok("train", "--data", data, "--out", tmp_path / "cli", *flags)
+
+    def same(text):  # timings and the run directory differ, the rest is the same text
+        text = text.replace(str(tmp_path / "lib"), "RUN").replace(str(tmp_path / "cli"), "RUN")
+        return re.sub(r"[\d.]+ ?(s|ms|min|steps/s|k?chars/s)\b", "T", text)
+
+    assert printed.startswith("charlstm: training into")
+    assert "charlstm: done at step 6: reached --max-steps 6" in printed
+    assert same(printed).splitlines()[:5] == same(cli_out).splitlines()[:5]
+    assert same(printed).splitlines()[-3:] == same(cli_out).splitlines()[-3:]
+
+
+def test_train_takes_a_preset_and_resumes(run_dir, tmp_path):
+    data = str(run_dir.parent.parent / "corpus.txt")
+    out = tmp_path / "small"
+    model = charlstm.train(preset="small", data=data, out=str(out), hidden_size=16,
+                           num_layers=1, seq_len=8, batch_size=4, max_steps=2)
+    preset = load_preset("small")
+    given = {"hidden_size", "num_layers", "seq_len", "batch_size", "max_steps"}
+    for key, value in preset.items():
+        if key not in given:
+            assert getattr(model.train_config, key) == value, key
+    assert model.meta["step"] == 2
+    model = charlstm.train(resume=str(out), max_steps=4)
+    assert model.meta["step"] == 4 and model.train_config.ema_decay == preset["ema_decay"]
+    with pytest.raises(ValueError, match="drop preset="):
+        charlstm.train(resume=str(out), preset="small", max_steps=5)
+    with pytest.raises(ValueError, match="drop out="):
+        charlstm.train(resume=str(out), out=str(tmp_path / "x"), max_steps=5)
+
+
+def test_an_interrupted_train_raises_keyboard_interrupt_saying_how_to_resume(
+        tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) saves the run and ends train() as Ctrl-C ends Python code."""
+    trainer = sys.modules["charlstm.train"]  # the module; charlstm.train is the function
+    real_step = trainer.train_step
+
+    def step_then_signal(run, batches, lr):
+        result = real_step(run, batches, lr)
+        if run.step == 2:
+            signal.raise_signal(signal.SIGINT)  # caught by the trainer: it saves and stops
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_signal)
+    (tmp_path / "t.txt").write_text(TEXT)
+    with pytest.raises(KeyboardInterrupt, match=r"continue with charlstm.train\(resume="):
+        charlstm.train(data=str(tmp_path / "t.txt"), out=str(tmp_path / "run"), **TINY_RUN)
+    monkeypatch.undo()
+    model = charlstm.train(resume=str(tmp_path / "run"))
+    assert model.meta["step"] == TINY_RUN["max_steps"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"hiden_size": 8}, "hiden_size \\(did you mean hidden_size\\?\\)"),
+    ({"lr": -1.0}, "lr"),
+    ({"cell": "transformer"}, "transformer"),
+])
+def test_train_refuses_a_bad_setting_before_writing_anything(tmp_path, settings, message):
+    (tmp_path / "t.txt").write_text(TEXT)
+    with pytest.raises(ValueError, match=message):
+        charlstm.train(data=str(tmp_path / "t.txt"), out=str(tmp_path / "run"),
+                       max_steps=1, **settings)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- unknown, probabilities
+
+def test_unknown_skip_leaves_out_what_the_cli_s_unknown_skip_does(run_dir, charlstm_cli,
+                                                                  tmp_path):
+    model = charlstm.load(run_dir)
+    args = {"length": 30, "seed": 4}
+    text = model.generate("ZROMEO:é", unknown="skip", **args)
+    assert text == model.generate("ROMEO:", **args)
+    assert charlstm_cli.ok("sample", run_dir, "--prime", "ZROMEO:é", "--unknown", "skip",
+                           "--length", 30, "--seed", 4) == text + "\n"
+    assert model.stream("Zé", length=3, seed=1, unknown="skip") is not None
+    assert model.generate_many(2, "ZROMEO:", unknown="skip", **args)[0] == text
+    assert list(model.encode("Zé Romeo", unknown="skip")) == list(model.encode(" Romeo"))
+    dirty = TEXT[:300].replace("a", "aZ")
+    assert model.evaluate(dirty, unknown="skip") == model.evaluate(TEXT[:300])
+    (tmp_path / "dirty.txt").write_text(dirty)
+    out = charlstm_cli.ok("eval", run_dir, "--data", tmp_path / "dirty.txt", "--unknown",
+                          "skip")
+    assert float(re.search(r"^loss +([\d.]+) nats/char", out, re.M)[1]) == pytest.approx(
+        model.evaluate(dirty, unknown="skip"), abs=1e-4)
+    assert model.surprisal(dirty, unknown="skip") == model.surprisal(TEXT[:300])
+    with pytest.raises(ValueError, match='pass unknown="skip"'):
+        model.evaluate(dirty)
+    with pytest.raises(ValueError, match='unknown must be "error" or "skip"'):
+        model.generate("R", length=2, unknown="ignore")
+
+
+def test_surprisal_is_the_loss_evaluate_reports_character_by_character(run_dir):
+    model = charlstm.load(run_dir)
+    text = TEXT[:400]
+    scored = model.surprisal(text)
+    assert [c for c, _ in scored] == list(text[1:])
+    bits = np.array([b for _, b in scored])
+    assert np.all(bits > 0)
+    assert bits.mean() * np.log(2) == pytest.approx(model.evaluate(text, batch_size=1),
+                                                    rel=1e-5)
+    assert [b for _, b in model.surprisal(text, seq_len=7)] == pytest.approx(bits, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 characters"):
+        model.surprisal("R")
+
+
+def test_next_char_probs_is_the_distribution_generate_draws_from(run_dir):
+    model = charlstm.load(run_dir)
+    probs = model.next_char_probs("ROMEO")
+    assert list(probs) == model.vocab.chars
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-12)
+    # the surprisal of ':' after "ROMEO" is -log2 of its probability
+    (_, bits), = model.surprisal("ROMEO:")[-1:]
+    assert -np.log2(probs[":"]) == pytest.approx(bits, rel=1e-5)
+    best = max(probs, key=probs.get)
+    assert model.next_char_probs("ROMEO", temperature=0)[best] == 1.0
+    assert model.generate("ROMEO", length=1, temperature=0) == "ROMEO" + best
+    top2 = model.next_char_probs("ROMEO", top_k=2)
+    assert sum(p > 0 for p in top2.values()) == 2
+    # "" is the start of a line, as for generate
+    assert model.next_char_probs("") == pytest.approx(model.next_char_probs("\n"))
+    with pytest.raises(ValueError, match="temperature"):
+        model.next_char_probs("R", temperature=-1)
+
+
+# ---------------------------------------------------------------- stop strings
+
+def test_generate_stops_before_the_stop_string(run_dir):
+    model = charlstm.load(run_dir)
+    args = {"prime": "ROMEO:", "length": 300, "temperature": 1.0, "seed": 9}
+    full = model.generate(**args)
+    drawn = full[len("ROMEO:"):]
+    stop = drawn[40:43]
+    expected = "ROMEO:" + drawn[:drawn.find(stop)]
+    assert model.generate(**args, stop=stop) == expected
+    assert model.generate(**args, stop=[stop, "\x00never"]) == expected
+    pieces = list(model.stream(**args, stop=stop))
+    assert "".join(pieces) == expected and all(len(p) == 1 for p in pieces[1:])
+    assert model.generate_many(2, **args, stop=stop)[0] == expected
+    assert model.generate(**args, stop="\x00never") == full
+    assert model.generate(**args, stop="ROMEO") != "ROMEO:"  # the prime is not searched
+    for bad in ("", [""], [3]):
+        with pytest.raises(ValueError, match="stop must be"):
+            model.generate("R", length=3, stop=bad)
+
+
+@pytest.mark.parametrize("chars, stops, expected", [
+    ("abcabd", ("abd",), "abc"),
+    ("aaab", ("aab",), "a"),
+    ("xyz", ("z", "yz"), "x"),
+    ("xyzw", ("q",), "xyzw"),
+    ("ab", ("abc",), "ab"),  # a held tail that never completes is given back
+])
+def test_until_stop_cuts_at_the_first_stop_string(chars, stops, expected):
+    assert "".join(until_stop(iter(chars), stops)) == expected
+
+
+def test_until_stop_draws_no_further_than_the_stop():
+    drawn = []
+
+    def chars():
+        for c in "ab--cd":
+            drawn.append(c)
+            yield c
+
+    assert "".join(until_stop(chars(), ("--",))) == "ab"
+    assert drawn == list("ab--")
+
+
+# ---------------------------------------------------------------- reprs and attributes
+
+def test_reprs_say_what_a_model_is_and_num_params_is_an_attribute(run_dir):
+    model = charlstm.load(run_dir)
+    n = sum(int(v.size) for v in model.params.values())
+    assert model.num_params == n
+    text = repr(model)
+    assert text.startswith("LanguageModel(LSTM 2x16, vocab ")
+    assert f"{n:,} parameters, float32, step " in text
+    assert "best.safetensors" in text and "val_loss" in text
+    fresh = charlstm.CharLSTM(charlstm.ModelConfig(vocab_size=5, hidden_size=4))
+    assert repr(fresh) == (f"CharLSTM({fresh.config!r}, dtype=float32, "
+                           f"num_params={fresh.num_params:,})")

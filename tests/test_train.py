@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import signal
@@ -10,13 +11,16 @@ import numpy as np
 import pytest
 
 from charlstm import ModelConfig, layers, run_state, session
-from charlstm import train as tr
 from charlstm.checkpoint import load_checkpoint
 from charlstm.config import TrainConfig, dump_toml, load_toml
 from charlstm.evaluate import evaluate
 from charlstm.model import init_params
 from charlstm.runs import resolve_paths
 from charlstm.schedules import horizon_steps, learning_rate
+
+# charlstm.train is the library's train(); the trainer module is charlstm.train's entry in
+# sys.modules (`from charlstm.train import fit` works too)
+tr = importlib.import_module("charlstm.train")
 
 # A 125-character corpus: with B=2, T=8 an epoch is 6 windows, so a 16-step run wraps twice.
 TEXT = ("To be, or not to be, that is the question: whether 'tis nobler in the mind "

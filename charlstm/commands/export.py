@@ -47,7 +47,7 @@ def export_weights(args, out: Path) -> int:
     check_writable(out, args.force)
     model = load(args.checkpoint)
     model.save(out)
-    print(f"wrote {out} (charlstm checkpoint, weights only: {model.num_params():,} "
+    print(f"wrote {out} (charlstm checkpoint, weights only: {model.num_params:,} "
           f"parameters, {out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -1,28 +1,40 @@
-"""`charlstm info CHECKPOINT`: what a checkpoint holds, without running it."""
+"""`charlstm info CHECKPOINT`: what a checkpoint holds, without running it.
+
+By default a summary of about ten lines (the model, its data, how it was trained, its
+losses); --verbose adds every setting and piece of metadata, --json gives all of it as
+one JSON object, the exact-resume bookkeeping included.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 
 from safetensors import safe_open
 
 from ..checkpoint import load_checkpoint
 from ..config import describe_dropouts
+from ..language_model import training_config
 from ..layers import LN2
+from ..library import describe_regularisation, describe_stop
 from ..progress import format_duration
 from ..runs import resolve_checkpoint
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint",
-                       description="Print a checkpoint's model config, vocabulary, parameter "
-                       "count, training step, validation loss and other metadata. A run "
+                       description="Print a summary of a checkpoint: model, parameter count, "
+                       "vocabulary, data, training step and settings, validation losses. "
+                       "--verbose adds every setting and piece of metadata. A run "
                        "directory means its best.safetensors, else its last.safetensors.")
     p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory or a .safetensors checkpoint")
-    p.add_argument("--json", action="store_true",
-                   help="print everything as one JSON object instead of a table")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--verbose", "-v", action="store_true",
+                       help="print every setting and piece of metadata, not the summary")
+    shown.add_argument("--json", action="store_true",
+                       help="print everything as one JSON object instead of a table")
     p.set_defaults(run=run)
 
 
@@ -118,11 +130,50 @@ def run(args) -> int:
         ("parameters", f"{info['parameters']:,} ({info['dtype']})"),
         ("vocab", f"{info['vocab_size']} characters: {_shorten(info['vocab'])}"),
     ]
-    if info["other_tensors"]:
-        rows.append(("other tensors", f"{len(info['other_tensors'])} (optimizer state, "
-                     "carried hidden state, ...)"))
-    rows += _meta_lines(info["meta"])
+    if not args.verbose:
+        rows = _summary(rows, info)
+    else:
+        if info["other_tensors"]:
+            rows.append(("other tensors", f"{len(info['other_tensors'])} (optimizer state, "
+                         "carried hidden state, ...)"))
+        rows += _meta_lines(info["meta"])
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if not args.verbose:
+        print(f"(every setting: charlstm info {shlex.quote(str(args.checkpoint))} --verbose; "
+              "all of it as JSON: --json)")
     return 0
+
+
+def _summary(rows: list[tuple[str, str]], info: dict) -> list[tuple[str, str]]:
+    """The default table: the rows every checkpoint has (the format folded into the
+    checkpoint row), then what a reader asks first of a trained one: its data, how far
+    and how it was trained, and its losses. Rows a checkpoint lacks are left out."""
+    (_, path), (_, fmt), *rows = rows
+    rows = [("checkpoint", f"{path[:-1]}, {fmt})"), *rows]
+    meta, config = info["meta"], training_config(info["meta"])
+    if config is not None:
+        rows.append(("data", f"{config.data} (last {config.val_frac:g} held out for "
+                             "validation)"))
+    if isinstance(meta.get("step"), int):
+        done = f"step {meta['step']}"
+        if isinstance(meta.get("epoch"), int | float):
+            done += f" (epoch {meta['epoch']:g})"
+        if isinstance(meta.get("elapsed_s"), int | float):
+            done += f", {format_duration(meta['elapsed_s'])} of training"
+        if config is not None:
+            done += f"; limit {describe_stop(config).split(';')[0]}"
+        rows.append(("trained", done))
+    if config is not None:
+        rows.append(("settings", f"{config.optimizer} lr {config.lr:g} ({config.lr_schedule}, "
+                                 f"warmup {config.warmup_steps}), B={config.batch_size} x "
+                                 f"T={config.seq_len}, clip {config.clip:g}"
+                                 f"{describe_regularisation(config)}"))
+    if "val_loss" in meta:
+        rows.append(("val loss", _loss_text(meta["val_loss"])))
+    if "best_val_loss" in meta:
+        at = meta.get("best_step")
+        rows.append(("best val loss", _loss_text(meta["best_val_loss"])
+                     + (f" at step {at}" if isinstance(at, int) else "")))
+    return rows

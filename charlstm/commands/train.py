@@ -9,30 +9,24 @@ shadows the file.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..cells import CELLS, get_cell
-from ..config import ENCODING_ERRORS, TrainConfig, describe_dropouts, load_toml, name_flag
+from ..cells import CELLS
+from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
 from ..errors import UserError
-from ..finetune import init_settings, load_init
-from ..layers import LN2
-from ..optim import OPTIMIZERS, get_optimizer
+from ..library import resolve_config, say_start, summary
+from ..optim import OPTIMIZERS
 from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
-from ..schedules import SCHEDULES, describe, get_schedule
-from ..session import DEFAULT_TIME_BUDGET, Start, resume_training, start_training
+from ..schedules import SCHEDULES, describe
+from ..session import DEFAULT_TIME_BUDGET, resume_training, start_training
 from .argtypes import unchecked
 
 DEFAULTS = TrainConfig()
 KEYS = [f.name for f in fields(TrainConfig)]
-# The registry names a TrainConfig holds but does not check (config imports no registry),
-# looked up here as the run will look them up, so that a bad one in a --config file or a
-# preset is one line before a run directory is written (flags are argparse choices).
-LOOKUPS = {"cell": get_cell, "optimizer": get_optimizer, "lr_schedule": get_schedule}
 
 
 def _add(group, key: str, help: str, **kwargs) -> None:
@@ -157,7 +151,7 @@ def run(args) -> int:
         if "init_from" in given:
             raise UserError("--resume continues a run, --init-from starts a new one from "
                             "its weights: give one of them")
-        outcome = resume_training(args.resume, given, say=echo, on_start=_say_start)
+        outcome = resume_training(args.resume, given, say=echo, on_start=say_start)
     else:
         settings = load_preset(args.preset) if args.preset is not None else {}
         if args.config is not None:
@@ -168,12 +162,8 @@ def run(args) -> int:
         settings.update(given)
         if "out" not in given:
             check_config_out(settings.get("out"), args.config, args.force)
-        if settings.get("init_from"):
-            settings = init_settings(settings, load_init(settings["init_from"]))
         try:
-            config = TrainConfig.from_dict(settings)
-            for key, lookup in LOOKUPS.items():
-                lookup(getattr(config, key))
+            config = resolve_config(settings)
         except (ValueError, TypeError) as e:
             message = name_flag(str(e), given)
             where = f" (in {args.config})" if args.config and message == str(e) else ""
@@ -184,55 +174,8 @@ def run(args) -> int:
                   "or more to use it, or --locked-dropout, which acts on every layer's "
                   "output", file=sys.stderr)
         outcome = start_training(config, force=args.force, say=echo,
-                                 on_start=_say_start)
+                                 on_start=say_start)
     if outcome.interrupted:
         return 130
-    summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
-    if outcome.val_loss is not None:
-        summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
-                    f"({outcome.val_loss / LN2:.3f} bpc)")
-    if outcome.best_val is not None:
-        summary += f", best {outcome.best_val:.4f}"
-    run_dir = shlex.quote(str(outcome.out_dir))
-    files = ", ".join(n for n in (LAST, BEST) if (outcome.out_dir / n).exists())
-    print(f"{summary}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
-          f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
-          flush=True)
+    print(summary(outcome), flush=True)
     return 0
-
-
-def _say_start(start: Start) -> None:
-    """The header a run prints before its first step: data, model, optimiser, stop."""
-    run, corpus, batches, path, resumed = start
-    cfg, mc = run.config, run.model_config
-    n_params = sum(int(p.size) for p in run.params.values())
-    how = f"resuming {cfg.out} at step {run.step}" if resumed else f"training into {cfg.out}"
-    if cfg.init_from and not resumed:
-        how += f", starting from the weights of {cfg.init_from}"
-    echo(f"charlstm: {how}\n"
-         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
-         f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
-         f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
-         f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
-         f"{describe_dropouts(mc.to_dict())}, {n_params:,} parameters, float32\n"
-         f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
-         f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
-         f"  stop   {_describe_stop(cfg)}")
-
-
-def _describe_regularisation(cfg: TrainConfig) -> str:
-    parts = [f"{flag} {value:g}" for flag, value in
-             (("AR", cfg.ar), ("TAR", cfg.tar), ("weight EMA", cfg.ema_decay)) if value]
-    return ", " + ", ".join(parts) if parts else ""
-
-
-def _describe_stop(cfg: TrainConfig) -> str:
-    parts = []
-    if cfg.max_steps is not None:
-        parts.append(f"{cfg.max_steps} steps")
-    if cfg.epochs is not None:
-        parts.append(f"{cfg.epochs:g} epochs")
-    if cfg.time_budget is not None:
-        parts.append(f"{cfg.time_budget:g} min")
-    first = ", whichever comes first" if len(parts) > 1 else ""
-    return " or ".join(parts) + first + "; Ctrl-C saves and stops"
