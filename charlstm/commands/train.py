@@ -14,10 +14,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .. import fast
 from ..cells import CELLS, get_cell
 from ..config import ENCODING_ERRORS, TrainConfig, describe_dropouts, load_toml, name_flag
 from ..errors import UserError
 from ..finetune import init_settings, load_init
+from ..guidance import kernels_cold, plain
 from ..layers import LN2
 from ..optim import OPTIMIZERS, get_optimizer
 from ..presets import PRESETS, load_preset
@@ -25,7 +27,7 @@ from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe, get_schedule
 from ..session import DEFAULT_TIME_BUDGET, Start, resume_training, start_training
-from .argtypes import unchecked
+from .argtypes import relative, unchecked
 
 DEFAULTS = TrainConfig()
 KEYS = [f.name for f in fields(TrainConfig)]
@@ -121,10 +123,13 @@ def register(sub) -> None:
          choices=ENCODING_ERRORS)
     s = p.add_argument_group(
         "stopping", f"the first limit reached stops; with none, --time-budget "
-        f"{DEFAULT_TIME_BUDGET:g}")
-    _add(s, "max_steps", "total optimizer steps", type=unchecked(int), metavar="N")
-    _add(s, "epochs", "passes over the training text", type=unchecked(float), metavar="E")
-    _add(s, "time_budget", "minutes of training", type=unchecked(float), metavar="MIN")
+        f"{DEFAULT_TIME_BUDGET:g}. With --resume, +N means N more than the run has done "
+        "(--max-steps +2000, --time-budget +10)")
+    _add(s, "max_steps", "total optimizer steps", type=relative(int), metavar="N")
+    _add(s, "epochs", "passes over the training text", type=relative(float), metavar="E")
+    _add(s, "time_budget", "minutes of training", type=relative(float), metavar="MIN")
+    _add(s, "patience", "stop after N validation passes without a new best validation "
+         "loss (early stopping; 0 = off)", type=unchecked(int), metavar="N")
     w = p.add_argument_group("output")
     _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
     _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
@@ -165,7 +170,7 @@ def run(args) -> int:
                 settings.update(load_toml(args.config))
             except ValueError as e:
                 raise UserError(str(e)) from None
-        settings.update(given)
+        settings.update({k: plain(v) for k, v in given.items()})  # a new run is at 0
         if "out" not in given:
             check_config_out(settings.get("out"), args.config, args.force)
         if settings.get("init_from"):
@@ -191,14 +196,25 @@ def run(args) -> int:
     if outcome.val_loss is not None:
         summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
                     f"({outcome.val_loss / LN2:.3f} bpc)")
-    if outcome.best_val is not None:
-        summary += f", best {outcome.best_val:.4f}"
+    summary += _describe_best(outcome)
     run_dir = shlex.quote(str(outcome.out_dir))
     files = ", ".join(n for n in (LAST, BEST) if (outcome.out_dir / n).exists())
     print(f"{summary}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
           f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
           flush=True)
     return 0
+
+
+def _describe_best(outcome) -> str:
+    """', best 1.6994 at step 2500 (the last is 0.1171 above it)', or ''."""
+    if outcome.best_val is None:
+        return ""
+    text = f", best {outcome.best_val:.4f}"
+    if outcome.best_step is not None:
+        text += f" at step {outcome.best_step}"
+    if outcome.val_loss is not None and outcome.val_loss > outcome.best_val:
+        text += f" (the last is {outcome.val_loss - outcome.best_val:.4f} above it)"
+    return text
 
 
 def _say_start(start: Start) -> None:
@@ -218,6 +234,10 @@ def _say_start(start: Start) -> None:
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
          f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
          f"  stop   {_describe_stop(cfg)}")
+    if fast.current().numba and fast.settings.available("lstm_kernels") and kernels_cold(
+            Path(fast.settings.__file__).with_name("lstm_kernels.py")):
+        echo("charlstm: compiling the fast kernels before the first step (once: later runs "
+             "reuse them; about 10-30 s, counted in --time-budget)...")
 
 
 def _describe_regularisation(cfg: TrainConfig) -> str:
@@ -234,5 +254,7 @@ def _describe_stop(cfg: TrainConfig) -> str:
         parts.append(f"{cfg.epochs:g} epochs")
     if cfg.time_budget is not None:
         parts.append(f"{cfg.time_budget:g} min")
+    if cfg.patience:
+        parts.append(f"{cfg.patience} evaluations without a new best")
     first = ", whichever comes first" if len(parts) > 1 else ""
     return " or ".join(parts) + first + "; Ctrl-C saves and stops"
