@@ -40,8 +40,13 @@ def resolve_more(overrides: dict, step: int, elapsed_s: float, windows_per_epoch
     elapsed_s seconds of training (epochs done: step / windows_per_epoch)."""
     now = {"max_steps": step, "time_budget": elapsed_s / 60.0,
            "epochs": step / windows_per_epoch}
-    return {k: (now[k] + v.amount if isinstance(v, More) else v)
-            for k, v in overrides.items()}
+    resolved = {k: (now[k] + v.amount if isinstance(v, More) else v)
+                for k, v in overrides.items()}
+    if isinstance(overrides.get("epochs"), More):  # E more epochs: exactly E's steps more
+        target = step + math.ceil(overrides["epochs"].amount * windows_per_epoch - 1e-9)
+        while math.ceil(resolved["epochs"] * windows_per_epoch) > target:  # float rounding
+            resolved["epochs"] = math.nextafter(resolved["epochs"], 0.0)
+    return resolved
 
 
 def plateau_notice(best_val: float, best_step: int, evals: int, patience: int) -> str:
@@ -62,9 +67,7 @@ def finished_message(out, step: int, elapsed_s: float, epochs_done: float,
     true_reason: why the run stopped under its own settings (None: it had not); reached:
     the setting the resumed config has already reached; given: the stopping flags given.
     """
-    at = (f"it is at step {step} after {elapsed_s / 60:.2f} min of training "
-          f"({epochs_done:.4g} epochs)")
-    why = f"it stopped because it {true_reason}" if true_reason else None
+    at = f"at step {step} after {elapsed_s / 60:.2f} min ({epochs_done:.4g} epochs) of training"
     if reached == "patience":
         fix = f"--patience {patience + 1} or more, or --patience 0 to turn early stopping off"
     elif reached in given:
@@ -74,12 +77,14 @@ def finished_message(out, step: int, elapsed_s: float, epochs_done: float,
                "epochs": f"--epochs above {_up(epochs_done)} (or --epochs +E: E more "
                          "epochs)"}[reached]
         flag = "--" + reached.replace("_", "-")
-        return (f"charlstm: {out} has already reached {flag} {given[reached]}: {at}"
-                f"{'; ' + why if why else ''}. To train further pass {fix}")
+        had = f"; it had stopped: {true_reason}" if true_reason else ""
+        return (f"charlstm: {out} has already reached {flag} {given[reached]}: it is {at}"
+                f"{had}. To train further pass {fix}")
     else:
         fix = ("a new limit: --max-steps +N (N more steps), --time-budget +MIN or --epochs "
                "+E (it replaces the run's limits)")
-    return f"charlstm: {out} is already finished: {why or at}. To train further pass {fix}"
+    why = true_reason or f"no new best validation loss in {patience} evaluations"
+    return f"charlstm: {out} is already finished ({why}, {at}). To train further pass {fix}"
 
 
 def _up(value: float) -> str:

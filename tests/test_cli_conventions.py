@@ -90,7 +90,7 @@ def test_a_run_finished_on_its_time_budget_trains_on_to_a_raised_max_steps(
     # no new limit: still finished, and the message says what to give
     rc, out, _ = charlstm_cli("train", "--resume", run)
     assert rc == 0 and "already finished" in out and "pass a new limit" in out
-    assert "it stopped because it reached --time-budget 1e-06 min" in out
+    assert "finished (reached --time-budget 1e-06 min, at step" in out
     rc, out, err = charlstm_cli("train", "--resume", run, "--max-steps", step + 5)
     assert rc == 0, err
     assert f"done at step {step + 5}: reached --max-steps {step + 5}" in out
