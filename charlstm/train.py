@@ -152,8 +152,8 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
         if run.pending_eval:  # the validation pass a signal cut short, as if never cut
             run.pending_eval = False
             val_loss = _validate(run, val_ids, out_dir, progress)
-            _judge(run, progress)
             _log(run, batches, val_loss, log, progress)
+            _judge(run, progress)
         # stop() first: a signal during the last step is an interruption, not the end
         while not stop() and not (reason := _stop_reason(run, horizon, budget_s)):
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
@@ -178,9 +178,10 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                 if val_loss is None:  # cut short by a signal: redone first on resume
                     run.pending_eval = True
                     continue
-                _judge(run, progress)
             if last or run.step % cfg.log_every == 0 or val_loss is not None:
                 _log(run, batches, val_loss, log, progress)
+            if val_loss is not None:
+                _judge(run, progress)  # after the line it is about
             if not last and run.step % cfg.checkpoint_every == 0:
                 save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
         save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
