@@ -94,11 +94,12 @@ def _up(value: float) -> str:
 
 def kernels_cold(kernel_file: Path, environ=os.environ) -> bool:
     """Whether numba has no cached compilation of kernel_file's kernels: it looks for
-    numba's index files (*.nbi) where numba keeps them, beside the source in __pycache__
-    or under NUMBA_CACHE_DIR or ~/.cache/numba (where numba goes when the package's
-    folder is read-only). A stale index (an edited source) reads as warm."""
-    stem = kernel_file.stem
-    places = [kernel_file.parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    numba's index files (*.nbi) where numba keeps them: under NUMBA_CACHE_DIR when that
+    is set, else beside the source in __pycache__ or, where the package's folder is
+    read-only, under ~/.cache/numba. A stale index (an edited source) reads as warm."""
     if environ.get("NUMBA_CACHE_DIR"):
-        places.append(Path(environ["NUMBA_CACHE_DIR"]))
-    return not any(next(iter(p.rglob(f"{stem}.*.nbi")), None) for p in places if p.is_dir())
+        places = [Path(environ["NUMBA_CACHE_DIR"])]
+    else:
+        places = [kernel_file.parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    pattern = f"{kernel_file.stem}.*.nbi"
+    return not any(next(iter(p.rglob(pattern)), None) for p in places if p.is_dir())

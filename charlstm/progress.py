@@ -85,9 +85,9 @@ class Progress:
         self.plain = self.bar is None or not sys.stdout.isatty()
 
     def _describe(self, step: int, elapsed: float) -> None:
-        text = clock_text(elapsed, self.budget_s)
-        self.bar.set_description_str(f"{text}, step {step}" if self.by_time else text,
-                                     refresh=False)
+        text = (f"{clock_text(elapsed, self.budget_s)}, step {step}" if self.by_time
+                else format_duration(elapsed))  # tqdm's own ETA follows it
+        self.bar.set_description_str(text, refresh=False)
 
     def update(self, elapsed: float | None = None) -> None:
         """One step done; elapsed: the run's clock after it (None: not shown)."""

@@ -180,11 +180,10 @@ def test_kernels_cold_reads_numbas_index_files(tmp_path, monkeypatch):
     assert not kernels_cold(source)
     elsewhere = tmp_path / "cache/deep/dir"
     elsewhere.mkdir(parents=True)
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
-    other = tmp_path / "other/lstm_kernels.py"
-    assert kernels_cold(other)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))  # numba looks only there
+    assert kernels_cold(source)
     (elsewhere / "lstm_kernels.g-9.py311.nbi").touch()
-    assert not kernels_cold(other)
+    assert not kernels_cold(source)
 
 
 @pytest.mark.parametrize("cold", [True, False])

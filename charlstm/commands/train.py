@@ -236,8 +236,9 @@ def _say_start(start: Start) -> None:
          f"  stop   {_describe_stop(cfg)}")
     if fast.current().numba and fast.settings.available("lstm_kernels") and kernels_cold(
             Path(fast.settings.__file__).with_name("lstm_kernels.py")):
+        counted = ", counted in --time-budget" if cfg.time_budget else ""
         echo("charlstm: compiling the fast kernels before the first step (once: later runs "
-             "reuse them; about 10-30 s, counted in --time-budget)...")
+             f"reuse them; about 10-30 s{counted})...")
 
 
 def _describe_regularisation(cfg: TrainConfig) -> str:
