@@ -42,6 +42,8 @@ def resolve_more(overrides: dict, step: int, elapsed_s: float, windows_per_epoch
            "epochs": step / windows_per_epoch}
     resolved = {k: (now[k] + v.amount if isinstance(v, More) else v)
                 for k, v in overrides.items()}
+    if isinstance(overrides.get("time_budget"), More):  # to 0.06 s: a readable header
+        resolved["time_budget"] = round(resolved["time_budget"], 3)
     if isinstance(overrides.get("epochs"), More):  # E more epochs: exactly E's steps more
         target = step + math.ceil(overrides["epochs"].amount * windows_per_epoch - 1e-9)
         while math.ceil(resolved["epochs"] * windows_per_epoch) > target:  # float rounding
@@ -78,7 +80,9 @@ def finished_message(out, step: int, elapsed_s: float, epochs_done: float,
                          "epochs)"}[reached]
         flag = "--" + reached.replace("_", "-")
         had = f"; it had stopped: {true_reason}" if true_reason else ""
-        return (f"charlstm: {out} has already reached {flag} {given[reached]}: it is {at}"
+        value = given[reached]
+        shown = f"{value:g}" if isinstance(value, (int, float)) else value
+        return (f"charlstm: {out} has already reached {flag} {shown}: it is {at}"
                 f"{had}. To train further pass {fix}")
     else:
         fix = ("a new limit: --max-steps +N (N more steps), --time-budget +MIN or --epochs "

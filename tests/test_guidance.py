@@ -98,6 +98,7 @@ def test_relative_limits_count_from_where_the_run_is():
                  "eval_every": 3}
     assert resolve_more(overrides, step=12, elapsed_s=90.0, windows_per_epoch=6) == {
         "max_steps": 17, "epochs": 3.0, "time_budget": 11.5, "eval_every": 3}
+    assert resolve_more({"time_budget": More(2.0)}, 5, 30.0131, 6) == {"time_budget": 2.5}
     # E more epochs is exactly E's steps more, whatever the float rounding of step / W
     epochs = resolve_more({"epochs": More(1.0)}, 4, 0.0, 6)["epochs"]
     assert -(-epochs * 6 // 1) == 10
@@ -126,7 +127,7 @@ def test_the_refusal_gives_the_true_reason_and_the_number(tmp_path, charlstm_cli
     charlstm_cli.ok("train", "--data", cfg.data, "--out", cfg.out, "--max-steps", 4,
                     *_flags({"hidden_size": 8, "seq_len": 8, "batch_size": 2}))
     elapsed = load_checkpoint(tmp_path / "run/last.safetensors").meta["elapsed_s"]
-    out = charlstm_cli.ok("train", "--resume", cfg.out, "--time-budget", 1e-9)
+    out = charlstm_cli.ok("train", "--resume", cfg.out, "--time-budget", "0.0000000010")
     assert "has already reached --time-budget 1e-09: it is at step 4 after" in out
     assert "it had stopped: reached --max-steps 4" in out
     above = -(-elapsed / 60 * 100 // 1) / 100
