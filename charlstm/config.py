@@ -164,6 +164,10 @@ class TrainConfig:
     # Steps between validation passes (and `best` checkpoints); 0 = only at the end.
     # A pass over Tiny Shakespeare's 111k val chars costs about 30 training steps.
     eval_every: int = 500
+    # Stop after this many validation passes without a new best (early stopping; the
+    # best checkpoint is kept); 0 = off. Counts passes, not steps, so it follows
+    # --eval-every; a stop is saved like any other and resumes with a larger value.
+    patience: int = 0
     # Steps between progress lines and log.jsonl records.
     log_every: int = 20
     # Steps between `last` checkpoints (one is always written at the end).
@@ -178,7 +182,7 @@ class TrainConfig:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "log_every",
                      "checkpoint_every", "lr_decay_every"):
             _check_int(self, name, low=1)
-        for name in ("warmup_steps", "eval_every"):
+        for name in ("warmup_steps", "eval_every", "patience"):
             _check_int(self, name, low=0)
         _check_int(self, "seed", low=0)
         if self.max_steps is not None:

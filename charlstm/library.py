@@ -15,9 +15,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from . import fast
 from .cells import get_cell
 from .config import TrainConfig, describe_dropouts
 from .finetune import init_settings, load_init
+from .guidance import kernels_cold
 from .language_model import LanguageModel, load
 from .layers import LN2
 from .optim import get_optimizer
@@ -90,8 +92,7 @@ def summary(outcome: Outcome) -> str:
     if outcome.val_loss is not None:
         text += (f"; val loss {outcome.val_loss:.4f} nats/char "
                  f"({outcome.val_loss / LN2:.3f} bpc)")
-    if outcome.best_val is not None:
-        text += f", best {outcome.best_val:.4f}"
+    text += describe_best(outcome)
     run_dir = shlex.quote(str(outcome.out_dir))
     files = ", ".join(n for n in (LAST, BEST) if (Path(outcome.out_dir) / n).exists())
     return (f"{text}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
@@ -115,6 +116,23 @@ def say_start(start: Start) -> None:
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
          f"{cfg.warmup_steps}), clip {cfg.clip:g}{describe_regularisation(cfg)}\n"
          f"  stop   {describe_stop(cfg)}")
+    if fast.current().numba and fast.settings.available("lstm_kernels") and kernels_cold(
+            Path(fast.settings.__file__).with_name("lstm_kernels.py")):
+        counted = ", counted in --time-budget" if cfg.time_budget else ""
+        echo("charlstm: compiling the fast kernels before the first step (once: later runs "
+             f"reuse them; about 10-30 s{counted})...")
+
+
+def describe_best(outcome: Outcome) -> str:
+    """', best 1.6994 at step 2500 (the last is 0.1171 above it)', or ''."""
+    if outcome.best_val is None:
+        return ""
+    text = f", best {outcome.best_val:.4f}"
+    if outcome.best_step is not None:
+        text += f" at step {outcome.best_step}"
+    if outcome.val_loss is not None and outcome.val_loss > outcome.best_val:
+        text += f" (the last is {outcome.val_loss - outcome.best_val:.4f} above it)"
+    return text
 
 
 def describe_regularisation(cfg: TrainConfig) -> str:
@@ -133,5 +151,7 @@ def describe_stop(cfg: TrainConfig) -> str:
         parts.append(f"{cfg.epochs:g} epochs")
     if cfg.time_budget is not None:
         parts.append(f"{cfg.time_budget:g} min")
+    if cfg.patience:
+        parts.append(f"{cfg.patience} evaluations without a new best")
     first = ", whichever comes first" if len(parts) > 1 else ""
     return " or ".join(parts) + first + "; Ctrl-C saves and stops"

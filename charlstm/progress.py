@@ -15,10 +15,22 @@ import os
 import signal
 import sys
 
+# How a validation line marks a pass that set a new best (and so wrote best.safetensors).
+NEW_BEST = ", new best"
+
 
 def format_duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def clock_text(elapsed: float, budget_s: float | None) -> str:
+    """The run's clock (summed over resumes): '0:01:23', or with a time budget
+    '0:01:23/0:05:00, 0:03:37 left'."""
+    if budget_s is None:
+        return format_duration(elapsed)
+    left = format_duration(max(0.0, budget_s - elapsed))
+    return f"{format_duration(elapsed)}/{format_duration(budget_s)}, {left} left"
 
 
 def silence_stdout() -> None:
@@ -43,22 +55,54 @@ class Progress:
     when stdout is a file or pipe (`train > train.log` from a terminal gets both: the bar
     on screen, the lines in the file) or when there is no bar."""
 
-    def __init__(self, total: int | None, initial: int, say=echo):
-        """say(text) prints a line (echo for the CLI); None: a silent run, no bar either."""
+    def __init__(self, total: int | None, initial: int, say=echo,
+                 budget_s: float | None = None, elapsed: float = 0.0, bar_file=None):
+        """say(text) prints a line (echo for the CLI); None: a silent run, no bar either.
+        total: the run's steps, if a limit fixes them; else a budget_s (--time-budget in
+        seconds) makes the bar one of time. elapsed: the run's clock at initial (a resumed
+        run's own, not this session's). bar_file: where the bar goes (default: stderr when
+        it is a terminal, else no bar)."""
         self.say = say
         self.bar = None
-        if say is not None and sys.stderr.isatty():
+        self.step = initial
+        self.budget_s = budget_s
+        self.by_time = total is None and budget_s is not None
+        if bar_file is None and say is not None and sys.stderr.isatty():
+            bar_file = sys.stderr
+        if bar_file is not None:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                            file=sys.stderr)
+            # tqdm's own clock restarts with each session: the run's clock is the desc
+            if self.by_time:
+                kind = dict(total=budget_s, initial=min(elapsed, budget_s), unit="s",
+                            bar_format="{percentage:3.0f}%|{bar}| {desc}{postfix}")
+            else:
+                kind = dict(total=total, initial=initial, unit="step", bar_format=(
+                    "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{desc}<{remaining}, "
+                    "{rate_fmt}{postfix}]" if total else None))
+            self.bar = tqdm(dynamic_ncols=True, file=bar_file, **kind)
+            self._describe(initial, elapsed)
         self.total = total
         self.plain = self.bar is None or not sys.stdout.isatty()
 
-    def update(self) -> None:
-        if self.bar is not None:
+    def _describe(self, step: int, elapsed: float) -> None:
+        text = (f"{clock_text(elapsed, self.budget_s)}, step {step}" if self.by_time
+                else format_duration(elapsed))  # tqdm's own ETA follows it
+        self.bar.set_description_str(text, refresh=False)
+
+    def update(self, elapsed: float | None = None) -> None:
+        """One step done; elapsed: the run's clock after it (None: not shown)."""
+        self.step += 1
+        if self.bar is None:
+            return
+        if elapsed is not None:
+            self._describe(self.step, elapsed)
+        if self.by_time:
+            self.bar.update(min(elapsed or self.bar.n, self.budget_s) - self.bar.n)
+        else:
             self.bar.update(1)
 
-    def record(self, rec: dict) -> None:
+    def record(self, rec: dict, best: bool = False) -> None:
+        """A log record as a line; best: its validation pass set a new best."""
         if self.say is None:
             return
         if self.bar is not None:
@@ -67,16 +111,18 @@ class Progress:
             self.bar.set_postfix(post, refresh=False)
             if not self.plain and rec["val_loss"] is not None:  # val history on screen
                 self.line(f"step {rec['step']}: val loss {rec['val_loss']:.4f} nats "
-                          f"({rec['val_bpc']:.3f} bpc), train {rec['train_loss']:.4f}")
+                          f"({rec['val_bpc']:.3f} bpc{NEW_BEST if best else ''}), train "
+                          f"{rec['train_loss']:.4f}")
         if not self.plain:
             return
         of = f"/{self.total}" if self.total else ""
         val = "" if rec["val_loss"] is None else (
-            f" | val {rec['val_loss']:.4f} ({rec['val_bpc']:.3f} bpc)")
+            f" | val {rec['val_loss']:.4f} ({rec['val_bpc']:.3f} bpc{NEW_BEST if best else ''})")
         self.line(f"step {rec['step']}{of} | epoch {rec['epoch']:.2f} | loss "
                   f"{rec['train_loss']:.4f} nats ({rec['train_bpc']:.3f} bpc){val} | lr "
                   f"{rec['lr']:.2e} | grad norm {rec['grad_norm']:.2f} | "
-                  f"{rec['chars_per_s']:,.0f} chars/s | {format_duration(rec['elapsed_s'])}")
+                  f"{rec['chars_per_s']:,.0f} chars/s | "
+                  f"{clock_text(rec['elapsed_s'], self.budget_s)}")
 
     def line(self, text: str) -> None:
         if self.say is None:

@@ -87,6 +87,8 @@ class Run:
     window: LogWindow = field(default_factory=LogWindow)  # steps not logged yet
     pending_eval: bool = False  # a signal cut this step's validation short: redo it
     average: dict | None = None  # moving average of params (--ema-decay), or None
+    evals_since_best: int = 0  # validation passes since the best one (--patience)
+    plateau_noted: bool = False  # the plateau notice was given (it is given once a run)
 
     @property
     def model_params(self) -> dict:
@@ -112,6 +114,8 @@ class Run:
             "elapsed_s": self.elapsed,
             "log_window": asdict(self.window),
             "pending_eval": self.pending_eval,
+            "evals_since_best": self.evals_since_best,
+            "plateau_noted": self.plateau_noted,
             "data_sha256": self.data_sha256,
             "package_version": __version__,
         }
@@ -164,7 +168,9 @@ def run_from_checkpoint(ckpt: Checkpoint, config: TrainConfig, path) -> Run:
                    step=int(meta["step"]), best_val=meta["best_val_loss"],
                    best_step=meta["best_step"], elapsed=float(meta["elapsed_s"]),
                    window=LogWindow(**meta.get("log_window", {})),
-                   pending_eval=bool(meta.get("pending_eval", False)), average=average)
+                   pending_eval=bool(meta.get("pending_eval", False)), average=average,
+                   evals_since_best=int(meta.get("evals_since_best", 0)),
+                   plateau_noted=bool(meta.get("plateau_noted", False)))
     except KeyError as e:
         raise TrainingError(f"{path} cannot be resumed: it lacks the training state "
                             f"{e.args[0]!r} (a model-only checkpoint?); a new run can start "

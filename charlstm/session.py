@@ -25,6 +25,7 @@ from .data import Batches, Corpus, make_corpus
 from .datasets import resolve_data
 from .errors import UserError
 from .finetune import load_init
+from .guidance import More, finished_message, plain, resolve_more
 from .lockfile import run_dir_lock
 from .resources import check_fits, check_text_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
@@ -42,14 +43,16 @@ from .runs import (
 )
 from .schedules import horizon_steps
 from .text import Vocab, read_text
-from .train import Outcome, Say, _stop_reason, fit
+from .train import Outcome, Say, _stop_reason, fit, limit_reached
 
 STOPPING = ("max_steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
 # any step computes (a new stopping point does move a cosine schedule's horizon).
+# --patience too: it only stops, its count of evaluations since the best is in the
+# checkpoint, and raising it (or 0) is how a run stopped early is trained further.
 RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
-                      "checkpoint_every", "data", "out")
+                      "checkpoint_every", "data", "out", "patience")
 
 
 class Start(NamedTuple):
@@ -147,7 +150,8 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
                             exit_code=2) from None
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
-    config = resume_config(stored, overrides, out)
+    # "+N" limits are placeholders (checked as N) until the run says where it is
+    config = resume_config(stored, {k: plain(v) for k, v in overrides.items()}, out)
     text, sha, path = load_text(config)
     if sha != ckpt.meta.get("data_sha256"):
         raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
@@ -161,16 +165,20 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
     if run.cursor.window >= batches.windows_per_epoch:
         raise TrainingError(f"{out / LAST}: meta cursor window {run.cursor.window} is past "
                             f"the {batches.windows_per_epoch} windows of an epoch of {path}")
-    reason = _stop_reason(run, horizon_steps(config, batches.windows_per_epoch),
-                          config.time_budget * 60.0 if config.time_budget else None)
-    if reason and not run.pending_eval:
-        raise_it = ("give a larger one" if any(k in overrides for k in STOPPING)
-                    else "give a new limit, --max-steps N, --epochs E or --time-budget MIN "
-                    "(it replaces the run's limits)")
+    if any(isinstance(v, More) for v in overrides.values()):
+        run.config = config = resume_config(stored, resolve_more(
+            overrides, run.step, run.elapsed, batches.windows_per_epoch), out)
+    reached = _reached(run, config, batches)
+    if reached and not run.pending_eval:
+        true_reason = _stop_reason(replace(run, config=stored), *_limits(stored, batches))
         if say:
-            say(f"charlstm: {out} is already finished ({reason} at step {run.step}); "
-                f"{raise_it} to train further")
-        return Outcome(out, reason, run.step, ckpt.meta.get("val_loss"), run.best_val)
+            say(finished_message(
+                out, run.step, run.elapsed, run.step / batches.windows_per_epoch,
+                true_reason, reached, {k: v for k, v in overrides.items() if k in STOPPING},
+                config.patience))
+        return Outcome(out, true_reason or _stop_reason(run, *_limits(config, batches)),
+                       run.step, ckpt.meta.get("val_loss"), run.best_val,
+                       best_step=run.best_step)
     mark_run_dir(out)  # a run made before the marker existed
     bad = truncate_log(out / LOG, run.step)
     if bad and say:
@@ -180,6 +188,17 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
     if on_start:
         on_start(Start(run, corpus, batches, path, resumed=True))
     return fit(run, batches, corpus.val, out, say)
+
+
+def _limits(config: TrainConfig, batches: Batches) -> tuple[int | None, float | None]:
+    """(horizon in steps, time budget in seconds) of config, as the loop reads them."""
+    return (horizon_steps(config, batches.windows_per_epoch),
+            config.time_budget * 60.0 if config.time_budget else None)
+
+
+def _reached(run: Run, config: TrainConfig, batches: Batches) -> str | None:
+    """The stopping setting of config that run has already reached, if any."""
+    return limit_reached(replace(run, config=config), *_limits(config, batches))
 
 
 def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfig:

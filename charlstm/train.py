@@ -29,10 +29,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batches
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
+from .guidance import PLATEAU_EVALS, plateau_notice
 from .layers import LN2
 from .optim import clip_grad_norm, ema_update
 from .penalties import Penalty
-from .progress import Progress, StopSignals
+from .progress import NEW_BEST, Progress, StopSignals
 from .run_state import DTYPE, LogWindow, Run, TrainingError
 from .runs import BEST, LAST, LOG
 from .schedules import horizon_steps, learning_rate
@@ -85,17 +86,31 @@ class Outcome:
     val_loss: float | None  # at the end (None when interrupted or no validation split)
     best_val: float | None
     interrupted: bool = False
+    best_step: int | None = None  # when best_val came
+
+
+def limit_reached(run: Run, horizon: int | None, budget_s: float | None) -> str | None:
+    """The stopping setting of run.config that the run has reached, if any."""
+    cfg = run.config
+    if cfg.max_steps is not None and run.step >= cfg.max_steps:
+        return "max_steps"
+    if horizon is not None and run.step >= horizon:
+        return "epochs"
+    if budget_s is not None and run.elapsed >= budget_s:
+        return "time_budget"
+    if cfg.patience and run.evals_since_best >= cfg.patience:
+        return "patience"
+    return None
 
 
 def _stop_reason(run: Run, horizon: int | None, budget_s: float | None) -> str | None:
-    cfg = run.config
-    if cfg.max_steps is not None and run.step >= cfg.max_steps:
-        return f"reached --max-steps {cfg.max_steps}"
-    if horizon is not None and run.step >= horizon:
-        return f"reached --epochs {cfg.epochs:g}"
-    if budget_s is not None and run.elapsed >= budget_s:
-        return f"reached --time-budget {cfg.time_budget:g} min"
-    return None
+    cfg, key = run.config, limit_reached(run, horizon, budget_s)
+    if key is None:
+        return None
+    if key == "patience":
+        return f"no new best validation loss in {cfg.patience} evaluations"
+    unit = " min" if key == "time_budget" else ""
+    return f"reached --{key.replace('_', '-')} {getattr(cfg, key):g}{unit}"
 
 
 def _progress_fraction(run: Run, horizon: int | None, budget_s: float | None) -> float:
@@ -130,7 +145,7 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
     cfg = run.config
     horizon = horizon_steps(cfg, batches.windows_per_epoch)
     budget_s = cfg.time_budget * 60.0 if cfg.time_budget is not None else None
-    progress = Progress(horizon, run.step, say)
+    progress = Progress(horizon, run.step, say, budget_s=budget_s, elapsed=run.elapsed)
     start, elapsed0 = time.perf_counter(), run.elapsed
     val_loss, reason = None, None
     with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
@@ -138,6 +153,7 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
             run.pending_eval = False
             val_loss = _validate(run, val_ids, out_dir, progress)
             _log(run, batches, val_loss, log, progress)
+            _judge(run, progress)
         # stop() first: a signal during the last step is an interruption, not the end
         while not stop() and not (reason := _stop_reason(run, horizon, budget_s)):
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
@@ -153,7 +169,7 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
             run.elapsed = elapsed0 + (now - start)
             run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0, lr,
                            penalty)
-            progress.update()
+            progress.update(run.elapsed)
             # the last step always gets a validation pass and a log record
             last = _stop_reason(run, horizon, budget_s) is not None
             val_loss = None
@@ -164,16 +180,20 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                     continue
             if last or run.step % cfg.log_every == 0 or val_loss is not None:
                 _log(run, batches, val_loss, log, progress)
+            if val_loss is not None:
+                _judge(run, progress)  # after the line it is about
             if not last and run.step % cfg.checkpoint_every == 0:
                 save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
         save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
     progress.close()
     if reason is not None:
-        return Outcome(out_dir, reason, run.step, val_loss, run.best_val)
+        return Outcome(out_dir, reason, run.step, val_loss, run.best_val,
+                       best_step=run.best_step)
     name = signal.Signals(stop.received).name
     progress.line(f"charlstm: stopped by {name} at step {run.step}; saved {out_dir / LAST}. "
                   f"Resume with:\n  charlstm train --resume {shlex.quote(str(out_dir))}")
-    return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True)
+    return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True,
+                   run.best_step)
 
 
 def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
@@ -186,6 +206,22 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
         run.best_val, run.best_step = loss, run.step
         save_checkpoint(out_dir / BEST, run.checkpoint(loss))
     return loss
+
+
+def _judge(run: Run, progress: Progress) -> None:
+    """After a validation pass: count the evaluations since the best (--patience reads
+    the count), and say once per run when they reach PLATEAU_EVALS, unless --patience
+    is about to stop the run anyway (the summary then says why)."""
+    if run.best_step == run.step:  # this pass set a new best
+        run.evals_since_best = 0
+        return
+    run.evals_since_best += 1
+    patience = run.config.patience
+    if (run.evals_since_best >= PLATEAU_EVALS and not run.plateau_noted
+            and not (patience and run.evals_since_best >= patience)):
+        run.plateau_noted = True
+        progress.line(plateau_notice(run.best_val, run.best_step, run.evals_since_best,
+                                     patience))
 
 
 def _log(run, batches, val_loss, log, progress) -> None:
@@ -211,10 +247,12 @@ def _log(run, batches, val_loss, log, progress) -> None:
         log.flush()
     except OSError as e:  # a write error names no file: say it is the log
         raise OSError(e.errno, e.strerror, log.name) from None
+    best = val_loss is not None and run.best_step == run.step  # this pass set a new best
     if train_loss is not None:
-        progress.record(rec)
+        progress.record(rec, best)
     elif val_loss is not None:
-        progress.line(f"step {run.step} | val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc)")
+        progress.line(f"step {run.step} | val {val_loss:.4f} nats ({val_loss / LN2:.3f} bpc"
+                      f"{NEW_BEST if best else ''})")
 
 
 def _last_saved(out_dir: Path) -> str:

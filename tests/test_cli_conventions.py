@@ -89,12 +89,14 @@ def test_a_run_finished_on_its_time_budget_trains_on_to_a_raised_max_steps(
     step = load_checkpoint(run / "last.safetensors").meta["step"]
     # no new limit: still finished, and the message says what to give
     rc, out, _ = charlstm_cli("train", "--resume", run)
-    assert rc == 0 and "already finished" in out and "give a new limit" in out
+    assert rc == 0 and "already finished" in out and "pass a new limit" in out
+    assert "finished (reached --time-budget 1e-06 min, at step" in out
     rc, out, err = charlstm_cli("train", "--resume", run, "--max-steps", step + 5)
     assert rc == 0, err
     assert f"done at step {step + 5}: reached --max-steps {step + 5}" in out
     rc, out, _ = charlstm_cli("train", "--resume", run, "--max-steps", step + 5)
-    assert "already finished" in out and "give a larger one" in out
+    assert f"has already reached --max-steps {step + 5}" in out
+    assert f"pass --max-steps {step + 6} or more" in out
 
 
 class Terminal(io.StringIO):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..guidance import More
+
 
 def _parse(text: str, convert, what: str):
     try:
@@ -52,4 +54,19 @@ def unchecked(kind):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
     parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def relative(kind):
+    """unchecked(kind), or "+N" (N > 0): N more than where a resumed run is (More)."""
+    absolute = unchecked(kind)
+
+    def parse(text: str):
+        if not text.startswith("+"):
+            return absolute(text)
+        amount = absolute(text[1:])
+        if not (math.isfinite(amount) and amount > 0):
+            raise argparse.ArgumentTypeError(f"expected a positive number after +, got {text!r}")
+        return More(amount)
+    parse.__name__ = kind.__name__
     return parse

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..cells import CELLS
 from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
 from ..errors import UserError
+from ..guidance import plain
 from ..library import resolve_config, say_start, summary
 from ..optim import OPTIMIZERS
 from ..presets import PRESETS, load_preset
@@ -23,7 +24,7 @@ from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe
 from ..session import DEFAULT_TIME_BUDGET, resume_training, start_training
-from .argtypes import unchecked
+from .argtypes import relative, unchecked
 
 DEFAULTS = TrainConfig()
 KEYS = [f.name for f in fields(TrainConfig)]
@@ -115,10 +116,13 @@ def register(sub) -> None:
          choices=ENCODING_ERRORS)
     s = p.add_argument_group(
         "stopping", f"the first limit reached stops; with none, --time-budget "
-        f"{DEFAULT_TIME_BUDGET:g}")
-    _add(s, "max_steps", "total optimizer steps", type=unchecked(int), metavar="N")
-    _add(s, "epochs", "passes over the training text", type=unchecked(float), metavar="E")
-    _add(s, "time_budget", "minutes of training", type=unchecked(float), metavar="MIN")
+        f"{DEFAULT_TIME_BUDGET:g}. With --resume, +N means N more than the run has done "
+        "(--max-steps +2000, --time-budget +10)")
+    _add(s, "max_steps", "total optimizer steps", type=relative(int), metavar="N")
+    _add(s, "epochs", "passes over the training text", type=relative(float), metavar="E")
+    _add(s, "time_budget", "minutes of training", type=relative(float), metavar="MIN")
+    _add(s, "patience", "stop after N validation passes without a new best validation "
+         "loss (early stopping; 0 = off)", type=unchecked(int), metavar="N")
     w = p.add_argument_group("output")
     _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
     _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
@@ -159,7 +163,7 @@ def run(args) -> int:
                 settings.update(load_toml(args.config))
             except ValueError as e:
                 raise UserError(str(e)) from None
-        settings.update(given)
+        settings.update({k: plain(v) for k, v in given.items()})  # a new run is at 0
         if "out" not in given:
             check_config_out(settings.get("out"), args.config, args.force)
         try:
