@@ -12,9 +12,8 @@ import re
 import pytest
 from test_train import _final_arrays, _log_without_timings, tiny_config
 
-from charlstm import session
+from charlstm import library, session
 from charlstm.checkpoint import load_checkpoint
-from charlstm.commands import train as train_command
 from charlstm.guidance import More, kernels_cold, resolve_more
 from charlstm.progress import Progress, clock_text
 
@@ -190,10 +189,10 @@ def test_kernels_cold_reads_numbas_index_files(tmp_path, monkeypatch):
 @pytest.mark.parametrize("cold", [True, False])
 def test_the_compile_notice_comes_before_the_first_step_when_the_cache_is_cold(
         tmp_path, charlstm_cli, monkeypatch, cold):
-    if not (train_command.fast.current().numba
-            and train_command.fast.settings.available("lstm_kernels")):
+    if not (library.fast.current().numba
+            and library.fast.settings.available("lstm_kernels")):
         pytest.skip("numba is off or missing here: nothing compiles")
-    monkeypatch.setattr(train_command, "kernels_cold", lambda path: cold)
+    monkeypatch.setattr(library, "kernels_cold", lambda path: cold)
     cfg = tiny_config(tmp_path)
     out = charlstm_cli.ok("train", "--data", cfg.data, "--out", cfg.out, "--max-steps", 2,
                           *_flags({"hidden_size": 8, "seq_len": 8, "batch_size": 2}))
