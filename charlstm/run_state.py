@@ -21,6 +21,7 @@ from ._version import __version__
 from .checkpoint import Checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import Corpus, Cursor
+from .distributed import LOCAL, Communicator
 from .errors import UserError
 from .network import CharLSTM
 from .optim import Optimizer, make_optimizer
@@ -87,6 +88,9 @@ class Run:
     window: LogWindow = field(default_factory=LogWindow)  # steps not logged yet
     pending_eval: bool = False  # a signal cut this step's validation short: redo it
     average: dict | None = None  # moving average of params (--ema-decay), or None
+    # the ranks this run is split across (distributed.py); not checkpointed: a run may
+    # resume on another number of ranks
+    comm: Communicator = field(default=LOCAL, compare=False, repr=False)
 
     @property
     def model_params(self) -> dict:

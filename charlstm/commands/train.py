@@ -15,7 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..cells import CELLS, get_cell
+from ..cluster import follow, lead
 from ..config import ENCODING_ERRORS, TrainConfig, describe_dropouts, load_toml, name_flag
+from ..distributed import communicator, rank_streams
 from ..errors import UserError
 from ..finetune import init_settings, load_init
 from ..layers import LN2
@@ -24,7 +26,7 @@ from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe, get_schedule
-from ..session import DEFAULT_TIME_BUDGET, Start, resume_training, start_training
+from ..session import DEFAULT_TIME_BUDGET, OnStart, Start, resume_training, start_training
 from .argtypes import unchecked
 
 DEFAULTS = TrainConfig()
@@ -63,6 +65,10 @@ def register(sub) -> None:
     _add(r, "init_from", "fine-tune: start from the weights of a trained model (its shape "
          "and vocabulary; fresh optimizer and schedule) instead of a random init",
          metavar="RUN_DIR|CHECKPOINT")
+    r.add_argument("--distributed", choices=["none", "mpi"], default="none",
+                   help="mpi: one run across the processes `mpiexec -n N` starts, each "
+                   "training a slice of the B streams (same results as one process; "
+                   "rank 0 writes the files); needs the mpi extra (docs/distributed.md)")
     r.add_argument("--force", action="store_true",
                    help="replace the run files in an --out that already holds a run "
                    "(other files there are left alone)")
@@ -147,6 +153,33 @@ def check_config_out(out, config_file, force: bool) -> None:
 
 
 def run(args) -> int:
+    comm = communicator(args.distributed)
+    if comm.rank > 0:  # rank 0 prints and writes; the others train silently
+        outcome = follow(comm)
+        return 130 if outcome is not None and outcome.interrupted else 0
+
+    def begin(on_start: OnStart):
+        return _begin(args, comm.size, on_start)
+
+    outcome = lead(comm, begin, _say_start) if comm.size > 1 else begin(_say_start)
+    if outcome.interrupted:
+        return 130
+    summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
+    if outcome.val_loss is not None:
+        summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
+                    f"({outcome.val_loss / LN2:.3f} bpc)")
+    if outcome.best_val is not None:
+        summary += f", best {outcome.best_val:.4f}"
+    run_dir = shlex.quote(str(outcome.out_dir))
+    files = ", ".join(n for n in (LAST, BEST) if (outcome.out_dir / n).exists())
+    print(f"{summary}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
+          f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
+          flush=True)
+    return 0
+
+
+def _begin(args, ranks: int, on_start: OnStart):
+    """Start or resume the run the flags describe (on rank 0, across ranks)."""
     given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
     if args.resume is not None:
         if args.config is not None or args.preset is not None or args.force:
@@ -157,7 +190,7 @@ def run(args) -> int:
         if "init_from" in given:
             raise UserError("--resume continues a run, --init-from starts a new one from "
                             "its weights: give one of them")
-        outcome = resume_training(args.resume, given, say=echo, on_start=_say_start)
+        return resume_training(args.resume, given, say=echo, on_start=on_start)
     else:
         settings = load_preset(args.preset) if args.preset is not None else {}
         if args.config is not None:
@@ -183,22 +216,8 @@ def run(args) -> int:
                   "layer (it acts between layers, as in torch.nn.LSTM); add --num-layers 2 "
                   "or more to use it, or --locked-dropout, which acts on every layer's "
                   "output", file=sys.stderr)
-        outcome = start_training(config, force=args.force, say=echo,
-                                 on_start=_say_start)
-    if outcome.interrupted:
-        return 130
-    summary = f"charlstm: done at step {outcome.step}: {outcome.reason}"
-    if outcome.val_loss is not None:
-        summary += (f"; val loss {outcome.val_loss:.4f} nats/char "
-                    f"({outcome.val_loss / LN2:.3f} bpc)")
-    if outcome.best_val is not None:
-        summary += f", best {outcome.best_val:.4f}"
-    run_dir = shlex.quote(str(outcome.out_dir))
-    files = ", ".join(n for n in (LAST, BEST) if (outcome.out_dir / n).exists())
-    print(f"{summary}\n  checkpoints in {run_dir}/ ({files})\n  next: charlstm sample "
-          f"{run_dir} --prime TEXT  |  charlstm eval {run_dir}  |  charlstm plot {run_dir}",
-          flush=True)
-    return 0
+        rank_streams(config.batch_size, ranks)  # before a run directory is made
+        return start_training(config, force=args.force, say=echo, on_start=on_start)
 
 
 def _say_start(start: Start) -> None:
@@ -218,6 +237,10 @@ def _say_start(start: Start) -> None:
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
          f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
          f"  stop   {_describe_stop(cfg)}")
+    if run.comm.size > 1:
+        widths = sorted({s.stop - s.start for s in rank_streams(cfg.batch_size, run.comm.size)})
+        echo(f"  ranks  {run.comm.size} processes (MPI), {' or '.join(map(str, widths))} "
+             "streams each; rank 0 writes the files")
 
 
 def _describe_regularisation(cfg: TrainConfig) -> str:
