@@ -35,8 +35,8 @@ from . import engine, pool
 from .errors import UserError
 
 # Environment variables that MPI launchers set in every process they start (MPICH's
-# Hydra and Intel MPI: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; Slurm: PMI_SIZE too).
-LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+# Hydra and Intel MPI: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; Slurm's srun: SLURM_NTASKS).
+LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 MPI_MISSING = ("--distributed mpi needs mpi4py and an MPI library: pip install "
                "'charlstm[mpi]' (mpi4py and MPICH), or mpi4py built against your "
                "cluster's MPI")
@@ -120,12 +120,8 @@ class MPIComm:
 def launched_ranks(environ=None) -> int:
     """How many processes an MPI launcher started this one among (1 when none did)."""
     env = os.environ if environ is None else environ
-    for var in LAUNCHER_SIZE_VARS:
-        try:
-            return max(1, int(env.get(var, "1")))
-        except ValueError:
-            continue
-    return 1
+    sizes = [env[var] for var in LAUNCHER_SIZE_VARS if var in env]
+    return max([int(n) for n in sizes if n.strip().isdigit()] + [1])
 
 
 def communicator(kind: str | None) -> Communicator:
