@@ -27,6 +27,7 @@ docs/distributed.md for when that matters).
 from __future__ import annotations
 
 import os
+import sys
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -35,7 +36,7 @@ from . import engine, pool
 from .errors import UserError
 
 # Environment variables that MPI launchers set in every process they start (MPICH's
-# Hydra and Intel MPI: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE; Slurm's srun: SLURM_NTASKS).
+# Hydra, Intel MPI and Slurm's PMI: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE).
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 MPI_MISSING = ("--distributed mpi needs mpi4py and an MPI library: pip install "
                "'charlstm[mpi]' (mpi4py and MPICH), or mpi4py built against your "
@@ -114,7 +115,9 @@ class MPIComm:
         return buf.tobytes()
 
     def abort(self, code: int) -> None:
+        sys.stderr.flush()
         self._comm.Abort(code)
+        os._exit(code)  # MPICH's Abort may return before the launcher ends this process
 
 
 def launched_ranks(environ=None) -> int:

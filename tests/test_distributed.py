@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_train import _final_arrays, _log_without_timings, tiny_config
 
-from charlstm import ModelConfig, cluster, distributed, engine, model, session
+from charlstm import ModelConfig, cluster, distributed, engine, model, session, train
 from charlstm.checkpoint import checkpoint_bytes, load_checkpoint, parse_checkpoint
 from charlstm.errors import UserError
 from charlstm.gradcheck import random_problem
@@ -70,7 +70,8 @@ def run_ranks(*jobs):
             results[r] = jobs[r]()
         except BaseException as e:  # noqa: BLE001 - reported to the test below
             errors.append(e)
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(len(jobs))]
+    threads = [threading.Thread(target=body, args=(r,), name=f"rank{r}")
+               for r in range(len(jobs))]
     for t in threads:
         t.start()
     for t in threads:
@@ -162,13 +163,17 @@ def _train_ranks(config, size=2, resume=None, overrides=None):
     return run_ranks(*jobs)
 
 
-def test_two_ranks_train_the_run_one_process_trains(tmp_path):
+def test_two_ranks_train_the_run_one_process_trains(tmp_path, monkeypatch):
     """2 thread ranks x B/2 (B = 3, dropout): the loss curve and the weights of one
     process x B to float32 rounding; a second 2-rank run gives the same bits; only
-    rank 0 wrote (the followers' Outcomes name the same directory, and it holds one
-    run's files)."""
+    rank 0 wrote checkpoints."""
     one = session.start_training(tiny_config(tmp_path, "one", batch_size=3))
+    writers = []
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint", lambda path, ckpt: (
+        writers.append(threading.current_thread().name), real_save(path, ckpt)))
     two = _train_ranks(tiny_config(tmp_path, "two", batch_size=3))
+    assert writers and set(writers) == {"rank0"}
     _train_ranks(tiny_config(tmp_path, "again", batch_size=3))
     assert [o.step for o in two] == [one.step] * 2
     assert two[0].val_loss == pytest.approx(one.val_loss, rel=1e-5)
