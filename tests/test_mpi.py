@@ -32,8 +32,12 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
 if MPIEXEC is None:
     pytest.skip("no mpiexec (pip install mpich, or a system MPI)", allow_module_level=True)
 
-# The reference cells: no kernels to compile in each rank, so the runs take seconds.
-ENV = {**os.environ, "CHARLSTM_BACKEND": "reference"}
+
+def env() -> dict:
+    """The test's environment (conftest's: no network, no user cache) with the reference
+    cells: no kernels to compile in each rank, so the runs take seconds."""
+    return {**os.environ, "CHARLSTM_BACKEND": "reference"}
+
 ARGS = ["--hidden-size", "16", "--num-layers", "2", "--dropout", "0.2", "--seq-len", "16",
         "--batch-size", "6", "--val-frac", "0.2", "--eval-every", "4", "--log-every", "2",
         "--lr-schedule", "constant", "--warmup-steps", "2", "--threads", "1"]
@@ -44,7 +48,7 @@ def charlstm(*args, ranks: int = 0, cwd=None, timeout=240, launch=None):
     cmd = [sys.executable, "-m", "charlstm", *args]
     if ranks:
         cmd = [MPIEXEC, "-n", str(ranks), *(launch or []), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV,
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(),
                           cwd=cwd)
 
 
@@ -100,7 +104,7 @@ def test_a_failing_rank_stops_every_rank_in_one_line(tmp_path):
     cmd = [MPIEXEC, "-n", "1", "-env", "CHARLSTM_DATA_DIR", str(dirs[0]), sys.executable,
            *args, ":", "-n", "1", "-env", "CHARLSTM_DATA_DIR", str(dirs[1]), sys.executable,
            *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env())
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("charlstm:")]
     assert len(ours) == 1, done.stderr
