@@ -188,6 +188,9 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
                     abort)
     if loss is None:
         return None
+    # across ranks, one figure (machines whose maths differ in the last bit must still
+    # take the same decision below)
+    _, loss = run.comm.agree(False, loss)
     if run.best_val is None or loss < run.best_val:
         run.best_val, run.best_step = loss, run.step
         _save(run, out_dir / BEST, loss)
