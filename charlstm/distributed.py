@@ -92,6 +92,9 @@ class MPIComm:
             from mpi4py import MPI
         except ImportError:
             raise UserError(MPI_MISSING, exit_code=2) from None
+        except RuntimeError as e:  # mpi4py without an MPI library it can load
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{MPI_MISSING} ({first})", exit_code=2) from None
         self._mpi = MPI
         self._comm = MPI.COMM_WORLD
         self.rank, self.size = self._comm.Get_rank(), self._comm.Get_size()

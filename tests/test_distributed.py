@@ -11,6 +11,7 @@ mpiexec.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -272,3 +273,11 @@ def test_mpiexec_without_the_flag_is_refused(monkeypatch):
     assert e.value.exit_code == 2
     assert distributed.launched_ranks({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
     assert distributed.launched_ranks({}) == 1
+
+
+def test_without_mpi4py_the_flag_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)
+    with pytest.raises(UserError, match=r"pip install 'charlstm\[mpi\]'") as e:
+        distributed.communicator("mpi")
+    assert e.value.exit_code == 2

@@ -22,10 +22,12 @@ from test_train import TEXT
 
 from charlstm.checkpoint import load_checkpoint
 
-try:
-    import mpi4py  # noqa: F401
-except ImportError:
-    pytest.skip("mpi4py is not installed (pip install '.[mpi]')", allow_module_level=True)
+# In a child process: importing mpi4py.MPI starts MPI, and fails without an MPI library.
+_MPI_OK = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"],
+                         capture_output=True, text=True)
+if _MPI_OK.returncode:
+    pytest.skip("mpi4py or its MPI library is missing (pip install '.[mpi]'): "
+                + (_MPI_OK.stderr.strip().splitlines() or [""])[-1], allow_module_level=True)
 
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
     shutil.which("mpiexec")
