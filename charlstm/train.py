@@ -177,8 +177,10 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
     if reason is not None:
         return Outcome(out_dir, reason, run.step, val_loss, run.best_val)
     name = signal.Signals(stop.received).name if stop.received else "another rank's signal"
+    again = "charlstm train" if run.comm.size == 1 else \
+        f"mpiexec -n {run.comm.size} charlstm train --distributed mpi"
     progress.line(f"charlstm: stopped by {name} at step {run.step}; saved {out_dir / LAST}. "
-                  f"Resume with:\n  charlstm train --resume {shlex.quote(str(out_dir))}")
+                  f"Resume with:\n  {again} --resume {shlex.quote(str(out_dir))}")
     return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True)
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,26 @@ def test_mpiexec_without_the_flag_is_refused(tmp_path, corpus):
     assert done.returncode == 2
     assert done.stderr.count("add --distributed mpi") == 2  # one line from each process
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_stops_every_rank_at_one_step_and_saves(tmp_path, corpus):
+    """SIGINT to mpiexec reaches every rank: they stop after the same step, rank 0 saves
+    and prints how to resume under mpiexec."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [MPIEXEC, "-n", "2", sys.executable, "-m", "charlstm", "train", "--distributed", "mpi",
+         "--data", str(corpus), *ARGS, "--max-steps", "1000000", "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "log.jsonl").is_file() and (run / "log.jsonl").stat().st_size):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert f"mpiexec -n 2 charlstm train --distributed mpi --resume {run}" in out + err
+    step = load_checkpoint(run / "last.safetensors").meta["step"]
+    assert step >= 2 and _log(run)[-1]["step"] <= step
