@@ -173,6 +173,12 @@ def content_digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> 
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> None:
+    atomic_write_bytes(Path(path), checkpoint_bytes(ckpt))
+
+
+def checkpoint_bytes(ckpt: Checkpoint) -> bytes:
+    """The file save_checkpoint writes, as bytes (also what rank 0 sends the other ranks
+    of a distributed run)."""
     clash = set(ckpt.params) & set(ckpt.arrays)
     if clash:
         raise ValueError(f"array names clash with parameter names: {sorted(clash)}")
@@ -186,7 +192,7 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         "meta": json.dumps(ckpt.meta),
     }
     metadata[CHECKSUM] = content_digest(tensors, metadata)
-    atomic_write_bytes(Path(path), st_save(tensors, metadata=metadata))
+    return st_save(tensors, metadata=metadata)
 
 
 def _read_metadata(data: bytes) -> dict:
@@ -204,6 +210,11 @@ def load_checkpoint(path) -> Checkpoint:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {os_error_message(e, path)}") from None
+    return parse_checkpoint(data, path)
+
+
+def parse_checkpoint(data: bytes, path) -> Checkpoint:
+    """load_checkpoint of bytes already read; path names them in messages."""
     if not _looks_like_safetensors(data):
         raise not_a_checkpoint(path, safetensors=False)
     try:

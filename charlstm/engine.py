@@ -96,7 +96,8 @@ def _join_states(states) -> tuple:
 
 def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=None,
                    masks=None, dstate=None, threads: int | None = None,
-                   penalty=None, weight_masks=None) -> model.WindowGrads:
+                   penalty=None, weight_masks=None, count: int | None = None
+                   ) -> model.WindowGrads:
     """model.loss_and_grads with the streams split across workers.
 
     Args:
@@ -109,13 +110,16 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
         threads: workers (default pool.get_num_threads()).
         penalty: AR and TAR weights (penalties.Penalty), or None.
         weight_masks: name -> mask on that weight (model.make_weight_masks), or None.
+        count: the number of targets the means are over (default T*B); a rank that
+            owns a slice of a larger batch passes the whole batch's (distributed.py).
     Returns:
         WindowGrads(loss, grads, final state, dstate0, penalty), as model.loss_and_grads.
     With one slice this is exactly model.loss_and_grads.
     """
     T, B = x.shape
+    count = T * B if count is None else count
     if len(stream_slices(B, config.hidden_size, threads)) == 1:
-        return model.loss_and_grads(params, config, x, y, state, masks, dstate,
+        return model.loss_and_grads(params, config, x, y, state, masks, dstate, count=count,
                                     penalty=penalty, weight_masks=weight_masks)
     # the weights are masked once, before the split: every slice runs on the same ones
     used = model.drop_weights(params, weight_masks)
@@ -126,7 +130,7 @@ def loss_and_grads(params: dict, config, x: np.ndarray, y: np.ndarray, state=Non
         return model.loss_and_grads(
             used, config, x[:, s], y[:, s], _slice_state(state, s),
             None if masks is None else [m[:, s] for m in masks], _slice_state(dstate, s),
-            count=T * B, penalty=penalty)
+            count=count, penalty=penalty)
 
     results = map_streams(work, B, config.hidden_size, threads)
     loss, grads, value = results[0].loss, results[0].grads, results[0].penalty

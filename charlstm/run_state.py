@@ -21,6 +21,7 @@ from ._version import __version__
 from .checkpoint import Checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import Corpus, Cursor
+from .distributed import LOCAL, Communicator
 from .errors import UserError
 from .network import CharLSTM
 from .optim import Optimizer, make_optimizer
@@ -89,6 +90,9 @@ class Run:
     average: dict | None = None  # moving average of params (--ema-decay), or None
     evals_since_best: int = 0  # validation passes since the best one (--patience)
     plateau_noted: bool = False  # the plateau notice was given (it is given once a run)
+    # the ranks this run is split across (distributed.py); not checkpointed: a run may
+    # resume on another number of ranks
+    comm: Communicator = field(default=LOCAL, compare=False, repr=False)
 
     @property
     def model_params(self) -> dict:

@@ -19,12 +19,13 @@ import shlex
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import engine, model
+from . import distributed, model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batches
 from .errors import UserError, os_error_message
@@ -59,8 +60,9 @@ def train_step(run: Run, batches: Batches, lr: float) -> tuple[float, float, flo
     masks = model.make_dropout_masks(cfg, T, B, run.rng, DTYPE)
     weight_masks = model.make_weight_masks(cfg, run.rng, DTYPE)
     penalty = Penalty(run.config.ar, run.config.tar)
-    loss, grads, final_state, _, value = engine.loss_and_grads(
-        run.params, cfg, x, y, run.state, masks, penalty=penalty, weight_masks=weight_masks)
+    loss, grads, final_state, value = distributed.loss_and_grads(
+        run.comm, run.params, cfg, x, y, run.state, masks, penalty=penalty,
+        weight_masks=weight_masks)
     if not math.isfinite(loss):
         raise TrainingError(f"the loss became {loss} at step {run.step + 1} (lr {lr:.3g})")
     norm = clip_grad_norm(grads, run.config.clip)  # the norm before clipping
@@ -148,14 +150,16 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
     progress = Progress(horizon, run.step, say, budget_s=budget_s, elapsed=run.elapsed)
     start, elapsed0 = time.perf_counter(), run.elapsed
     val_loss, reason = None, None
-    with open(out_dir / LOG, "a", encoding="utf-8") as log, StopSignals(progress) as stop:
+    lead = run.comm.rank == 0  # across ranks, rank 0 alone writes files
+    with (open(out_dir / LOG, "a", encoding="utf-8") if lead else nullcontext()) as log, \
+            StopSignals(progress) as stop:
         if run.pending_eval:  # the validation pass a signal cut short, as if never cut
             run.pending_eval = False
             val_loss = _validate(run, val_ids, out_dir, progress)
             _log(run, batches, val_loss, log, progress)
             _judge(run, progress)
         # stop() first: a signal during the last step is an interruption, not the end
-        while not stop() and not (reason := _stop_reason(run, horizon, budget_s)):
+        while not _agree(run, stop()) and not (reason := _stop_reason(run, horizon, budget_s)):
             lr = learning_rate(cfg, run.step, _progress_fraction(run, horizon, budget_s))
             t0 = time.perf_counter()
             try:
@@ -166,7 +170,7 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                                     f"{_last_saved(out_dir)} is intact; try a lower --lr "
                                     "or --clip") from None
             now = time.perf_counter()
-            run.elapsed = elapsed0 + (now - start)
+            _agree(run, False, elapsed0 + (now - start))
             run.window.add(loss, norm, batches.batch_size * batches.seq_len, now - t0, lr,
                            penalty)
             progress.update(run.elapsed)
@@ -174,7 +178,9 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
             last = _stop_reason(run, horizon, budget_s) is not None
             val_loss = None
             if len(val_ids) and (last or cfg.eval_every and run.step % cfg.eval_every == 0):
-                val_loss = _validate(run, val_ids, out_dir, progress, abort=stop)
+                # ranks cannot cut a pass short together: across ranks it runs whole
+                val_loss = _validate(run, val_ids, out_dir, progress,
+                                     abort=stop if run.comm.size == 1 else None)
                 if val_loss is None:  # cut short by a signal: redone first on resume
                     run.pending_eval = True
                     continue
@@ -183,15 +189,17 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
             if val_loss is not None:
                 _judge(run, progress)  # after the line it is about
             if not last and run.step % cfg.checkpoint_every == 0:
-                save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
-        save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
+                _save(run, out_dir / LAST, val_loss)
+        _save(run, out_dir / LAST, val_loss)
     progress.close()
     if reason is not None:
         return Outcome(out_dir, reason, run.step, val_loss, run.best_val,
                        best_step=run.best_step)
-    name = signal.Signals(stop.received).name
+    name = signal.Signals(stop.received).name if stop.received else "another rank's signal"
+    again = "charlstm train" if run.comm.size == 1 else \
+        f"mpiexec -n {run.comm.size} charlstm train --distributed mpi"
     progress.line(f"charlstm: stopped by {name} at step {run.step}; saved {out_dir / LAST}. "
-                  f"Resume with:\n  charlstm train --resume {shlex.quote(str(out_dir))}")
+                  f"Resume with:\n  {again} --resume {shlex.quote(str(out_dir))}")
     return Outcome(out_dir, f"stopped by {name}", run.step, None, run.best_val, True,
                    run.best_step)
 
@@ -202,9 +210,12 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
                     abort)
     if loss is None:
         return None
+    # across ranks, one figure (machines whose maths differ in the last bit must still
+    # take the same decision below)
+    _, loss = run.comm.agree(False, loss)
     if run.best_val is None or loss < run.best_val:
         run.best_val, run.best_step = loss, run.step
-        save_checkpoint(out_dir / BEST, run.checkpoint(loss))
+        _save(run, out_dir / BEST, loss)
     return loss
 
 
@@ -222,6 +233,23 @@ def _judge(run: Run, progress: Progress) -> None:
         run.plateau_noted = True
         progress.line(plateau_notice(run.best_val, run.best_step, run.evals_since_best,
                                      patience))
+
+
+def _agree(run: Run, stop: bool, elapsed: float | None = None) -> bool:
+    """Set run.elapsed (when given) and return stop; across ranks, every rank gets any
+    rank's stop and the slowest clock, so all take the same decisions at the same step."""
+    seconds = run.elapsed if elapsed is None else elapsed
+    stop, run.elapsed = run.comm.agree(stop, seconds)
+    return stop
+
+
+def _save(run: Run, path: Path, val_loss: float | None) -> None:
+    """Rank 0 writes the checkpoint, once every rank has checked that all hold the same
+    weights (one float each: they apply the same sums, so they always should)."""
+    if run.comm.size > 1:
+        distributed.assert_same(run.comm, run.params)
+    if run.comm.rank == 0:
+        save_checkpoint(path, run.checkpoint(val_loss))
 
 
 def _log(run, batches, val_loss, log, progress) -> None:
@@ -243,8 +271,9 @@ def _log(run, batches, val_loss, log, progress) -> None:
     if run.config.ar or run.config.tar:  # the objective's other part, apart from the loss
         rec["train_penalty"] = window.penalty / n if window.steps else None
     try:
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
+        if log is not None:  # None on ranks other than 0
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
     except OSError as e:  # a write error names no file: say it is the log
         raise OSError(e.errno, e.strerror, log.name) from None
     best = val_loss is not None and run.best_step == run.step  # this pass set a new best

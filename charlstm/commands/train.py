@@ -14,7 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..cells import CELLS
+from ..cluster import follow, lead
 from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
+from ..distributed import communicator, rank_streams
 from ..errors import UserError
 from ..guidance import plain
 from ..library import resolve_config, say_start, summary
@@ -23,7 +25,7 @@ from ..presets import PRESETS, load_preset
 from ..progress import echo
 from ..runs import BEST, LAST
 from ..schedules import SCHEDULES, describe
-from ..session import DEFAULT_TIME_BUDGET, resume_training, start_training
+from ..session import DEFAULT_TIME_BUDGET, OnStart, resume_training, start_training
 from .argtypes import relative, unchecked
 
 DEFAULTS = TrainConfig()
@@ -58,6 +60,10 @@ def register(sub) -> None:
     _add(r, "init_from", "fine-tune: start from the weights of a trained model (its shape "
          "and vocabulary; fresh optimizer and schedule) instead of a random init",
          metavar="RUN_DIR|CHECKPOINT")
+    r.add_argument("--distributed", choices=["none", "mpi"], default="none",
+                   help="mpi: one run across the processes `mpiexec -n N` starts, each "
+                   "training a slice of the B streams (same results as one process; "
+                   "rank 0 writes the files); needs the mpi extra (docs/distributed.md)")
     r.add_argument("--force", action="store_true",
                    help="replace the run files in an --out that already holds a run "
                    "(other files there are left alone)")
@@ -145,6 +151,23 @@ def check_config_out(out, config_file, force: bool) -> None:
 
 
 def run(args) -> int:
+    comm = communicator(args.distributed)
+    if comm.rank > 0:  # rank 0 prints and writes; the others train silently
+        outcome = follow(comm)
+        return 130 if outcome is not None and outcome.interrupted else 0
+
+    def begin(on_start: OnStart):
+        return _begin(args, comm.size, on_start)
+
+    outcome = lead(comm, begin, _say_start) if comm.size > 1 else begin(_say_start)
+    if outcome.interrupted:
+        return 130
+    print(summary(outcome), flush=True)
+    return 0
+
+
+def _begin(args, ranks: int, on_start: OnStart):
+    """Start or resume the run the flags describe (on rank 0, across ranks)."""
     given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
     if args.resume is not None:
         if args.config is not None or args.preset is not None or args.force:
@@ -155,7 +178,7 @@ def run(args) -> int:
         if "init_from" in given:
             raise UserError("--resume continues a run, --init-from starts a new one from "
                             "its weights: give one of them")
-        outcome = resume_training(args.resume, given, say=echo, on_start=say_start)
+        return resume_training(args.resume, given, say=echo, on_start=on_start)
     else:
         settings = load_preset(args.preset) if args.preset is not None else {}
         if args.config is not None:
@@ -177,9 +200,16 @@ def run(args) -> int:
                   "layer (it acts between layers, as in torch.nn.LSTM); add --num-layers 2 "
                   "or more to use it, or --locked-dropout, which acts on every layer's "
                   "output", file=sys.stderr)
-        outcome = start_training(config, force=args.force, say=echo,
-                                 on_start=say_start)
-    if outcome.interrupted:
-        return 130
-    print(summary(outcome), flush=True)
-    return 0
+        rank_streams(config.batch_size, ranks)  # before a run directory is made
+        return start_training(config, force=args.force, say=echo, on_start=on_start)
+
+
+def _say_start(start) -> None:
+    """The run's header (library.say_start), and across MPI ranks how they split."""
+    say_start(start)
+    run = start.run
+    if run.comm.size > 1:
+        B = run.config.batch_size
+        widths = sorted({s.stop - s.start for s in rank_streams(B, run.comm.size)})
+        echo(f"  ranks  {run.comm.size} processes (MPI), {' or '.join(map(str, widths))} "
+             "streams each; rank 0 writes the files")
