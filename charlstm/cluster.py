@@ -27,10 +27,10 @@ from .config import TrainConfig
 from .data import Batches
 from .distributed import Communicator, rank_streams
 from .errors import UserError, os_error_message
+from .loop import Outcome, fit
 from .run_state import TrainingError, run_from_checkpoint
 from .session import OnStart, Start, load_data
 from .text import Vocab
-from .train import Outcome, fit
 
 # begin(on_start) starts or resumes the run on rank 0 (a session function with its
 # arguments bound) and returns its Outcome.

@@ -22,13 +22,13 @@ from .finetune import init_settings, load_init
 from .guidance import kernels_cold
 from .language_model import LanguageModel, load
 from .layers import LN2
+from .loop import Outcome
 from .optim import get_optimizer
 from .presets import load_preset
 from .progress import echo
 from .runs import BEST, LAST
 from .schedules import get_schedule
 from .session import Start, resume_training, start_training
-from .train import Outcome
 
 # The registry names a TrainConfig holds but does not check (config imports no registry),
 # looked up as the run will look them up, so that a bad one is refused before a run

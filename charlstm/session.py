@@ -27,6 +27,7 @@ from .errors import UserError
 from .finetune import load_init
 from .guidance import More, finished_message, plain, resolve_more
 from .lockfile import run_dir_lock
+from .loop import Outcome, Say, _stop_reason, fit, limit_reached
 from .resources import check_fits, check_text_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -43,7 +44,6 @@ from .runs import (
 )
 from .schedules import horizon_steps
 from .text import Vocab, read_text
-from .train import Outcome, Say, _stop_reason, fit, limit_reached
 
 STOPPING = ("max_steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_train import _final_arrays, _log_without_timings, tiny_config
 
-from charlstm import ModelConfig, cluster, distributed, engine, model, session, train
+from charlstm import ModelConfig, cluster, distributed, engine, loop, model, session
 from charlstm.checkpoint import checkpoint_bytes, load_checkpoint, parse_checkpoint
 from charlstm.errors import UserError
 from charlstm.gradcheck import random_problem
@@ -170,8 +170,8 @@ def test_two_ranks_train_the_run_one_process_trains(tmp_path, monkeypatch):
     rank 0 wrote checkpoints."""
     one = session.start_training(tiny_config(tmp_path, "one", batch_size=3))
     writers = []
-    real_save = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", lambda path, ckpt: (
+    real_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, ckpt: (
         writers.append(threading.current_thread().name), real_save(path, ckpt)))
     two = _train_ranks(tiny_config(tmp_path, "two", batch_size=3))
     assert writers and set(writers) == {"rank0"}
@@ -213,12 +213,12 @@ def test_two_ranks_resume_exactly(tmp_path):
 def test_ranks_agree_on_one_validation_figure(tmp_path, monkeypatch):
     """Machines whose maths differ in the last bit still take the same best-checkpoint
     decisions: every rank keeps the same validation loss."""
-    real = train.evaluate
+    real = loop.evaluate
 
     def skewed(*args, **kwargs):
         loss = real(*args, **kwargs)
         return loss + (1e-6 if threading.current_thread().name == "rank1" else 0.0)
-    monkeypatch.setattr(train, "evaluate", skewed)
+    monkeypatch.setattr(loop, "evaluate", skewed)
     ends = _train_ranks(tiny_config(tmp_path, "r", batch_size=3))
     assert ends[0].val_loss == ends[1].val_loss and ends[0].best_val == ends[1].best_val
 

@@ -23,7 +23,7 @@ from charlstm.lockfile import run_dir_lock
 
 # charlstm.train is the library's train(); the trainer module is charlstm.train's entry in
 # sys.modules (`from charlstm.train import fit` works too)
-train_module = importlib.import_module("charlstm.train")
+train_module = importlib.import_module("charlstm.loop")
 
 
 @pytest.fixture

@@ -315,7 +315,7 @@ def test_train_takes_a_preset_and_resumes(run_dir, tmp_path):
 def test_an_interrupted_train_raises_keyboard_interrupt_saying_how_to_resume(
         tmp_path, monkeypatch):
     """Ctrl-C (SIGINT) saves the run and ends train() as Ctrl-C ends Python code."""
-    trainer = sys.modules["charlstm.train"]  # the module; charlstm.train is the function
+    trainer = sys.modules["charlstm.loop"]  # the trainer module
     real_step = trainer.train_step
 
     def step_then_signal(run, batches, lr):

@@ -20,7 +20,7 @@ from charlstm.schedules import horizon_steps, learning_rate
 
 # charlstm.train is the library's train(); the trainer module is charlstm.train's entry in
 # sys.modules (`from charlstm.train import fit` works too)
-tr = importlib.import_module("charlstm.train")
+tr = importlib.import_module("charlstm.loop")
 
 # A 125-character corpus: with B=2, T=8 an epoch is 6 windows, so a 16-step run wraps twice.
 TEXT = ("To be, or not to be, that is the question: whether 'tis nobler in the mind "
