@@ -29,6 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batches
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
+from .keepsakes import keep_checkpoint, write_sample
 from .layers import LN2
 from .optim import clip_grad_norm, ema_update
 from .penalties import Penalty
@@ -164,6 +165,8 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                     continue
             if last or run.step % cfg.log_every == 0 or val_loss is not None:
                 _log(run, batches, val_loss, log, progress)
+            if cfg.sample_every and run.step % cfg.sample_every == 0:
+                write_sample(run, out_dir, progress.line)
             if not last and run.step % cfg.checkpoint_every == 0:
                 save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
         save_checkpoint(out_dir / LAST, run.checkpoint(val_loss))
@@ -185,6 +188,8 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
     if run.best_val is None or loss < run.best_val:
         run.best_val, run.best_step = loss, run.step
         save_checkpoint(out_dir / BEST, run.checkpoint(loss))
+    if cfg.keep:
+        keep_checkpoint(run, out_dir, loss)
     return loss
 
 
