@@ -70,8 +70,15 @@ OnStart = Callable[[Start], None]
 
 
 def load_text(config: TrainConfig) -> Source:
-    """The text config.data names (charlstm.sources), its sha256 and its name."""
+    """(text, sha256 of the text, its name) for config.data (charlstm.sources)."""
     return read_source(config.data, config.encoding_errors)
+
+
+def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, str, str]:
+    """(corpus, sha256 of the decoded text, its name) for config.data; vocab: see
+    make_corpus."""
+    source = load_text(config)
+    return corpus_of(config, source, vocab), source.sha256, source.shown
 
 
 def corpus_of(config: TrainConfig, source: Source, vocab: Vocab | None = None) -> Corpus:

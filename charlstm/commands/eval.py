@@ -36,9 +36,10 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory or a .safetensors checkpoint")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=None, metavar="PATH|NAME", nargs="+",
-                   help="text to evaluate on, as train's --data takes it (default: the text "
-                   "the model was trained on)")
+    d.add_argument("--data", default=None, metavar="PATH|NAME",
+                   help="text to evaluate on: a file, a directory or - (stdin), as train's "
+                   "--data takes them (default: the text the model was trained on, however "
+                   "many files)")
     d.add_argument("--split", choices=SPLITS, default=None,
                    help="the held-out validation part, the training part, the test part "
                    "(train's --test-frac), or all of it (default: val for the text the "
