@@ -201,6 +201,8 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
                             "differs); resume with the original --data, or fine-tune on "
                             f"this text with --init-from {shlex.quote(str(out))}",
                             exit_code=2)
+    if STDIN in specs(config.data):  # --resume --data -: the same text, kept as at the start
+        config = keep_stdin(out, config, source.text)
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
     corpus = corpus_of(config, source, Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)

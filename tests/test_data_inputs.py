@@ -90,6 +90,12 @@ def test_stdin_is_read_once_and_kept_in_the_run_so_it_resumes(tmp_path):
                            "--max-steps", "4"], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     assert more.returncode == 0 and "done at step 4" in more.stdout, more.stderr
+    # the same text piped again resumes too, and the run still records its copy
+    more = subprocess.run([sys.executable, "-m", "charlstm", "train", "--resume", str(run),
+                           "--max-steps", "5", "--data", "-"], input=TEXT,
+                          capture_output=True, text=True)
+    assert more.returncode == 0 and "done at step 5" in more.stdout, more.stderr
+    assert TrainConfig.from_dict(load_toml(run / "config.toml")).data == config.data
     # a new run over it replaces the copy with --force, as any run file
     done = subprocess.run([*args, "--force"], input=TEXT + "x\n", capture_output=True,
                           text=True)
