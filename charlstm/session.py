@@ -140,7 +140,10 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
         if on_start:
             added = len(corpus.vocab) - len(init.vocab) if init is not None else 0
             on_start(Start(run, corpus, batches, source.shown, resumed=False, added=added))
-        return fit(run, batches, corpus.val, out, say)
+        outcome = fit(run, batches, corpus.val, out, say)
+    if say:
+        warn_warmup_not_reached(config, batches.windows_per_epoch, outcome, say)
+    return outcome
 
 
 def warn_short_warmup(config: TrainConfig, windows_per_epoch: int, say: Say) -> None:
@@ -155,6 +158,19 @@ def warn_short_warmup(config: TrainConfig, windows_per_epoch: int, say: Say) -> 
         f"{config.warmup_steps} warmup steps, so the learning rate stops at {reached:.3g} "
         f"and never reaches --lr {config.lr:g}; pass --warmup-steps "
         f"{max(1, steps // 10)} (a tenth of the run), or train longer")
+
+
+def warn_warmup_not_reached(config: TrainConfig, windows_per_epoch: int, outcome: Outcome,
+                            say: Say) -> None:
+    """After a time-budget run (whose steps are known only now; a step or epoch limit
+    was warned about by warn_short_warmup) that ended inside its warmup, say so."""
+    if (outcome.interrupted or outcome.step >= config.warmup_steps
+            or horizon_steps(config, windows_per_epoch) is not None):
+        return
+    say(f"charlstm: warning: the run ended at step {outcome.step}, inside its "
+        f"{config.warmup_steps} warmup steps: the learning rate never reached --lr "
+        f"{config.lr:g}; next time pass --warmup-steps {max(1, outcome.step // 10)} "
+        "(a tenth of the run), or give it more time")
 
 
 def resume_training(run_dir, overrides: dict | None = None, say: Say | None = None,

@@ -220,3 +220,13 @@ def test_a_run_shorter_than_its_warmup_is_warned_about_and_the_header_says_what_
     assert "this run's own: optimiser, lr, schedule, weight decay, EMA" in out
     out = charlstm_cli.ok(*args, "--out", tmp_path / "ft2", "--warmup-steps", steps // 10)
     assert "warmup steps" not in out
+
+
+def test_a_time_budget_run_that_ends_inside_its_warmup_says_so_at_the_end(
+        base, tmp_path, charlstm_cli):
+    out = charlstm_cli.ok("train", "--init-from", base, "--data", tmp_path / "new.txt",
+                          "--seq-len", 8, "--batch-size", 2, "--out", tmp_path / "ft",
+                          "--time-budget", 0.001, "--warmup-steps", 100000)
+    step = load_checkpoint(tmp_path / "ft/last.safetensors").meta["step"]
+    assert f"the run ended at step {step}, inside its 100000 warmup steps" in out
+    assert "this run makes" not in out  # its length was not known before it started
