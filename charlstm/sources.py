@@ -98,17 +98,17 @@ def read_stdin(encoding_errors: str) -> str:
 def read_source(data, encoding_errors: str = "strict") -> Source:
     """The text --data names (see the module docstring), its checksum and its name."""
     parts, shown = [], []
-    for spec in specs(data):
+    files_each = [[] if spec == STDIN else files_of(spec) for spec in specs(data)]
+    check_text_fits(*(path for files in files_each for path in files))
+    for spec, files in zip(specs(data), files_each):
         if spec == STDIN:
             parts.append(read_stdin(encoding_errors))
             shown.append("standard input")
             continue
-        files = files_of(spec)
         for path in files:
-            check_text_fits(path)
             parts.append(read_text(path, encoding_errors))
         names = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
-        shown.append(str(files[0]) if len(files) == 1 and not Path(spec).is_dir()
+        shown.append(str(files[0]) if len(files) == 1 and not Path(spec).expanduser().is_dir()
                      else f"{spec} ({len(files)} file{'s' * (len(files) > 1)}: {names})")
     text = join(parts)
     return Source(text, hashlib.sha256(text.encode("utf-8")).hexdigest(), " + ".join(shown))
