@@ -78,6 +78,7 @@ class ModelConfig:
 
 
 ENCODING_ERRORS = ("strict", "replace")
+UNKNOWN = ("error", "skip")
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,15 @@ class TrainConfig:
     ema_decay: float = 0.0
 
     # --- data ---
-    # A text file, or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
-    data: str = "tinyshakespeare"
+    # A text file, "tinyshakespeare" (found or downloaded, see charlstm.datasets), a
+    # directory, "-" for stdin, or a list of these joined in order (charlstm.sources).
+    data: str | tuple[str, ...] = "tinyshakespeare"
     # T: characters per truncated-BPTT window; gradients flow back this far.
     seq_len: int = 64
     # B: parallel contiguous streams; larger = smoother gradients, more chars/s.
     batch_size: int = 32
-    # Last fraction of the text held out for validation (nanoGPT's split at 0.1).
+    # Last fraction of the text held out for validation (nanoGPT's split at 0.1); with
+    # test_frac, the fraction before the test split.
     val_frac: float = 0.1
     # strict: invalid UTF-8 is an error; replace: substitute U+FFFD and go on.
     encoding_errors: str = "strict"
@@ -178,11 +181,29 @@ class TrainConfig:
     # vocabulary) the run starts from, instead of a random init; "" = from scratch.
     init_from: str = ""
 
+    # --- fields added for peers' habits and fine-tuning (issue 25) ---
+    # The very end of the text held out as a test split, after the validation split:
+    # never seen in training nor used to pick the best checkpoint; `charlstm eval RUN
+    # --split test` scores it once, at the end. 0 = none.
+    test_frac: float = 0.0
+    # Steps between short samples (printed, appended to RUN_DIR/samples.txt): watching
+    # the text improve is char-rnn's habit. 0 = off.
+    sample_every: int = 0
+    # Evaluated checkpoints kept besides last and best, named by step and validation
+    # loss (step-002500-val1.6994.safetensors), the oldest removed. 0 = none.
+    keep: int = 0
+    # Characters of the text outside an --init-from model's vocabulary: "error", or
+    # "skip" (left out of the text, counted and said once).
+    unknown: str = "error"
+    # Fine-tuning: give characters of the new text the model lacks fresh rows (input
+    # columns and output rows initialised as a new model's); the old ones keep theirs.
+    extend_vocab: bool = False
+
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "log_every",
                      "checkpoint_every", "lr_decay_every"):
             _check_int(self, name, low=1)
-        for name in ("warmup_steps", "eval_every", "patience"):
+        for name in ("warmup_steps", "eval_every", "patience", "sample_every", "keep"):
             _check_int(self, name, low=0)
         _check_int(self, "seed", low=0)
         if self.max_steps is not None:
@@ -196,7 +217,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)!r}")
         ranges = [(name, 0.0, 1.0) for name in DROPOUTS]
-        for name, low, high in (*ranges, ("val_frac", 0.0, 1.0), ("ema_decay", 0.0, 1.0),
+        for name, low, high in (*ranges, ("val_frac", 0.0, 1.0), ("test_frac", 0.0, 1.0),
+                                ("ema_decay", 0.0, 1.0),
                                 ("min_lr_ratio", 0.0, 1.0 + 1e-12)):
             value = getattr(self, name)
             if not (_is_number(value) and low <= value < high):
@@ -217,8 +239,27 @@ class TrainConfig:
         if self.encoding_errors not in ENCODING_ERRORS:
             raise ValueError(f"encoding_errors must be one of {', '.join(ENCODING_ERRORS)}, "
                              f"got {self.encoding_errors!r}")
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError("data must be a non-empty string")
+        if self.val_frac + self.test_frac >= 1:
+            raise ValueError(f"test_frac must leave text to train on: val_frac + test_frac "
+                             f"must be below 1, got {self.val_frac!r} + {self.test_frac!r}")
+        data = [self.data] if isinstance(self.data, str) else self.data
+        if (not isinstance(data, (list, tuple)) or not data
+                or not all(isinstance(d, str) and d for d in data)):
+            raise ValueError("data must be a non-empty string or a list of them")
+        # one text: a string; several: a tuple (hashable, equal however it was given)
+        object.__setattr__(self, "data", data[0] if len(data) == 1 else tuple(data))
+        if self.unknown not in UNKNOWN:
+            raise ValueError(f"unknown must be one of {', '.join(UNKNOWN)}, got "
+                             f"{self.unknown!r}")
+        if not isinstance(self.extend_vocab, bool):
+            raise ValueError(f"extend_vocab must be true or false, got {self.extend_vocab!r}")
+        if self.extend_vocab and self.unknown == "skip":
+            raise ValueError("extend_vocab gives unknown characters rows of their own; "
+                             "unknown = skip leaves them out: choose one")
+        if (self.extend_vocab or self.unknown == "skip") and not self.init_from:
+            name = "extend_vocab" if self.extend_vocab else "unknown"
+            raise ValueError(f"{name} applies to fine-tuning: it needs init_from (a new "
+                             "model's vocabulary is its text's)")
         for name in ("out", "init_from"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
@@ -324,6 +365,8 @@ def dump_toml(config: TrainConfig) -> str:
     for key, value in config.to_dict().items():
         if value is None:
             continue
-        # JSON string escapes are valid TOML basic-string escapes; repr(float) is valid TOML
-        lines.append(f"{key} = {json.dumps(value) if isinstance(value, str) else repr(value)}")
+        # JSON string escapes are valid TOML basic-string escapes, a JSON list of strings
+        # and true/false are TOML too; repr(float) is valid TOML
+        text = json.dumps(value) if isinstance(value, (str, tuple, bool)) else repr(value)
+        lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"

@@ -27,8 +27,10 @@ from .text import Vocab, list_chars
 
 class Corpus(NamedTuple):
     vocab: Vocab
-    train: np.ndarray  # (N_train,) int64 ids: the first 1 - val_frac of the text
-    val: np.ndarray  # (N_val,) int64 ids: the rest (empty when val_frac is 0)
+    train: np.ndarray  # (N_train,) int64 ids: the first 1 - val_frac - test_frac of the text
+    val: np.ndarray  # (N_val,) int64 ids: the next val_frac (empty when val_frac is 0)
+    test: np.ndarray = np.empty(0, np.int64)  # the last test_frac, never trained on
+    skipped: int = 0  # characters outside the vocabulary left out (skip_unknown)
 
 
 def encode(text: str, vocab: Vocab) -> np.ndarray:
@@ -47,29 +49,52 @@ def encode(text: str, vocab: Vocab) -> np.ndarray:
 def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     """First int(N * (1 - val_frac)) ids train, the rest validate: nanoGPT's
     shakespeare_char split (int(n * 0.9)), so validation losses compare."""
-    n_train = int(len(ids) * (1.0 - val_frac))
-    return ids[:n_train], ids[n_train:]
+    train, val, _ = split3(ids, val_frac, 0.0)
+    return train, val
+
+
+def split3(ids: np.ndarray, val_frac: float,
+           test_frac: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test): the last int(N * test_frac) ids test, the int(N * (1 -
+    val_frac - test_frac)) first train, validation between. With test_frac 0 this is
+    split's cut, so adding a test split to a run moves only where validation ends."""
+    n_train = int(len(ids) * (1.0 - val_frac - test_frac))
+    n_val_end = len(ids) - int(len(ids) * test_frac)
+    return ids[:n_train], ids[n_train:n_val_end], ids[n_val_end:]
 
 
 def make_corpus(text: str, val_frac: float, source: str = "the text",
-                vocab: Vocab | None = None) -> Corpus:
-    """Vocabulary of the whole text (train and val), then the split.
+                vocab: Vocab | None = None, test_frac: float = 0.0,
+                skip_unknown: bool = False) -> Corpus:
+    """Vocabulary of the whole text (train, val and test), then the split.
 
     vocab: a model's vocabulary to encode with instead (fine-tuning, resuming); a
-    character of text outside it is a UserError that lists them.
+    character of text outside it is a UserError that lists them, or with skip_unknown
+    is left out, after the cut (as `charlstm eval --unknown skip` leaves it out, so
+    the splits' losses agree).
     """
     if vocab is None:
         vocab = Vocab.from_text(text)
     missing = vocab.unknown(text)
-    if missing:
+    skipped = 0
+    if missing and not skip_unknown:
         raise UserError(f"{source} has characters the model's vocabulary lacks: "
-                        f"{list_chars(missing)}; remove them from the text, or train a new "
+                        f"{list_chars(missing)}; pass --unknown skip to leave them out, "
+                        "--extend-vocab to give them rows of their own, or train a new "
                         "model on it")
-    train, val = split(encode(text, vocab), val_frac)
+    if missing:
+        ids = np.fromiter((vocab.index.get(c, -1) for c in text), np.int64, len(text))
+        skipped = int((ids < 0).sum())
+        train, val, test = (part[part >= 0] for part in split3(ids, val_frac, test_frac))
+    else:
+        train, val, test = split3(encode(text, vocab), val_frac, test_frac)
+    if test_frac > 0 and len(test) < 2:
+        raise UserError(f"the test split of {source} has {len(test)} character(s); "
+                        "it needs at least 2: raise --test-frac, or pass --test-frac 0")
     if val_frac > 0 and len(val) < 2:
         raise UserError(f"the validation split of {source} has {len(val)} character(s); "
                         "it needs at least 2: raise --val-frac, or pass --val-frac 0")
-    return Corpus(vocab, train, val)
+    return Corpus(vocab, train, val, test, skipped)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import fast
 from .cells import get_cell
 from .config import TrainConfig, describe_dropouts
-from .finetune import init_settings, load_init
+from .finetune import describe_inherited, init_settings, load_init
 from .guidance import kernels_cold
 from .language_model import LanguageModel, load
 from .layers import LN2
@@ -101,14 +101,17 @@ def summary(outcome: Outcome) -> str:
 
 def say_start(start: Start) -> None:
     """The header a run prints before its first step: data, model, optimiser, stop."""
-    run, corpus, batches, path, resumed = start
+    run, corpus, batches, path, resumed, added = start
     cfg, mc = run.config, run.model_config
     n_params = sum(int(p.size) for p in run.params.values())
     how = f"resuming {cfg.out} at step {run.step}" if resumed else f"training into {cfg.out}"
+    init = ""
     if cfg.init_from and not resumed:
         how += f", starting from the weights of {cfg.init_from}"
-    echo(f"charlstm: {how}\n"
-         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
+        init = f"  init   {describe_inherited(mc, added, corpus.skipped)}\n"
+    test = f" / {len(corpus.test):,} test" if len(corpus.test) else ""
+    echo(f"charlstm: {how}\n{init}"
+         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val{test} chars, "
          f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
          f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
          f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "

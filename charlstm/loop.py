@@ -31,6 +31,7 @@ from .data import Batches
 from .errors import UserError, os_error_message
 from .evaluate import evaluate
 from .guidance import PLATEAU_EVALS, plateau_notice
+from .keepsakes import keep_checkpoint, write_sample
 from .layers import LN2
 from .optim import clip_grad_norm, ema_update
 from .penalties import Penalty
@@ -188,6 +189,8 @@ def _fit(run: Run, batches: Batches, val_ids: np.ndarray, out_dir: Path,
                 _log(run, batches, val_loss, log, progress)
             if val_loss is not None:
                 _judge(run, progress)  # after the line it is about
+            if cfg.sample_every and run.step % cfg.sample_every == 0:
+                write_sample(run, out_dir, progress.line)
             if not last and run.step % cfg.checkpoint_every == 0:
                 _save(run, out_dir / LAST, val_loss)
         _save(run, out_dir / LAST, val_loss)
@@ -216,6 +219,8 @@ def _validate(run, val_ids, out_dir, progress, abort=None) -> float | None:
     if run.best_val is None or loss < run.best_val:
         run.best_val, run.best_step = loss, run.step
         _save(run, out_dir / BEST, loss)
+    if cfg.keep:
+        keep_checkpoint(run, out_dir, loss)
     return loss
 
 

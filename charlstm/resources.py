@@ -144,13 +144,19 @@ def check_fits(config: ModelConfig, optimizer: str, batch_size: int, seq_len: in
                      "--seq-len, or a shorter text")
 
 
-def check_text_fits(path) -> None:
-    """Refuse (exit 2) a text file too big to read and encode in the memory available."""
-    with contextlib.suppress(OSError):  # an unreadable file: reading it says so
-        size = os.stat(path).st_size
-        _refuse_if_short(LOAD_BYTES_PER_BYTE * size, f"the text {path} "
-                         f"({format_bytes(size)})", " to read and encode for training",
-                         "use a shorter text (split it, or train on part of it)")
+def check_text_fits(*paths) -> None:
+    """Refuse (exit 2) text files too big, together, to read and encode in the memory
+    available."""
+    if not paths:
+        return
+    size = 0
+    for path in paths:
+        with contextlib.suppress(OSError):  # an unreadable file: reading it says so
+            size += os.stat(path).st_size
+    what = f"the text {paths[0]}" if len(paths) == 1 else f"the text of {len(paths)} files"
+    _refuse_if_short(LOAD_BYTES_PER_BYTE * size, f"{what} ({format_bytes(size)})",
+                     " to read and encode for training",
+                     "use a shorter text (split it, or train on part of it)")
 
 
 def sampling_bytes(config: ModelConfig, num_samples: int, length: int, prime_len: int) -> int:

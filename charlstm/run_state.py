@@ -23,6 +23,7 @@ from .config import ModelConfig, TrainConfig
 from .data import Corpus, Cursor
 from .distributed import LOCAL, Communicator
 from .errors import UserError
+from .finetune import extend_params
 from .network import CharLSTM
 from .optim import Optimizer, make_optimizer
 from .text import Vocab
@@ -130,9 +131,12 @@ class Run:
 def new_run(config: TrainConfig, corpus: Corpus, data_sha256: str,
             init: Checkpoint | None = None) -> Run:
     """Step 0 of a run: fresh weights from config.seed, or init's weights (fine-tuning:
-    same shape and vocabulary, the caller checks); fresh optimizer and schedule."""
+    same shape, and init's vocabulary or, with --extend-vocab, one that begins with it:
+    the caller checks); fresh optimizer and schedule."""
     model_config = config.model_config(len(corpus.vocab))
     params = None if init is None else {k: v.astype(DTYPE) for k, v in init.params.items()}
+    if init is not None and len(corpus.vocab) > len(init.vocab):
+        params = extend_params(params, model_config, config.seed, DTYPE)
     net = CharLSTM(model_config, seed=config.seed, dtype=DTYPE, params=params)
     optimizer = make_optimizer(config.optimizer, net.params, config.lr, config.momentum,
                                config.weight_decay)

@@ -7,12 +7,16 @@ decides where they are.
     RUN_DIR/best.safetensors   checkpoint with the lowest validation loss so far
     RUN_DIR/log.jsonl          one JSON object per logged step
     RUN_DIR/loss.png           `charlstm plot RUN_DIR` (drawn from log.jsonl)
+    RUN_DIR/samples.txt        --sample-every: a short sample every N steps, with its step
+    RUN_DIR/stdin.txt          --data -: the text read from standard input, kept to resume
+    RUN_DIR/step-002500-val1.6994.safetensors   --keep N: the last N evaluated checkpoints
     RUN_DIR/.charlstm-run      written first: {"format": ".charlstm-run", "format_version": 1}
 
 charlstm writes only into a new or empty directory or one it made: the marker says so,
 or, for a run made before the marker existed, a charlstm checkpoint or a config.toml of
 train settings whose out is the directory. There it replaces or removes only the
-regular files named above (and .lock, and its own temporary files).
+regular files named above (the step-* checkpoints by their exact pattern, KEPT), and
+.lock, and its own temporary files.
 A directory holds a run once it holds a checkpoint: before the first one is written there
 is nothing to resume or lose, and `charlstm train` may start it again.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,13 +36,19 @@ from .datasets import DATASETS
 from .errors import UserError, os_error_message
 from .fsutil import atomic_write_bytes, refuse_non_regular
 from .lockfile import LOCK
+from .sources import STDIN, specs
 
 CONFIG = "config.toml"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 LOG = "log.jsonl"
 PLOT = "loss.png"
-RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT)  # what --force replaces; nothing else is touched
+SAMPLES = "samples.txt"
+STDIN_COPY = "stdin.txt"
+# what --force replaces (with the KEPT checkpoints); nothing else is touched
+RUN_FILES = (CONFIG, LOG, LAST, BEST, PLOT, SAMPLES, STDIN_COPY)
+# --keep's checkpoints: exactly the names kept_name writes
+KEPT = re.compile(r"step-(\d{6,})-val(\d+\.\d{4})\.safetensors")
 # Written first into every run directory charlstm makes: a small JSON saying so.
 MARKER = ".charlstm-run"
 MARKER_VERSION = 1
@@ -47,12 +58,33 @@ def resolve_paths(config: TrainConfig) -> TrainConfig:
     """Make the stored config independent of the working directory: a data path (and an
     --init-from path) becomes absolute (a dataset name stays a name), an empty --out
     becomes runs/<data>-<time> (with -2, -3, ... when two runs start in one second)."""
-    data = config.data
-    if data not in DATASETS or Path(data).expanduser().is_file():
-        data = str(Path(data).expanduser().resolve())
-    out = config.out or _new_run_name(Path(config.data).stem or "run")
+    data = tuple(_absolute(spec) for spec in specs(config.data))
+    first = specs(config.data)[0]
+    out = config.out or _new_run_name("stdin" if first == STDIN else Path(first).stem or "run")
     init_from = config.init_from and str(Path(config.init_from).expanduser().resolve())
     return replace(config, data=data, out=out, init_from=init_from)
+
+
+def _absolute(spec: str) -> str:
+    """A --data path made absolute; a dataset name and - (standard input) as they are."""
+    if spec == STDIN or (spec in DATASETS and not Path(spec).expanduser().is_file()):
+        return spec
+    return str(Path(spec).expanduser().resolve())
+
+
+def kept_name(step: int, val_loss: float) -> str:
+    """--keep's name for the checkpoint of `step`: step-002500-val1.6994.safetensors."""
+    return f"step-{step:06d}-val{val_loss:.4f}.safetensors"
+
+
+def kept_files(out: Path) -> list[Path]:
+    """--keep's checkpoints in out, by step: regular files named by KEPT only."""
+    try:
+        found = [p for p in out.iterdir() if KEPT.fullmatch(p.name)
+                 and p.is_file() and not p.is_symlink()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: int(KEPT.fullmatch(p.name).group(1)))
 
 
 def _new_run_name(stem: str) -> str:
@@ -122,6 +154,7 @@ def prepare_run_dir(out: Path, force: bool) -> bool:
     check_run_dir(out, ignore=(LOCK,))
     check_run_files(out)
     present = [name for name in RUN_FILES if os.path.lexists(out / name)]
+    present += [p.name for p in kept_files(out)] if out.is_dir() else []
     restarted = False
     if (out / LAST).exists() or (out / BEST).exists():
         if not force:

@@ -12,7 +12,6 @@ caller's (the train command's).
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,18 +21,21 @@ from typing import NamedTuple
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, name_flag
 from .data import Batches, Corpus, make_corpus
-from .datasets import resolve_data
 from .errors import UserError
-from .finetune import load_init
+from .finetune import extended_vocab, load_init
+from .fsutil import atomic_write_bytes
 from .guidance import More, finished_message, plain, resolve_more
+from .keepsakes import truncate_samples
 from .lockfile import run_dir_lock
 from .loop import Outcome, Say, _stop_reason, fit, limit_reached
-from .resources import check_fits, check_text_fits
+from .resources import check_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
     CONFIG,
     LAST,
     LOG,
+    SAMPLES,
+    STDIN_COPY,
     check_run_dir,
     check_run_files,
     mark_run_dir,
@@ -43,7 +45,8 @@ from .runs import (
     write_config,
 )
 from .schedules import horizon_steps
-from .text import Vocab, read_text
+from .sources import STDIN, Source, read_source, specs
+from .text import Vocab
 
 STOPPING = ("max_steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
@@ -61,25 +64,40 @@ class Start(NamedTuple):
     run: Run
     corpus: Corpus
     batches: Batches
-    path: str  # the text's path
+    path: str  # the text's name: its path, or what sources.Source.shown says
     resumed: bool
+    added: int = 0  # characters --extend-vocab gave rows of their own
 
 
 OnStart = Callable[[Start], None]
 
 
-def load_text(config: TrainConfig) -> tuple[str, str, str]:
-    """(text, sha256 of the decoded text, path) for config.data."""
-    path = resolve_data(config.data)
-    check_text_fits(path)
-    text = read_text(path, config.encoding_errors)
-    return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
+def load_text(config: TrainConfig) -> Source:
+    """(text, sha256 of the text, its name) for config.data (charlstm.sources)."""
+    return read_source(config.data, config.encoding_errors)
 
 
 def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, str, str]:
-    """(corpus, sha256 of the decoded text, path) for config.data; vocab: see make_corpus."""
-    text, sha, path = load_text(config)
-    return make_corpus(text, config.val_frac, source=path, vocab=vocab), sha, path
+    """(corpus, sha256 of the decoded text, its name) for config.data; vocab: see
+    make_corpus."""
+    source = load_text(config)
+    return corpus_of(config, source, vocab), source.sha256, source.shown
+
+
+def corpus_of(config: TrainConfig, source: Source, vocab: Vocab | None = None) -> Corpus:
+    """The splits of source's text; vocab: see make_corpus."""
+    return make_corpus(source.text, config.val_frac, source=source.shown, vocab=vocab,
+                       test_frac=config.test_frac, skip_unknown=config.unknown == "skip")
+
+
+def keep_stdin(out: Path, config: TrainConfig, text: str) -> TrainConfig:
+    """--data -: standard input can be read once, but a resume (and eval, sample's
+    defaults, --config RUN/config.toml) needs the same text again, so the run keeps a
+    copy, RUN_DIR/stdin.txt, and records that as its data."""
+    atomic_write_bytes(out / STDIN_COPY, text.encode("utf-8"))
+    copy = str((out / STDIN_COPY).resolve())
+    data = [copy if spec == STDIN else spec for spec in specs(config.data)]
+    return replace(config, data=data[0] if len(data) == 1 else tuple(data))
 
 
 def with_default_stop(config: TrainConfig) -> TrainConfig:
@@ -94,24 +112,68 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     """A new run in config.out (see runs.resolve_paths, with_default_stop); say as in
     train.fit; on_start is told what the run is about to do, before its first step."""
     config = with_default_stop(resolve_paths(config))
+    if specs(config.data).count(STDIN) > 1:
+        raise UserError("--data names standard input (-) more than once; it is read once")
     init = load_init(config.init_from) if config.init_from else None
-    corpus, sha, path = load_data(config, None if init is None else Vocab(init.vocab))
+    source = load_text(config)
+    vocab = None
+    if init is not None:
+        vocab = (extended_vocab(init, source.text) if config.extend_vocab
+                 else Vocab(init.vocab))
+    corpus = corpus_of(config, source, vocab)
+    held = f"--val-frac {config.val_frac:g}" + (f" and --test-frac {config.test_frac:g}"
+                                                   if config.test_frac else "")
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
-                      source=f"{path} (after holding out --val-frac {config.val_frac:g})")
+                      source=f"{source.shown} (after holding out {held})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
                config.seq_len, averaged=config.ema_decay > 0,
-               corpus_chars=len(corpus.train) + len(corpus.val))
+               corpus_chars=len(source.text))
+    if say:
+        warn_short_warmup(config, batches.windows_per_epoch, say)
     out = Path(config.out)
     check_run_dir(out)  # before the lock: its .lock is not written into a user's directory
     with run_dir_lock(out):
         if prepare_run_dir(out, force) and say:
             say(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
                 "starting it again")
-        run = new_run(config, corpus, sha, init)
+        if STDIN in specs(config.data):
+            config = keep_stdin(out, config, source.text)
+        run = new_run(config, corpus, source.sha256, init)
         write_config(out, config)
         if on_start:
-            on_start(Start(run, corpus, batches, path, resumed=False))
-        return fit(run, batches, corpus.val, out, say)
+            added = len(corpus.vocab) - len(init.vocab) if init is not None else 0
+            on_start(Start(run, corpus, batches, source.shown, resumed=False, added=added))
+        outcome = fit(run, batches, corpus.val, out, say)
+    if say:
+        warn_warmup_not_reached(config, batches.windows_per_epoch, outcome, say)
+    return outcome
+
+
+def warn_short_warmup(config: TrainConfig, windows_per_epoch: int, say: Say) -> None:
+    """Say so when a run's known length is shorter than its warmup: the learning rate
+    would never reach --lr, silently. A warning rather than a warmup scaled to fit: the
+    stored config then means what it says, and the user picks the number."""
+    steps = horizon_steps(config, windows_per_epoch)
+    if steps is None or steps >= config.warmup_steps:
+        return
+    reached = config.lr * steps / config.warmup_steps
+    say(f"charlstm: warning: this run makes {steps} steps, fewer than its "
+        f"{config.warmup_steps} warmup steps, so the learning rate stops at {reached:.3g} "
+        f"and never reaches --lr {config.lr:g}; pass --warmup-steps "
+        f"{max(1, steps // 10)} (a tenth of the run), or train longer")
+
+
+def warn_warmup_not_reached(config: TrainConfig, windows_per_epoch: int, outcome: Outcome,
+                            say: Say) -> None:
+    """After a time-budget run (whose steps are known only now; a step or epoch limit
+    was warned about by warn_short_warmup) that ended inside its warmup, say so."""
+    if (outcome.interrupted or outcome.step >= config.warmup_steps
+            or horizon_steps(config, windows_per_epoch) is not None):
+        return
+    say(f"charlstm: warning: the run ended at step {outcome.step}, inside its "
+        f"{config.warmup_steps} warmup steps: the learning rate never reached --lr "
+        f"{config.lr:g}; next time pass --warmup-steps {max(1, outcome.step // 10)} "
+        "(a tenth of the run), or give it more time")
 
 
 def resume_training(run_dir, overrides: dict | None = None, say: Say | None = None,
@@ -152,14 +214,17 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     # "+N" limits are placeholders (checked as N) until the run says where it is
     config = resume_config(stored, {k: plain(v) for k, v in overrides.items()}, out)
-    text, sha, path = load_text(config)
-    if sha != ckpt.meta.get("data_sha256"):
+    source = load_text(config)
+    path = source.shown
+    if source.sha256 != ckpt.meta.get("data_sha256"):
         raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
                             "differs); resume with the original --data, or fine-tune on "
                             f"this text with --init-from {shlex.quote(str(out))}",
                             exit_code=2)
+    if STDIN in specs(config.data):  # --resume --data -: the same text, kept as at the start
+        config = keep_stdin(out, config, source.text)
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
-    corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
+    corpus = corpus_of(config, source, Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
     if run.cursor.window >= batches.windows_per_epoch:
@@ -180,6 +245,7 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
                        run.step, ckpt.meta.get("val_loss"), run.best_val,
                        best_step=run.best_step)
     mark_run_dir(out)  # a run made before the marker existed
+    truncate_samples(out / SAMPLES, run.step)
     bad = truncate_log(out / LOG, run.step)
     if bad and say:
         say(f"charlstm: dropped {bad} unreadable line(s) of {out / LOG} (damaged); "

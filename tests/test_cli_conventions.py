@@ -157,7 +157,7 @@ def test_files_that_are_not_checkpoints_say_what_reads_them(tmp_path, charlstm_c
                                     "(see charlstm train --help)"),
     (["train", "--cell", "transformer"], "--cell: invalid choice: 'transformer'"),
     (["sample", "x", "--top-k", "0"], "--top-k: must be >= 1, got 0 (see charlstm sample --help)"),
-    (["eval", "x", "--split", "test"], "--split: invalid choice: 'test'"),
+    (["eval", "x", "--split", "tset"], "--split: invalid choice: 'tset'"),
     (["gradcheck", "--cell", "lstmm"], "--cell: invalid choice: 'lstmm' (choose from 'gru', "
                                        "'lstm', 'rnn')"),
     (["info", "x", "--threads", "2"], "unrecognized arguments: --threads 2"),

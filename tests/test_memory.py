@@ -89,6 +89,15 @@ def test_a_text_too_big_to_read_is_refused_before_reading(tmp_path, corpus, caps
     assert not (tmp_path / "r").exists()
 
 
+def test_several_texts_are_counted_together(tmp_path, corpus, capsys, monkeypatch):
+    size = corpus.stat().st_size
+    have(monkeypatch, int(resources.LOAD_BYTES_PER_BYTE * size * 1.5))  # one fits, not two
+    rc, _, err = run_cli(capsys, "train", "--data", corpus, corpus, "--out", tmp_path / "r",
+                         *TINY)
+    assert rc == 2 and "the text of 2 files (" in one_line(err)
+    assert not (tmp_path / "r").exists()
+
+
 def test_sampling_too_many_streams_is_refused_up_front(trained, capsys, monkeypatch):
     """As `--num-samples 100000000` on a real machine, at a size that is harmless should
     the estimate ever stop refusing it: 2,000 streams against a 1 MB machine."""

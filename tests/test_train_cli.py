@@ -137,7 +137,9 @@ def test_bad_data_files_are_one_line_errors(tmp_path, charlstm_cli):
     (tmp_path / "empty.txt").write_bytes(b"")
     assert "is empty" in charlstm_cli.error("train", "--data", tmp_path / "empty.txt")
     assert "no such file" in charlstm_cli.error("train", "--data", tmp_path / "missing.txt")
-    assert "not a regular file" in charlstm_cli.error("train", "--data", tmp_path)
+    (tmp_path / "nothing").mkdir()
+    assert "a directory with no text file in it" in charlstm_cli.error(
+        "train", "--data", tmp_path / "nothing")
     (tmp_path / "short.txt").write_text("hello world, far too short\n", encoding="utf-8")
     line = charlstm_cli.error("train", "--data", tmp_path / "short.txt")
     assert "one batch needs --batch-size x --seq-len + 1 = 32 x 64 + 1 = 2,049" in line

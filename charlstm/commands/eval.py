@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -13,17 +12,17 @@ from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
-from ..data import split
-from ..datasets import resolve_data
+from ..data import split3
 from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
 from ..runs import resolve_checkpoint
-from ..text import Vocab, list_chars, read_text
+from ..sources import Source, read_source
+from ..text import Vocab, list_chars
 from .argtypes import integer, number
 
-SPLITS = ("val", "train", "all")
+SPLITS = ("val", "train", "test", "all")
 
 
 def register(sub) -> None:
@@ -37,17 +36,23 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory or a .safetensors checkpoint")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=None, metavar="FILE|tinyshakespeare",
-                   help="text to evaluate on (default: the text the model was trained on)")
+    d.add_argument("--data", default=None, metavar="PATH|NAME",
+                   help="text to evaluate on: a file, a directory or - (stdin), as train's "
+                   "--data takes them (default: the text the model was trained on, however "
+                   "many files)")
     d.add_argument("--split", choices=SPLITS, default=None,
-                   help="the held-out end of the text, the training part, or all of it "
-                   "(default: val for the text the model was trained on, all for another)")
+                   help="the held-out validation part, the training part, the test part "
+                   "(train's --test-frac), or all of it (default: val for the text the "
+                   "model was trained on, all for another)")
     d.add_argument("--val-frac", metavar="F", type=number(0, 1, high_open=True), default=None,
                    help="fraction held out at the end, as in training (default: the "
                    "model's own, else 0.1)")
-    d.add_argument("--unknown", choices=("error", "skip"), default="error",
-                   help="characters not in the model's vocabulary: error (default) or skip "
-                   "(remove them from the text)")
+    d.add_argument("--test-frac", metavar="F", type=number(0, 1, high_open=True),
+                   default=None, help="fraction held out at the very end as the test split, "
+                   "as in training (default: the model's own, else 0)")
+    d.add_argument("--unknown", choices=("error", "skip"), default=None,
+                   help="characters not in the model's vocabulary: error or skip (remove "
+                   "them from the text) (default: as trained, else error)")
     d.add_argument("--encoding-errors", choices=("strict", "replace"), default=None,
                    help="invalid UTF-8: strict = error, replace = U+FFFD (default: as trained)")
     p.add_argument("--json", action="store_true",
@@ -60,23 +65,24 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def resolve_eval_data(spec: str | None, trained: TrainConfig | None, flag: str = "--data"):
-    """--data, else the text the model was trained on, with a hint (naming the
-    command's own `flag`) when that is gone."""
+def resolve_eval_data(spec, trained: TrainConfig | None, errors: str,
+                      flag: str = "--data") -> Source:
+    """The text of --data (as train reads it: charlstm.sources), else the text the model
+    was trained on, with a hint (naming the command's own `flag`) when that is gone."""
     if spec is not None:
-        return resolve_data(spec)
+        return read_source(spec, errors)
     if trained is None:
         raise UserError(f"this checkpoint does not say what it was trained on; pass {flag} FILE")
     try:
-        return resolve_data(trained.data)
+        return read_source(trained.data, errors)
     except UserError as e:
         raise UserError(f"the training text cannot be found ({e}); pass {flag} FILE",
                         exit_code=e.exit_code) from None
 
 
 def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
-              skip_unknown: bool) -> tuple[np.ndarray, int]:
-    """(N,) ids of one split of text, cut where training cuts it (charlstm.data.split),
+              skip_unknown: bool, test_frac: float = 0.0) -> tuple[np.ndarray, int]:
+    """(N,) ids of one split of text, cut where training cuts it (charlstm.data.split3),
     and how many unknown characters of that split were skipped.
 
     The cut is made on the text as it is; skipped unknown characters are removed
@@ -87,8 +93,8 @@ def split_ids(text: str, vocab: Vocab, val_frac: float, which: str,
         raise UserError(f"the text has characters not in the model's vocabulary: "
                         f"{list_chars(missing)}; pass --unknown skip to leave them out")
     ids = np.fromiter((vocab.index.get(c, -1) for c in text), dtype=np.int64, count=len(text))
-    train, val = split(ids, val_frac)
-    ids = {"train": train, "val": val, "all": ids}[which]
+    train, val, test = split3(ids, val_frac, test_frac)
+    ids = {"train": train, "val": val, "test": test, "all": ids}[which]
     known = ids >= 0
     return ids[known], int(len(ids) - known.sum())
 
@@ -100,28 +106,37 @@ def say_skipped(skipped: int, where: str) -> None:
               "in the model's vocabulary (--unknown skip)", file=sys.stderr)
 
 
-def default_split(text: str, meta: dict, data_flag: str | None) -> str:
+def default_split(source: Source, meta: dict, data_flag) -> str:
     """val for the text the model was trained on (its held-out end is what it has not
     seen), all for any other text (none of it was seen, so all of it is scored)."""
     if data_flag is None:
         return "val"
-    trained_on = meta.get("data_sha256")
-    return "val" if trained_on == hashlib.sha256(text.encode("utf-8")).hexdigest() else "all"
+    return "val" if meta.get("data_sha256") == source.sha256 else "all"
 
 
 def run(args) -> int:
     path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(path)
     trained = training_config(ckpt.meta)
-    data = resolve_eval_data(args.data, trained)
+    errors = args.encoding_errors or (trained or TrainConfig()).encoding_errors
+    source = resolve_eval_data(args.data, trained, errors)
+    data, text = source.shown, source.text
     trained = trained or TrainConfig()  # defaults for the settings below
-    text = read_text(data, args.encoding_errors or trained.encoding_errors)
     val_frac = trained.val_frac if args.val_frac is None else args.val_frac
-    which = args.split or default_split(text, ckpt.meta, args.data)
+    test_frac = trained.test_frac if args.test_frac is None else args.test_frac
+    which = args.split or default_split(source, ckpt.meta, args.data)
     if which == "val" and val_frac == 0:
         raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
                         "pass --split all or a positive --val-frac")
-    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
+    if which == "test" and test_frac == 0:
+        raise UserError("--split test: the model was trained without a test split "
+                        "(--test-frac 0); pass --test-frac F as in training, or --split val")
+    if val_frac + test_frac >= 1:
+        raise UserError(f"--val-frac {val_frac:g} + --test-frac {test_frac:g} leave nothing "
+                        "to train on; lower them")
+    unknown = args.unknown or trained.unknown
+    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, unknown == "skip",
+                             test_frac)
     say_skipped(skipped, f"the {which} split" if which != "all" else "the text")
     if len(ids) < 2:
         raise UserError(f"the {which} split of {data} has {len(ids)} character(s); "
@@ -140,12 +155,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({
             "checkpoint": str(path), "data": str(data), "split": which,
-            "val_frac": val_frac if which != "all" else None, "characters": len(ids) - 1,
+            "val_frac": val_frac if which != "all" else None,
+            "test_frac": test_frac if which != "all" else None, "characters": len(ids) - 1,
             "split_characters": len(ids), "skipped": skipped,
             "loss": loss, "bits_per_char": loss / LN2, "perplexity": math.exp(loss),
             "seconds": round(seconds, 3), "batch_size": batch_size, "seq_len": seq_len}))
         return 0
-    what = f"{which} split (val-frac {val_frac:g})" if which != "all" else "all"
+    fracs = f"val-frac {val_frac:g}" + (f", test-frac {test_frac:g}" if test_frac else "")
+    what = f"{which} split ({fracs})" if which != "all" else "all"
     print(f"checkpoint  {path}")
     # N characters make N - 1 predictions (the first has nothing before it): train's
     # header counts the split's N characters, its val loss scores the same N - 1.

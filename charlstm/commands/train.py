@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..cells import CELLS
 from ..cluster import follow, lead
-from ..config import ENCODING_ERRORS, TrainConfig, load_toml, name_flag
+from ..config import ENCODING_ERRORS, UNKNOWN, TrainConfig, load_toml, name_flag
 from ..distributed import communicator, rank_streams
 from ..errors import UserError
 from ..guidance import plain
@@ -57,9 +57,14 @@ def register(sub) -> None:
     r.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR exactly where it stopped; only stopping "
                    "and logging flags (and --data, for a moved file) may be given")
-    _add(r, "init_from", "fine-tune: start from the weights of a trained model (its shape "
-         "and vocabulary; fresh optimizer and schedule) instead of a random init",
-         metavar="RUN_DIR|CHECKPOINT")
+    _add(r, "init_from", "fine-tune: start from the weights of a trained model (its shape, "
+         "vocabulary and dropout rates; fresh optimizer, schedule, weight decay and EMA) "
+         "instead of a random init", metavar="RUN_DIR|CHECKPOINT")
+    _add(r, "unknown", "with --init-from: characters of the text the model lacks are an "
+         "error, or skip = left out (counted in the header)", choices=UNKNOWN)
+    _add(r, "extend_vocab", "with --init-from: give characters of the text the model lacks "
+         "new rows (initialised as a new model's); the old ones keep their weights",
+         action="store_true")
     r.add_argument("--distributed", choices=["none", "mpi"], default="none",
                    help="mpi: one run across the processes `mpiexec -n N` starts, each "
                    "training a slice of the B streams (same results as one process; "
@@ -112,11 +117,16 @@ def register(sub) -> None:
          "of the weights with this decay, in [0, 1), e.g. 0.999 (0 = off)",
          type=unchecked(float), metavar="D")
     d = p.add_argument_group("data")
-    _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
-         "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
+    _add(d, "data", "UTF-8 text: a file; tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
+         "~/.cache/charlstm, or downloaded); a directory (its input.txt, else every file not "
+         "starting with '.', by name); several of these, joined in order; or - for standard "
+         "input (the run keeps a copy, stdin.txt)", metavar="PATH|NAME", nargs="+")
     _add(d, "seq_len", "T: characters per BPTT window", type=unchecked(int), metavar="T")
     _add(d, "batch_size", "B: parallel streams per step", type=unchecked(int), metavar="B")
     _add(d, "val_frac", "last fraction of the text held out for validation",
+         type=unchecked(float), metavar="F")
+    _add(d, "test_frac", "last fraction of the text held out as a test split, after "
+         "validation: never trained on; scored by charlstm eval RUN_DIR --split test",
          type=unchecked(float), metavar="F")
     _add(d, "encoding_errors", "invalid UTF-8: strict = error, replace = U+FFFD",
          choices=ENCODING_ERRORS)
@@ -137,6 +147,11 @@ def register(sub) -> None:
          metavar="N")
     _add(w, "checkpoint_every", "steps between last.safetensors saves", type=unchecked(int),
          metavar="N")
+    _add(w, "sample_every", "steps between short samples (200 characters at temperature "
+         "0.8), printed and appended to RUN_DIR/samples.txt (0 = off)", type=unchecked(int),
+         metavar="N")
+    _add(w, "keep", "keep the last N evaluated checkpoints besides last and best, as "
+         "step-002500-val1.6994.safetensors (0 = none)", type=unchecked(int), metavar="N")
     _add(w, "seed", "seed of the initialisation and dropout", type=unchecked(int),
          metavar="S")
     p.set_defaults(run=run)
@@ -169,6 +184,8 @@ def run(args) -> int:
 def _begin(args, ranks: int, on_start: OnStart):
     """Start or resume the run the flags describe (on rank 0, across ranks)."""
     given = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
+    if "data" in given:  # --data A [B ...]: one text is a string, several a tuple
+        given["data"] = given["data"][0] if len(given["data"]) == 1 else tuple(given["data"])
     if args.resume is not None:
         if args.config is not None or args.preset is not None or args.force:
             raise UserError("--resume takes the run's own settings: drop "

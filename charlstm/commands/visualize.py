@@ -13,6 +13,7 @@ from ..config import TrainConfig, a_cell
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes, check_output
 from ..runs import resolve_checkpoint
+from ..sources import describe
 from ..text import Vocab, read_text
 from ..visualize import page, page_data, report
 from .argtypes import integer
@@ -60,19 +61,20 @@ def load_text(args, ckpt) -> tuple[str, str]:
     errors = (trained or TrainConfig()).encoding_errors
     vocab = Vocab(ckpt.vocab)
     if args.text is not None:
-        text, which, val_frac = read_text(args.text, errors), "all", 0.0
+        text, which, val_frac, test_frac = read_text(args.text, errors), "all", 0.0, 0.0
         where = Path(args.text).name
     else:
-        data = resolve_eval_data(None, trained, flag="--text")
+        text = resolve_eval_data(None, trained, errors, flag="--text").text
         # named as the run names it ("tinyshakespeare"), not by where it was found;
         # a file by its base name, as the page names every file (see _shown)
-        where = f"{Path(trained.data).name} ({args.split} split)"
-        text, which = read_text(data, errors), args.split
-        val_frac = (trained or TrainConfig()).val_frac
-        if which == "val" and val_frac == 0:
-            raise UserError("the model was trained with --val-frac 0: it has no validation "
-                            "split; pass --split train or --text FILE")
-    ids, skipped = split_ids(text, vocab, val_frac, which, args.unknown == "skip")
+        where = f"{describe(trained.data)} ({args.split} split)"
+        which = args.split
+        val_frac, test_frac = trained.val_frac, trained.test_frac
+        if which == "val" and val_frac == 0 or which == "test" and test_frac == 0:
+            raise UserError(f"the model was trained with --{which}-frac 0: it has no "
+                            f"{which} split; pass --split train or --text FILE")
+    ids, skipped = split_ids(text, vocab, val_frac, which, args.unknown == "skip",
+                             test_frac)
     say_skipped(skipped, where)
     ids = ids[:args.chars]
     if len(ids) < 2:
