@@ -254,7 +254,7 @@ def test_library_arguments_are_checked_like_flags(call, name):
 # ---------------------------------------------------------------- charlstm.train
 
 TINY_RUN = {"hidden_size": 16, "num_layers": 2, "seq_len": 8, "batch_size": 4,
-            "max_steps": 6, "eval_every": 3, "log_every": 3}
+            "max_steps": 6, "eval_every": 3, "log_every": 3, "warmup_steps": 1}
 
 
 def test_train_from_python_is_charlstm_train(run_dir, tmp_path, capsys):
