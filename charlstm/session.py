@@ -19,13 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, name_flag
-from .data import Batches, Corpus, make_corpus
+from .data import Batches, Corpus, eval_subset, make_corpus
 from .datasets import resolve_data
 from .errors import UserError
 from .finetune import load_init
 from .lockfile import run_dir_lock
+from .prepare import is_prepared, open_prepared, prepared_corpus
 from .resources import check_fits, check_text_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -48,8 +51,8 @@ STOPPING = ("max_steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
 # any step computes (a new stopping point does move a cosine schedule's horizon).
-RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
-                      "checkpoint_every", "data", "out")
+RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "eval_chars",
+                      "log_every", "checkpoint_every", "data", "out")
 
 
 class Start(NamedTuple):
@@ -73,10 +76,33 @@ def load_text(config: TrainConfig) -> tuple[str, str, str]:
     return text, hashlib.sha256(text.encode("utf-8")).hexdigest(), str(path)
 
 
-def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, str, str]:
-    """(corpus, sha256 of the decoded text, path) for config.data; vocab: see make_corpus."""
+def load_data(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str | None = None,
+              run_dir: Path | None = None) -> tuple[Corpus, str, str]:
+    """(corpus, sha256 of the decoded text, path) for config.data: a text, or a directory
+    made by `charlstm prepare` (its ids mapped, not read; the checksum recorded there).
+    vocab: see make_corpus. expect_sha: the checksum of run_dir's data (resuming); other
+    data is refused before it is encoded."""
+    if is_prepared(config.data):
+        prep = open_prepared(config.data)
+        sha, path = prep.text_sha256, str(prep.path)
+        _check_same_data(sha, expect_sha, path, run_dir)
+        return prepared_corpus(prep, config.val_frac, vocab), sha, path
     text, sha, path = load_text(config)
+    _check_same_data(sha, expect_sha, path, run_dir)
     return make_corpus(text, config.val_frac, source=path, vocab=vocab), sha, path
+
+
+def _check_same_data(sha: str, expect_sha: str | None, path: str, run_dir) -> None:
+    if expect_sha is not None and sha != expect_sha:
+        raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
+                            "differs); resume with the original --data, or fine-tune on "
+                            f"this text with --init-from {shlex.quote(str(run_dir))}",
+                            exit_code=2)
+
+
+def resident_chars(corpus: Corpus) -> int:
+    """Characters of the corpus held in memory: none when they are a prepared map."""
+    return 0 if isinstance(corpus.train, np.memmap) else len(corpus.train) + len(corpus.val)
 
 
 def with_default_stop(config: TrainConfig) -> TrainConfig:
@@ -97,7 +123,7 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
                       source=f"{path} (after holding out --val-frac {config.val_frac:g})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
                config.seq_len, averaged=config.ema_decay > 0,
-               corpus_chars=len(corpus.train) + len(corpus.val))
+               corpus_chars=resident_chars(corpus))
     out = Path(config.out)
     check_run_dir(out)  # before the lock: its .lock is not written into a user's directory
     with run_dir_lock(out):
@@ -108,7 +134,7 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
         write_config(out, config)
         if on_start:
             on_start(Start(run, corpus, batches, path, resumed=False))
-        return fit(run, batches, corpus.val, out, say)
+        return fit(run, batches, eval_subset(corpus.val, config.eval_chars), out, say)
 
 
 def resume_training(run_dir, overrides: dict | None = None, say: Say | None = None,
@@ -148,14 +174,9 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
     except (ValueError, TypeError) as e:
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     config = resume_config(stored, overrides, out)
-    text, sha, path = load_text(config)
-    if sha != ckpt.meta.get("data_sha256"):
-        raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
-                            "differs); resume with the original --data, or fine-tune on "
-                            f"this text with --init-from {shlex.quote(str(out))}",
-                            exit_code=2)
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
-    corpus = make_corpus(text, config.val_frac, source=path, vocab=Vocab(ckpt.vocab))
+    corpus, _, path = load_data(config, Vocab(ckpt.vocab), ckpt.meta.get("data_sha256"),
+                                out)
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
     if run.cursor.window >= batches.windows_per_epoch:
@@ -179,7 +200,7 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
     write_config(out, config)
     if on_start:
         on_start(Start(run, corpus, batches, path, resumed=True))
-    return fit(run, batches, corpus.val, out, say)
+    return fit(run, batches, eval_subset(corpus.val, config.eval_chars), out, say)
 
 
 def resume_config(stored: TrainConfig, overrides: dict, out: Path) -> TrainConfig:

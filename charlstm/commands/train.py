@@ -111,8 +111,9 @@ def register(sub) -> None:
          "of the weights with this decay, in [0, 1), e.g. 0.999 (0 = off)",
          type=unchecked(float), metavar="D")
     d = p.add_argument_group("data")
-    _add(d, "data", "a UTF-8 text file, or tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
-         "~/.cache/charlstm, or downloaded)", metavar="PATH|NAME")
+    _add(d, "data", "a UTF-8 text file, a directory made by charlstm prepare, or "
+         "tinyshakespeare (found in $CHARLSTM_DATA_DIR, ~/.cache/charlstm, or downloaded)",
+         metavar="PATH|NAME")
     _add(d, "seq_len", "T: characters per BPTT window", type=unchecked(int), metavar="T")
     _add(d, "batch_size", "B: parallel streams per step", type=unchecked(int), metavar="B")
     _add(d, "val_frac", "last fraction of the text held out for validation",
@@ -129,6 +130,9 @@ def register(sub) -> None:
     _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
     _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
          type=unchecked(int), metavar="N")
+    _add(w, "eval_chars", "characters of the validation split each validation pass "
+         "scores: the first N, the same every pass (0 = the whole split; charlstm eval "
+         "scores it whole)", type=unchecked(int), metavar="N")
     _add(w, "log_every", "steps between progress lines / log records", type=unchecked(int),
          metavar="N")
     _add(w, "checkpoint_every", "steps between last.safetensors saves", type=unchecked(int),
@@ -210,7 +214,8 @@ def _say_start(start: Start) -> None:
     if cfg.init_from and not resumed:
         how += f", starting from the weights of {cfg.init_from}"
     echo(f"charlstm: {how}\n"
-         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars, "
+         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val chars"
+         f"{_describe_eval_subset(cfg, corpus)}, "
          f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
          f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
          f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
@@ -218,6 +223,13 @@ def _say_start(start: Start) -> None:
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
          f"{cfg.warmup_steps}), clip {cfg.clip:g}{_describe_regularisation(cfg)}\n"
          f"  stop   {_describe_stop(cfg)}")
+
+
+def _describe_eval_subset(cfg: TrainConfig, corpus) -> str:
+    """" (validating on the first N)" when --eval-chars cuts the validation split."""
+    if cfg.eval_chars and len(corpus.val) > cfg.eval_chars:
+        return f" (validating on the first {cfg.eval_chars:,}, see --eval-chars)"
+    return ""
 
 
 def _describe_regularisation(cfg: TrainConfig) -> str:
