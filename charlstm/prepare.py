@@ -39,7 +39,6 @@ META = "charlstm-corpus.json"
 IDS = "ids.bin"
 FORMAT = 1
 CHUNK = 16 << 20  # bytes read at a time: memory is a few of these, whatever the corpus
-MAX_CODE = 0x10FFFF
 
 
 class Prepared(NamedTuple):
@@ -152,16 +151,18 @@ def prepare(paths, out, byte_level: bool = False, encoding_errors: str = "strict
 
 
 def _prepare_text(paths, out: Path, chunk: int, errors: str, progress) -> dict:
-    counts = np.zeros(MAX_CODE + 1, dtype=np.int64)
+    counts = np.zeros(0, dtype=np.int64)  # (highest code point seen + 1,) occurrences
     for _, text in _decoded(paths, chunk, errors, progress):
-        codes = _codes(text)
-        counts += np.bincount(codes, minlength=MAX_CODE + 1)
+        seen = np.bincount(_codes(text))
+        if len(seen) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(seen) - len(counts), np.int64)])
+        counts[:len(seen)] += seen
     present = np.flatnonzero(counts)
     if not len(present):
         raise UserError(f"{paths[0]} is empty" if len(paths) == 1 else "the texts are empty")
     vocab = [chr(c) for c in present]
     dtype = id_dtype(len(vocab))
-    table = np.zeros(MAX_CODE + 1, dtype=dtype)
+    table = np.zeros(len(counts), dtype=dtype)  # code point -> id
     table[present] = np.arange(len(present), dtype=dtype)
     text_sha, ids_sha = hashlib.sha256(), hashlib.sha256()
     starts, n = {}, 0

@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
+from ..prepare import is_prepared, open_prepared, prepared_corpus
 from ..runs import resolve_checkpoint
 from ..text import Vocab, list_chars, read_text
 from .argtypes import integer, number
@@ -37,8 +38,9 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory or a .safetensors checkpoint")
     d = p.add_argument_group("data")
-    d.add_argument("--data", default=None, metavar="FILE|tinyshakespeare",
-                   help="text to evaluate on (default: the text the model was trained on)")
+    d.add_argument("--data", default=None, metavar="FILE|DIR|tinyshakespeare",
+                   help="text, or directory made by charlstm prepare, to evaluate on "
+                   "(default: the text the model was trained on)")
     d.add_argument("--split", choices=SPLITS, default=None,
                    help="the held-out end of the text, the training part, or all of it "
                    "(default: val for the text the model was trained on, all for another)")
@@ -109,19 +111,45 @@ def default_split(text: str, meta: dict, data_flag: str | None) -> str:
     return "val" if trained_on == hashlib.sha256(text.encode("utf-8")).hexdigest() else "all"
 
 
+def _check_split(which: str, val_frac: float) -> None:
+    if which == "val" and val_frac == 0:
+        raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
+                        "pass --split all or a positive --val-frac")
+
+
+def text_split(args, ckpt, trained: TrainConfig, val_frac: float):
+    """(path, split name, ids, skipped) of a text file."""
+    data = resolve_eval_data(args.data, training_config(ckpt.meta))
+    text = read_text(data, args.encoding_errors or trained.encoding_errors)
+    which = args.split or default_split(text, ckpt.meta, args.data)
+    _check_split(which, val_frac)
+    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
+    return data, which, ids, skipped
+
+
+def prepared_split(spec: str, ckpt, val_frac: float, args):
+    """(path, split name, ids, 0) of a prepared corpus: its ids mapped, never read whole;
+    the model's vocabulary must be the corpus's."""
+    prep = open_prepared(spec)
+    trained_on = ckpt.meta.get("data_sha256") == prep.text_sha256
+    which = args.split or ("val" if args.data is None or trained_on else "all")
+    _check_split(which, val_frac)
+    corpus = prepared_corpus(prep, val_frac if which != "all" else 0.0, Vocab(ckpt.vocab))
+    return prep.path, which, {"train": corpus.train, "val": corpus.val,
+                              "all": prep.ids}[which], 0
+
+
 def run(args) -> int:
     path = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(path)
     trained = training_config(ckpt.meta)
-    data = resolve_eval_data(args.data, trained)
+    spec = args.data if args.data is not None or trained is None else trained.data
     trained = trained or TrainConfig()  # defaults for the settings below
-    text = read_text(data, args.encoding_errors or trained.encoding_errors)
     val_frac = trained.val_frac if args.val_frac is None else args.val_frac
-    which = args.split or default_split(text, ckpt.meta, args.data)
-    if which == "val" and val_frac == 0:
-        raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
-                        "pass --split all or a positive --val-frac")
-    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, args.unknown == "skip")
+    if spec is not None and is_prepared(spec):
+        data, which, ids, skipped = prepared_split(spec, ckpt, val_frac, args)
+    else:
+        data, which, ids, skipped = text_split(args, ckpt, trained, val_frac)
     say_skipped(skipped, f"the {which} split" if which != "all" else "the text")
     if len(ids) < 2:
         raise UserError(f"the {which} split of {data} has {len(ids)} character(s); "
