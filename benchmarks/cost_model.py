@@ -71,7 +71,7 @@ def main() -> None:
         step = train_flops(args.vocab, H, L) * B * T / (args.gflops * 1e9)
         cells = []
         for n in RANKS:
-            if B < n:
+            if n > B:
                 cells.append(f"{B}/{n} < 1 stream: impossible")
                 continue
             s = step / n

@@ -203,6 +203,12 @@ def test_eval_chars_is_a_fixed_prefix_and_the_default_keeps_small_splits_whole(t
         TrainConfig(eval_chars=-1)
 
 
+def test_the_default_eval_chars_keeps_tiny_shakespeares_whole_split(tinyshakespeare):
+    corpus, _, _ = session.load_data(TrainConfig(data=str(tinyshakespeare)))
+    assert len(corpus.val) == 111_540
+    assert len(eval_subset(corpus.val, TrainConfig().eval_chars)) == 111_540
+
+
 def test_validation_during_training_scores_the_eval_chars_prefix(tmp_path):
     """The logged val loss is evaluate() on the first eval_chars characters of the
     split, the same at every pass."""
