@@ -138,7 +138,8 @@ class TrainConfig:
     ema_decay: float = 0.0
 
     # --- data ---
-    # A text file, or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
+    # A text file, a directory made by `charlstm prepare` (its ids read from disk as
+    # training goes), or "tinyshakespeare" (found or downloaded, see charlstm.datasets).
     data: str = "tinyshakespeare"
     # T: characters per truncated-BPTT window; gradients flow back this far.
     seq_len: int = 64

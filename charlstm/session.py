@@ -175,8 +175,8 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     config = resume_config(stored, overrides, out)
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
-    corpus, _, path = load_data(config, Vocab(ckpt.vocab), ckpt.meta.get("data_sha256"),
-                                out)
+    corpus, _, path = load_data(config, Vocab(ckpt.vocab),
+                                ckpt.meta.get("data_sha256") or "", out)
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
     if run.cursor.window >= batches.windows_per_epoch:
