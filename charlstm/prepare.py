@@ -254,3 +254,43 @@ def prepared_corpus(prep: Prepared, val_frac: float, vocab: Vocab | None = None)
         raise UserError(f"{prep.path} cannot feed this model: {why}; train a new model "
                         "on it, or give the text file itself as --data")
     return split_corpus(prep.vocab, prep.ids, val_frac, str(prep.path))
+
+
+# A --data text at least this big is prepared on first use (see cached_corpus): reading
+# it whole would take about 22 bytes a character.
+AUTO_BYTES = 256 << 20
+
+
+def is_big_text(spec: str) -> bool:
+    """A regular file of at least AUTO_BYTES: one that `train --data` prepares."""
+    path = Path(spec).expanduser()
+    return path.is_file() and path.stat().st_size >= AUTO_BYTES
+
+
+def cached_corpus(path, encoding_errors: str, cache: Path, say=None) -> Prepared:
+    """The prepared corpus of a big text, kept in cache/prepared/<sha256 of its
+    bytes>-<encoding_errors> and made there on first use (into a temporary directory
+    renamed when complete, so a crash or a second process leaves no half corpus).
+    say(text): told before a corpus is made."""
+    digest = hashlib.sha256()
+    for _, data in _chunks([Path(path)], CHUNK):
+        digest.update(data)
+    where = cache / "prepared" / f"{digest.hexdigest()}-{encoding_errors}"
+    if is_prepared(where):
+        return open_prepared(where)
+    if say is not None:
+        say(f"charlstm: preparing {path} once into {where} (later runs on this text read "
+            "it from there; charlstm prepare does this explicitly)")
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {os_error_message(e, where.parent)}",
+                        exit_code=1) from None
+    tmp = where.parent / f".{where.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own leftover, if any
+    prepare([path], tmp, encoding_errors=encoding_errors)
+    try:
+        os.rename(tmp, where)
+    except OSError:  # another process finished first: use its corpus
+        shutil.rmtree(tmp, ignore_errors=True)
+    return open_prepared(where)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,11 +25,11 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, name_flag
 from .data import Batches, Corpus, eval_subset, make_corpus
-from .datasets import resolve_data
+from .datasets import cache_dir, resolve_data
 from .errors import UserError
 from .finetune import load_init
 from .lockfile import run_dir_lock
-from .prepare import is_prepared, open_prepared, prepared_corpus
+from .prepare import cached_corpus, is_big_text, is_prepared, open_prepared, prepared_corpus
 from .resources import check_fits, check_text_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -79,7 +80,8 @@ def load_text(config: TrainConfig) -> tuple[str, str, str]:
 def load_data(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str | None = None,
               run_dir: Path | None = None) -> tuple[Corpus, str, str]:
     """(corpus, sha256 of the decoded text, path) for config.data: a text, or a directory
-    made by `charlstm prepare` (its ids mapped, not read; the checksum recorded there).
+    made by `charlstm prepare` (its ids mapped, not read; the checksum recorded there), or
+    a text so big that it is prepared on first use, into the cache (prepare.cached_corpus).
     vocab: see make_corpus. expect_sha: the checksum of run_dir's data (resuming); other
     data is refused before it is encoded."""
     if is_prepared(config.data):
@@ -87,9 +89,18 @@ def load_data(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str |
         sha, path = prep.text_sha256, str(prep.path)
         _check_same_data(sha, expect_sha, path, run_dir)
         return prepared_corpus(prep, config.val_frac, vocab), sha, path
+    if is_big_text(config.data):
+        prep = cached_corpus(config.data, config.encoding_errors, cache_dir(), _stderr)
+        _check_same_data(prep.text_sha256, expect_sha, config.data, run_dir)
+        return (prepared_corpus(prep, config.val_frac, vocab), prep.text_sha256,
+                config.data)
     text, sha, path = load_text(config)
     _check_same_data(sha, expect_sha, path, run_dir)
     return make_corpus(text, config.val_frac, source=path, vocab=vocab), sha, path
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _check_same_data(sha: str, expect_sha: str | None, path: str, run_dir) -> None:

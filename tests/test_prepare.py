@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +222,25 @@ def test_validation_during_training_scores_the_eval_chars_prefix(tmp_path):
                                     cfg.batch_size, cfg.seq_len)
     assert out.val_loss != evaluate(ckpt.params, ckpt.config, corpus.val, cfg.batch_size,
                                     cfg.seq_len)
+
+
+def test_a_big_text_is_prepared_once_into_the_cache_and_trains_the_same(
+        tmp_path, monkeypatch, capsys, charlstm_cli):
+    """Above prepare.AUTO_BYTES (lowered here), `--data TEXT` is prepared on first use
+    into $XDG_CACHE_HOME/charlstm/prepared/<sha256>-strict, reused after, and trains the
+    same bits as the text read whole; eval reads it from there too."""
+    session.start_training(tiny_config(tmp_path, "whole"))
+    monkeypatch.setattr(pr, "AUTO_BYTES", 100)
+    session.start_training(tiny_config(tmp_path, "auto"))
+    assert "preparing" in capsys.readouterr().err
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "charlstm" / "prepared"
+    (made,) = cache.iterdir()
+    assert made.name.endswith("-strict") and pr.is_prepared(made)
+    a, _ = _final_arrays(tmp_path / "whole")
+    b, _ = _final_arrays(tmp_path / "auto")
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    monkeypatch.setattr(pr, "prepare", None)  # a second use must not prepare again
+    session.start_training(tiny_config(tmp_path, "again", max_steps=2))
+    assert "preparing" not in capsys.readouterr().err
+    ran = charlstm_cli("eval", tmp_path / "whole", "--json")
+    assert ran.rc == 0, ran.err

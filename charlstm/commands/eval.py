@@ -14,12 +14,12 @@ from tqdm import tqdm
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import split
-from ..datasets import resolve_data
+from ..datasets import cache_dir, resolve_data
 from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
-from ..prepare import is_prepared, open_prepared, prepared_corpus
+from ..prepare import cached_corpus, is_big_text, is_prepared, open_prepared, prepared_corpus
 from ..runs import resolve_checkpoint
 from ..text import Vocab, list_chars, read_text
 from .argtypes import integer, number
@@ -127,10 +127,13 @@ def text_split(args, ckpt, trained: TrainConfig, val_frac: float):
     return data, which, ids, skipped
 
 
-def prepared_split(spec: str, ckpt, val_frac: float, args):
-    """(path, split name, ids, 0) of a prepared corpus: its ids mapped, never read whole;
-    the model's vocabulary must be the corpus's."""
-    prep = open_prepared(spec)
+def prepared_split(spec: str, ckpt, val_frac: float, args, trained: TrainConfig):
+    """(path, split name, ids, 0) of a prepared corpus, or of a text big enough to be
+    prepared on first use (as train does): its ids mapped, never read whole; the model's
+    vocabulary must be the corpus's."""
+    prep = (open_prepared(spec) if is_prepared(spec) else
+            cached_corpus(spec, args.encoding_errors or trained.encoding_errors, cache_dir(),
+                          lambda text: print(text, file=sys.stderr)))
     trained_on = ckpt.meta.get("data_sha256") == prep.text_sha256
     which = args.split or ("val" if args.data is None or trained_on else "all")
     _check_split(which, val_frac)
@@ -146,8 +149,8 @@ def run(args) -> int:
     spec = args.data if args.data is not None or trained is None else trained.data
     trained = trained or TrainConfig()  # defaults for the settings below
     val_frac = trained.val_frac if args.val_frac is None else args.val_frac
-    if spec is not None and is_prepared(spec):
-        data, which, ids, skipped = prepared_split(spec, ckpt, val_frac, args)
+    if spec is not None and (is_prepared(spec) or is_big_text(spec)):
+        data, which, ids, skipped = prepared_split(spec, ckpt, val_frac, args, trained)
     else:
         data, which, ids, skipped = text_split(args, ckpt, trained, val_frac)
     say_skipped(skipped, f"the {which} split" if which != "all" else "the text")
