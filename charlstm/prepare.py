@@ -103,10 +103,11 @@ def _decoded(paths, chunk: int, errors: str, progress=None):
             offset += len(data)
             yield path, text
         try:
-            yield path, decoder.decode(b"", final=True)
+            tail = decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise UserError(f"{path} is not valid UTF-8: it ends inside a character; pass "
                             "--encoding-errors replace to substitute U+FFFD") from None
+        yield path, tail
 
 
 def _codes(text: str) -> np.ndarray:

@@ -76,6 +76,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert not (tmp_path / "c").exists()  # the half-written directory is removed
     prep = pr.prepare([tmp_path / "bad.txt"], tmp_path / "c", encoding_errors="replace")
     assert _decode(prep) == "abcé\ufffd rest"
+    (tmp_path / "cut.txt").write_bytes("abé".encode()[:-1])
+    with pytest.raises(UserError, match="ends inside a character"):
+        pr.prepare([tmp_path / "cut.txt"], tmp_path / "d")
     with pytest.raises(UserError, match="already exists"):
         pr.prepare([tmp_path / "bad.txt"], tmp_path / "c")
     (tmp_path / "empty.txt").write_bytes(b"")
