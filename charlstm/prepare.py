@@ -268,15 +268,22 @@ def is_big_text(spec: str) -> bool:
     return path.is_file() and path.stat().st_size >= AUTO_BYTES
 
 
-def cached_corpus(path, encoding_errors: str, cache: Path, say=None) -> Prepared:
-    """The prepared corpus of a big text, kept in cache/prepared/<sha256 of its
-    bytes>-<encoding_errors> and made there on first use (into a temporary directory
-    renamed when complete, so a crash or a second process leaves no half corpus).
-    say(text): told before a corpus is made."""
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in chunks. For valid UTF-8 read strictly it is the
+    text's checksum too (text_sha256), so a run can be checked before anything is made."""
     digest = hashlib.sha256()
     for _, data in _chunks([Path(path)], CHUNK):
         digest.update(data)
-    where = cache / "prepared" / f"{digest.hexdigest()}-{encoding_errors}"
+    return digest.hexdigest()
+
+
+def cached_corpus(path, digest: str, encoding_errors: str, cache: Path,
+                  say=None) -> Prepared:
+    """The prepared corpus of a big text whose bytes have sha256 digest, kept in
+    cache/prepared/<digest>-<encoding_errors> and made there on first use (into a
+    temporary directory renamed when complete, so a crash or a second process leaves no
+    half corpus). say(text): told before a corpus is made."""
+    where = cache / "prepared" / f"{digest}-{encoding_errors}"
     if is_prepared(where):
         return open_prepared(where)
     if say is not None:

@@ -29,7 +29,14 @@ from .datasets import cache_dir, resolve_data
 from .errors import UserError
 from .finetune import load_init
 from .lockfile import run_dir_lock
-from .prepare import cached_corpus, is_big_text, is_prepared, open_prepared, prepared_corpus
+from .prepare import (
+    cached_corpus,
+    file_sha256,
+    is_big_text,
+    is_prepared,
+    open_prepared,
+    prepared_corpus,
+)
 from .resources import check_fits, check_text_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -90,7 +97,11 @@ def load_data(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str |
         _check_same_data(sha, expect_sha, path, run_dir)
         return prepared_corpus(prep, config.val_frac, vocab), sha, path
     if is_big_text(config.data):
-        prep = cached_corpus(config.data, config.encoding_errors, cache_dir(), _stderr)
+        digest = file_sha256(config.data)
+        if config.encoding_errors == "strict":  # the text's checksum: refuse before making
+            _check_same_data(digest, expect_sha, config.data, run_dir)
+        prep = cached_corpus(config.data, digest, config.encoding_errors, cache_dir(),
+                             _stderr)
         _check_same_data(prep.text_sha256, expect_sha, config.data, run_dir)
         return (prepared_corpus(prep, config.val_frac, vocab), prep.text_sha256,
                 config.data)

@@ -247,3 +247,8 @@ def test_a_big_text_is_prepared_once_into_the_cache_and_trains_the_same(
     assert "preparing" not in capsys.readouterr().err
     ran = charlstm_cli("eval", tmp_path / "whole", "--json")
     assert ran.rc == 0, ran.err
+    # an edited big text is refused on resume before anything is prepared from it
+    (tmp_path / "corpus.txt").write_text(TEXT[::-1], encoding="utf-8")
+    with pytest.raises(UserError, match="is not the text this run was trained on"):
+        session.resume_training(tmp_path / "auto", {"max_steps": 20})
+    assert len(list(cache.iterdir())) == 1

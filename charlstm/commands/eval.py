@@ -19,7 +19,14 @@ from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
-from ..prepare import cached_corpus, is_big_text, is_prepared, open_prepared, prepared_corpus
+from ..prepare import (
+    cached_corpus,
+    file_sha256,
+    is_big_text,
+    is_prepared,
+    open_prepared,
+    prepared_corpus,
+)
 from ..runs import resolve_checkpoint
 from ..text import Vocab, list_chars, read_text
 from .argtypes import integer, number
@@ -132,7 +139,8 @@ def prepared_split(spec: str, ckpt, val_frac: float, args, trained: TrainConfig)
     prepared on first use (as train does): its ids mapped, never read whole; the model's
     vocabulary must be the corpus's."""
     prep = (open_prepared(spec) if is_prepared(spec) else
-            cached_corpus(spec, args.encoding_errors or trained.encoding_errors, cache_dir(),
+            cached_corpus(spec, file_sha256(spec), args.encoding_errors
+                          or trained.encoding_errors, cache_dir(),
                           lambda text: print(text, file=sys.stderr)))
     trained_on = ckpt.meta.get("data_sha256") == prep.text_sha256
     which = args.split or ("val" if args.data is None or trained_on else "all")
