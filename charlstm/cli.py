@@ -22,7 +22,7 @@ from .progress import silence_stdout
 
 # In the order `charlstm --help` lists them: the everyday ones first, then the rest.
 COMMANDS = ["train", "sample", "eval", "info", "plot", "visualize", "export", "import_", "fetch",
-            "gradcheck", "gradflow", "completion", "help"]
+            "prepare", "gradcheck", "gradflow", "completion", "help"]
 # What to lower when a command still runs out of memory (after the estimates that refuse
 # what clearly cannot fit): the flags that size what it holds.
 MEMORY_ADVICE = {

@@ -27,6 +27,7 @@ from .text import Vocab, list_chars
 
 class Corpus(NamedTuple):
     vocab: Vocab
+    # ids: int64 arrays from a text, or slices of a prepared corpus's read-only map
     train: np.ndarray  # (N_train,) int64 ids: the first 1 - val_frac - test_frac of the text
     val: np.ndarray  # (N_val,) int64 ids: the next val_frac (empty when val_frac is 0)
     test: np.ndarray = np.empty(0, np.int64)  # the last test_frac, never trained on
@@ -88,13 +89,31 @@ def make_corpus(text: str, val_frac: float, source: str = "the text",
         train, val, test = (part[part >= 0] for part in split3(ids, val_frac, test_frac))
     else:
         train, val, test = split3(encode(text, vocab), val_frac, test_frac)
-    if test_frac > 0 and len(test) < 2:
-        raise UserError(f"the test split of {source} has {len(test)} character(s); "
-                        "it needs at least 2: raise --test-frac, or pass --test-frac 0")
-    if val_frac > 0 and len(val) < 2:
-        raise UserError(f"the validation split of {source} has {len(val)} character(s); "
-                        "it needs at least 2: raise --val-frac, or pass --val-frac 0")
+    _check_split(test, test_frac, "test", source)
+    _check_split(val, val_frac, "validation", source)
     return Corpus(vocab, train, val, test, skipped)
+
+
+def _check_split(part: np.ndarray, frac: float, name: str, source: str) -> None:
+    """A held-out split asked for (frac > 0) must have 2 characters to score."""
+    if frac > 0 and len(part) < 2:
+        flag = "--test-frac" if name == "test" else "--val-frac"
+        raise UserError(f"the {name} split of {source} has {len(part)} character(s); "
+                        f"it needs at least 2: raise {flag}, or pass {flag} 0")
+
+
+def split_corpus(vocab: Vocab, ids: np.ndarray, val_frac: float, source: str) -> Corpus:
+    """The Corpus of ids (N,) split by val_frac; a validation split too short to score
+    is a UserError."""
+    train, val = split(ids, val_frac)
+    _check_split(val, val_frac, "validation", source)
+    return Corpus(vocab, train, val)
+
+
+def eval_subset(val: np.ndarray, eval_chars: int) -> np.ndarray:
+    """What validation during training scores: the first eval_chars ids of the
+    validation split (0: all of them); a view, never a copy."""
+    return val[:eval_chars] if eval_chars else val
 
 
 @dataclass(frozen=True)
@@ -127,16 +146,18 @@ class Batches:
         self.batch_size, self.seq_len = B, T
         S = (N - 1) // B
         self.windows_per_epoch = S // T
-        # (B, S + 1): row b is stream b, its last column the final target only
-        self.streams = np.stack([ids[b * S: b * S + S + 1] for b in range(B)])
+        # Stream b is ids[b*S : b*S + S + 1], its last column the final target only. The
+        # ids are read a window at a time, never copied whole: they may be a memory map
+        # larger than memory (charlstm.prepare).
+        self.ids = ids
+        self.offsets = (np.arange(B) * S)[:, None] + np.arange(T + 1)  # (B, T + 1)
 
     def get(self, cursor: Cursor) -> tuple[np.ndarray, np.ndarray]:
         """Inputs x and targets y of the window at cursor, each (T, B) int64."""
         if not 0 <= cursor.window < self.windows_per_epoch:
             raise ValueError(f"cursor window {cursor.window} outside "
                              f"[0, {self.windows_per_epoch})")
-        start = cursor.window * self.seq_len
-        cols = self.streams[:, start: start + self.seq_len + 1]
+        cols = np.take(self.ids, self.offsets + cursor.window * self.seq_len).astype(np.int64)
         return np.ascontiguousarray(cols[:, :-1].T), np.ascontiguousarray(cols[:, 1:].T)
 
     def advance(self, cursor: Cursor) -> Cursor:
@@ -164,14 +185,13 @@ def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int):
         return
     B = min(batch_size, n_targets)
     S = -(-n_targets // B)
-    padded = np.zeros(B * S + 1, dtype=np.int64)
-    padded[: len(ids)] = ids
-    valid = np.arange(B * S) < n_targets
-    # stream b holds inputs b*S .. b*S+S-1 and their targets one further on
-    x_all = padded[:-1].reshape(B, S)
-    y_all = np.stack([padded[b * S + 1: b * S + S + 1] for b in range(B)])
-    m_all = valid.reshape(B, S)
+    N = len(ids)
+    rows = (np.arange(B) * S)[:, None]
+    # stream b holds inputs b*S .. b*S+S-1 and their targets one further on; positions
+    # past the text read as id 0 and are masked. A window at a time: ids may be a map.
     for start in range(0, S, seq_len):
-        cols = slice(start, min(start + seq_len, S))
-        yield (np.ascontiguousarray(x_all[:, cols].T), np.ascontiguousarray(y_all[:, cols].T),
-               np.ascontiguousarray(m_all[:, cols].T))
+        p = rows + np.arange(start, min(start + seq_len, S))  # (B, t) input positions
+        x = np.where(p < N, np.take(ids, np.minimum(p, N - 1)), 0).astype(np.int64)
+        y = np.where(p + 1 < N, np.take(ids, np.minimum(p + 1, N - 1)), 0).astype(np.int64)
+        yield (np.ascontiguousarray(x.T), np.ascontiguousarray(y.T),
+               np.ascontiguousarray((p < n_targets).T))

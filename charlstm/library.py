@@ -111,7 +111,8 @@ def say_start(start: Start) -> None:
         init = f"  init   {describe_inherited(mc, added, corpus.skipped)}\n"
     test = f" / {len(corpus.test):,} test" if len(corpus.test) else ""
     echo(f"charlstm: {how}\n{init}"
-         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val{test} chars, "
+         f"  data   {path}: {len(corpus.train):,} train / {len(corpus.val):,} val{test} chars"
+         f"{describe_eval_subset(cfg, corpus)}, "
          f"vocab {len(corpus.vocab)}, {batches.windows_per_epoch} steps per epoch "
          f"(B={cfg.batch_size} x T={cfg.seq_len})\n"
          f"  model  {mc.cell.upper()} {mc.num_layers} x {mc.hidden_size}, "
@@ -124,6 +125,13 @@ def say_start(start: Start) -> None:
         counted = ", counted in --time-budget" if cfg.time_budget else ""
         echo("charlstm: compiling the fast kernels before the first step (once: later runs "
              f"reuse them; about 10-30 s{counted})...")
+
+
+def describe_eval_subset(cfg: TrainConfig, corpus) -> str:
+    """" (validating on the first N)" when --eval-chars cuts the validation split."""
+    if cfg.eval_chars and len(corpus.val) > cfg.eval_chars:
+        return f" (validating on the first {cfg.eval_chars:,}, see --eval-chars)"
+    return ""
 
 
 def describe_best(outcome: Outcome) -> str:

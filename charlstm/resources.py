@@ -156,7 +156,9 @@ def check_text_fits(*paths) -> None:
     what = f"the text {paths[0]}" if len(paths) == 1 else f"the text of {len(paths)} files"
     _refuse_if_short(LOAD_BYTES_PER_BYTE * size, f"{what} ({format_bytes(size)})",
                      " to read and encode for training",
-                     "use a shorter text (split it, or train on part of it)")
+                     "encode it once with charlstm prepare TEXT --out DIR and train with "
+                     "--data DIR (its ids are read from disk as training goes), or use a "
+                     "shorter text")
 
 
 def sampling_bytes(config: ModelConfig, num_samples: int, length: int, prime_len: int) -> int:

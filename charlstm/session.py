@@ -13,14 +13,18 @@ caller's (the train command's).
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, name_flag
-from .data import Batches, Corpus, make_corpus
+from .data import Batches, Corpus, eval_subset, make_corpus
+from .datasets import cache_dir
 from .errors import UserError
 from .finetune import extended_vocab, load_init
 from .fsutil import atomic_write_bytes
@@ -28,6 +32,14 @@ from .guidance import More, finished_message, plain, resolve_more
 from .keepsakes import truncate_samples
 from .lockfile import run_dir_lock
 from .loop import Outcome, Say, _stop_reason, fit, limit_reached
+from .prepare import (
+    cached_corpus,
+    file_sha256,
+    is_big_text,
+    is_prepared,
+    open_prepared,
+    prepared_corpus,
+)
 from .resources import check_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -52,10 +64,11 @@ STOPPING = ("max_steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 5.0  # minutes, when no stopping criterion is given (the demo)
 # Settings a resumed run may change: they decide when to stop and what to write, not what
 # any step computes (a new stopping point does move a cosine schedule's horizon).
-# --patience too: it only stops, its count of evaluations since the best is in the
+# --patience and --eval-chars too: --eval-chars only bounds what validation scores;
+# --patience only stops, its count of evaluations since the best is in the
 # checkpoint, and raising it (or 0) is how a run stopped early is trained further.
 RESUME_OVERRIDABLE = ("max_steps", "epochs", "time_budget", "eval_every", "log_every",
-                      "checkpoint_every", "data", "out", "patience")
+                      "checkpoint_every", "data", "out", "patience", "eval_chars")
 
 
 class Start(NamedTuple):
@@ -77,11 +90,46 @@ def load_text(config: TrainConfig) -> Source:
     return read_source(config.data, config.encoding_errors)
 
 
-def load_data(config: TrainConfig, vocab: Vocab | None = None) -> tuple[Corpus, str, str]:
-    """(corpus, sha256 of the decoded text, its name) for config.data; vocab: see
-    make_corpus."""
+def load_data(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str | None = None,
+              run_dir: Path | None = None) -> tuple[Corpus, str, str]:
+    """(corpus, sha256 of the decoded text, its name) for config.data: texts
+    (charlstm.sources), a directory made by `charlstm prepare` (its ids mapped, not read),
+    or a text so big that it is prepared on first use. vocab: see make_corpus.
+    expect_sha: the checksum of run_dir's data (resuming); other data is refused."""
+    found = prepared(config, vocab, expect_sha, run_dir)
+    if found is not None:
+        return found
     source = load_text(config)
+    _check_same_data(source.sha256, expect_sha, source.shown, run_dir)
     return corpus_of(config, source, vocab), source.sha256, source.shown
+
+
+def prepared(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str | None = None,
+             run_dir: Path | None = None) -> tuple[Corpus, str, str] | None:
+    """load_data's answer when config.data is a prepared corpus (a `charlstm prepare`
+    directory, or one text so big that it is prepared on first use into the cache),
+    else None. The settings that need the text itself are refused with it."""
+    data = config.data
+    if not isinstance(data, str) or data == STDIN:
+        return None
+    if is_prepared(data):
+        prep = open_prepared(data)
+        shown = str(prep.path)
+    elif is_big_text(data):
+        if config.encoding_errors == "strict":  # the text's checksum: refuse before making
+            _check_same_data(file_sha256(data), expect_sha, data, run_dir)
+        prep = cached_corpus(data, file_sha256(data), config.encoding_errors, cache_dir(),
+                             _stderr)
+        shown = data
+    else:
+        return None
+    _check_same_data(prep.text_sha256, expect_sha, shown, run_dir)
+    for name, flag in (("test_frac", "--test-frac"), ("extend_vocab", "--extend-vocab")):
+        if getattr(config, name):
+            raise UserError(f"{flag} needs the text itself, not the prepared corpus {shown}")
+    if config.unknown == "skip":
+        raise UserError(f"--unknown skip needs the text itself, not the prepared corpus {shown}")
+    return prepared_corpus(prep, config.val_frac, vocab), prep.text_sha256, shown
 
 
 def corpus_of(config: TrainConfig, source: Source, vocab: Vocab | None = None) -> Corpus:
@@ -100,6 +148,23 @@ def keep_stdin(out: Path, config: TrainConfig, text: str) -> TrainConfig:
     return replace(config, data=data[0] if len(data) == 1 else tuple(data))
 
 
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _check_same_data(sha: str, expect_sha: str | None, path: str, run_dir) -> None:
+    if expect_sha is not None and sha != expect_sha:
+        raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
+                            "differs); resume with the original --data, or fine-tune on "
+                            f"this text with --init-from {shlex.quote(str(run_dir))}",
+                            exit_code=2)
+
+
+def resident_chars(corpus: Corpus) -> int:
+    """Characters of the corpus held in memory: none when they are a prepared map."""
+    return 0 if isinstance(corpus.train, np.memmap) else len(corpus.train) + len(corpus.val)
+
+
 def with_default_stop(config: TrainConfig) -> TrainConfig:
     """No --max-steps, --epochs or --time-budget: train for DEFAULT_TIME_BUDGET minutes."""
     if config.max_steps is None and config.epochs is None and config.time_budget is None:
@@ -115,19 +180,24 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
     if specs(config.data).count(STDIN) > 1:
         raise UserError("--data names standard input (-) more than once; it is read once")
     init = load_init(config.init_from) if config.init_from else None
-    source = load_text(config)
-    vocab = None
-    if init is not None:
-        vocab = (extended_vocab(init, source.text) if config.extend_vocab
-                 else Vocab(init.vocab))
-    corpus = corpus_of(config, source, vocab)
+    source = None  # the text, unless the data is a prepared corpus
+    found = prepared(config, None if init is None else Vocab(init.vocab))
+    if found is not None:
+        corpus, sha, shown = found
+    else:
+        source = load_text(config)
+        vocab = None
+        if init is not None:
+            vocab = (extended_vocab(init, source.text) if config.extend_vocab
+                     else Vocab(init.vocab))
+        corpus, sha, shown = corpus_of(config, source, vocab), source.sha256, source.shown
     held = f"--val-frac {config.val_frac:g}" + (f" and --test-frac {config.test_frac:g}"
                                                    if config.test_frac else "")
     batches = Batches(corpus.train, config.batch_size, config.seq_len,
-                      source=f"{source.shown} (after holding out {held})")
+                      source=f"{shown} (after holding out {held})")
     check_fits(config.model_config(len(corpus.vocab)), config.optimizer, config.batch_size,
                config.seq_len, averaged=config.ema_decay > 0,
-               corpus_chars=len(source.text))
+               corpus_chars=resident_chars(corpus))
     if say:
         warn_short_warmup(config, batches.windows_per_epoch, say)
     out = Path(config.out)
@@ -136,14 +206,14 @@ def start_training(config: TrainConfig, force: bool = False, say: Say | None = N
         if prepare_run_dir(out, force) and say:
             say(f"charlstm: {out} holds a run that stopped before its first checkpoint; "
                 "starting it again")
-        if STDIN in specs(config.data):
+        if source is not None and STDIN in specs(config.data):
             config = keep_stdin(out, config, source.text)
-        run = new_run(config, corpus, source.sha256, init)
+        run = new_run(config, corpus, sha, init)
         write_config(out, config)
         if on_start:
             added = len(corpus.vocab) - len(init.vocab) if init is not None else 0
-            on_start(Start(run, corpus, batches, source.shown, resumed=False, added=added))
-        outcome = fit(run, batches, corpus.val, out, say)
+            on_start(Start(run, corpus, batches, shown, resumed=False, added=added))
+        outcome = fit(run, batches, eval_subset(corpus.val, config.eval_chars), out, say)
     if say:
         warn_warmup_not_reached(config, batches.windows_per_epoch, outcome, say)
     return outcome
@@ -214,17 +284,18 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
         raise TrainingError(f"{out / LAST} holds no usable training config: {e}") from None
     # "+N" limits are placeholders (checked as N) until the run says where it is
     config = resume_config(stored, {k: plain(v) for k, v in overrides.items()}, out)
-    source = load_text(config)
-    path = source.shown
-    if source.sha256 != ckpt.meta.get("data_sha256"):
-        raise TrainingError(f"{path} is not the text this run was trained on (its checksum "
-                            "differs); resume with the original --data, or fine-tune on "
-                            f"this text with --init-from {shlex.quote(str(out))}",
-                            exit_code=2)
-    if STDIN in specs(config.data):  # --resume --data -: the same text, kept as at the start
-        config = keep_stdin(out, config, source.text)
+    expect = ckpt.meta.get("data_sha256") or ""
     # the checkpoint's vocabulary: a fine-tuned model's may hold more than its text
-    corpus = corpus_of(config, source, Vocab(ckpt.vocab))
+    found = prepared(config, Vocab(ckpt.vocab), expect, out)
+    if found is not None:
+        corpus, _, path = found
+    else:
+        source = load_text(config)
+        path = source.shown
+        _check_same_data(source.sha256, expect, path, out)
+        if STDIN in specs(config.data):  # --resume --data -: the text kept at the start
+            config = keep_stdin(out, config, source.text)
+        corpus = corpus_of(config, source, Vocab(ckpt.vocab))
     batches = Batches(corpus.train, config.batch_size, config.seq_len, source=path)
     run = run_from_checkpoint(ckpt, config, out / LAST)
     if run.cursor.window >= batches.windows_per_epoch:
@@ -253,7 +324,7 @@ def _resume_locked(out: Path, overrides: dict, say: Say | None,
     write_config(out, config)
     if on_start:
         on_start(Start(run, corpus, batches, path, resumed=True))
-    return fit(run, batches, corpus.val, out, say)
+    return fit(run, batches, eval_subset(corpus.val, config.eval_chars), out, say)
 
 
 def _limits(config: TrainConfig, batches: Batches) -> tuple[int | None, float | None]:

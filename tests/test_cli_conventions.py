@@ -263,7 +263,7 @@ def test_charlstm_alone_lists_the_commands_everyday_ones_first(charlstm_cli, cap
     listed = [line.split()[0] for line in out.split("COMMAND\n", 1)[1].split("\noptions")[0]
               .splitlines() if line.startswith("    ") and not line.startswith("     ")]
     assert listed == ["train", "sample", "eval", "info", "plot", "visualize", "export",
-                      "import", "fetch", "gradcheck", "gradflow", "completion", "help"]
+                      "import", "fetch", "prepare", "gradcheck", "gradflow", "completion", "help"]
     rc, listing, _ = charlstm_cli("help")
     assert rc == 0 and listing == out
 

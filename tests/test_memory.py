@@ -86,6 +86,7 @@ def test_a_text_too_big_to_read_is_refused_before_reading(tmp_path, corpus, caps
     line = one_line(err)
     assert rc == 2 and f"the text {corpus} (2.1 KB) needs about" in line
     assert "to read and encode for training" in line and "use a shorter text" in line
+    assert "charlstm prepare TEXT --out DIR" in line
     assert not (tmp_path / "r").exists()
 
 

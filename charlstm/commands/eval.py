@@ -13,10 +13,19 @@ from tqdm import tqdm
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import split3
+from ..datasets import cache_dir
 from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
+from ..prepare import (
+    cached_corpus,
+    file_sha256,
+    is_big_text,
+    is_prepared,
+    open_prepared,
+    prepared_corpus,
+)
 from ..runs import resolve_checkpoint
 from ..sources import Source, read_source
 from ..text import Vocab, list_chars
@@ -37,9 +46,9 @@ def register(sub) -> None:
                    help="a run directory or a .safetensors checkpoint")
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None, metavar="PATH|NAME",
-                   help="text to evaluate on: a file, a directory or - (stdin), as train's "
-                   "--data takes them (default: the text the model was trained on, however "
-                   "many files)")
+                   help="text to evaluate on: a file, a directory (of texts, or made by "
+                   "charlstm prepare) or - (stdin), as train's --data takes them (default: "
+                   "the text the model was trained on, however many files)")
     d.add_argument("--split", choices=SPLITS, default=None,
                    help="the held-out validation part, the training part, the test part "
                    "(train's --test-frac), or all of it (default: val for the text the "
@@ -114,20 +123,21 @@ def default_split(source: Source, meta: dict, data_flag) -> str:
     return "val" if meta.get("data_sha256") == source.sha256 else "all"
 
 
-def run(args) -> int:
-    path = resolve_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(path)
-    trained = training_config(ckpt.meta)
-    errors = args.encoding_errors or (trained or TrainConfig()).encoding_errors
-    source = resolve_eval_data(args.data, trained, errors)
-    data, text = source.shown, source.text
-    trained = trained or TrainConfig()  # defaults for the settings below
-    val_frac = trained.val_frac if args.val_frac is None else args.val_frac
-    test_frac = trained.test_frac if args.test_frac is None else args.test_frac
-    which = args.split or default_split(source, ckpt.meta, args.data)
+def _check_split(which: str, val_frac: float) -> None:
     if which == "val" and val_frac == 0:
         raise UserError("--split val with --val-frac 0 leaves nothing to evaluate; "
                         "pass --split all or a positive --val-frac")
+
+
+def text_split(args, ckpt, trained: TrainConfig | None, val_frac: float):
+    """(name, split name, ids, skipped) of texts (charlstm.sources), cut as training cut
+    them (val, then test, at the end)."""
+    errors = args.encoding_errors or (trained or TrainConfig()).encoding_errors
+    source = resolve_eval_data(args.data, trained, errors)
+    trained = trained or TrainConfig()
+    test_frac = trained.test_frac if args.test_frac is None else args.test_frac
+    which = args.split or default_split(source, ckpt.meta, args.data)
+    _check_split(which, val_frac)
     if which == "test" and test_frac == 0:
         raise UserError("--split test: the model was trained without a test split "
                         "(--test-frac 0); pass --test-frac F as in training, or --split val")
@@ -135,8 +145,43 @@ def run(args) -> int:
         raise UserError(f"--val-frac {val_frac:g} + --test-frac {test_frac:g} leave nothing "
                         "to train on; lower them")
     unknown = args.unknown or trained.unknown
-    ids, skipped = split_ids(text, Vocab(ckpt.vocab), val_frac, which, unknown == "skip",
-                             test_frac)
+    ids, skipped = split_ids(source.text, Vocab(ckpt.vocab), val_frac, which,
+                             unknown == "skip", test_frac)
+    return source.shown, which, ids, skipped
+
+
+def prepared_split(spec: str, ckpt, val_frac: float, args, trained: TrainConfig):
+    """(path, split name, ids, 0) of a prepared corpus, or of a text big enough to be
+    prepared on first use (as train does): its ids mapped, never read whole; the model's
+    vocabulary must be the corpus's."""
+    prep = (open_prepared(spec) if is_prepared(spec) else
+            cached_corpus(spec, file_sha256(spec), args.encoding_errors
+                          or trained.encoding_errors, cache_dir(),
+                          lambda text: print(text, file=sys.stderr)))
+    trained_on = ckpt.meta.get("data_sha256") == prep.text_sha256
+    which = args.split or ("val" if args.data is None or trained_on else "all")
+    _check_split(which, val_frac)
+    if which == "test":
+        raise UserError(f"--split test: the prepared corpus {prep.path} has no test split; "
+                        "evaluate the text itself, or --split val")
+    corpus = prepared_corpus(prep, val_frac if which != "all" else 0.0, Vocab(ckpt.vocab))
+    return prep.path, which, {"train": corpus.train, "val": corpus.val,
+                              "all": prep.ids}[which], 0
+
+
+def run(args) -> int:
+    path = resolve_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(path)
+    trained = training_config(ckpt.meta)
+    settings = trained or TrainConfig()  # defaults for the settings below
+    val_frac = settings.val_frac if args.val_frac is None else args.val_frac
+    spec = args.data if args.data is not None or trained is None else trained.data
+    if isinstance(spec, str) and spec != "-" and (is_prepared(spec) or is_big_text(spec)):
+        data, which, ids, skipped = prepared_split(spec, ckpt, val_frac, args, settings)
+    else:
+        data, which, ids, skipped = text_split(args, ckpt, trained, val_frac)
+    trained = settings
+    test_frac = trained.test_frac if args.test_frac is None else args.test_frac
     say_skipped(skipped, f"the {which} split" if which != "all" else "the text")
     if len(ids) < 2:
         raise UserError(f"the {which} split of {data} has {len(ids)} character(s); "

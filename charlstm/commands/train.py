@@ -119,7 +119,8 @@ def register(sub) -> None:
     d = p.add_argument_group("data")
     _add(d, "data", "UTF-8 text: a file; tinyshakespeare (found in $CHARLSTM_DATA_DIR, "
          "~/.cache/charlstm, or downloaded); a directory (its input.txt, else every file not "
-         "starting with '.', by name); several of these, joined in order; or - for standard "
+         "starting with '.', by name; or one made by charlstm prepare: its ids read from "
+         "disk); several of these, joined in order; or - for standard "
          "input (the run keeps a copy, stdin.txt)", metavar="PATH|NAME", nargs="+")
     _add(d, "seq_len", "T: characters per BPTT window", type=unchecked(int), metavar="T")
     _add(d, "batch_size", "B: parallel streams per step", type=unchecked(int), metavar="B")
@@ -143,6 +144,9 @@ def register(sub) -> None:
     _add(w, "out", "run directory (default runs/<data>-<date>-<time>)", metavar="RUN_DIR")
     _add(w, "eval_every", "steps between validation passes (0 = only at the end)",
          type=unchecked(int), metavar="N")
+    _add(w, "eval_chars", "characters of the validation split each validation pass "
+         "scores: the first N, the same every pass (0 = the whole split; charlstm eval "
+         "scores it whole)", type=unchecked(int), metavar="N")
     _add(w, "log_every", "steps between progress lines / log records", type=unchecked(int),
          metavar="N")
     _add(w, "checkpoint_every", "steps between last.safetensors saves", type=unchecked(int),
