@@ -37,9 +37,13 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     parts = engine.stream_slices(7, 6, 3)
     assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]
     assert engine.stream_slices(2, 6, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
-    monkeypatch.undo()  # the real rule: at least max(4, H/32) streams per slice
-    assert [engine.fewest_streams(H) for H in (64, 128, 256, 384, 512, 1024)] == [
-        4, 4, 8, 12, 16, 32]
+    monkeypatch.undo()  # the real rule: at least max(4, min(16, H/32)) streams per slice
+    assert [engine.fewest_streams(H) for H in (64, 128, 256, 384, 512, 768, 1024, 4096)] == [
+        4, 4, 8, 12, 16, 16, 16, 16]
+    # the presets' widest shapes split too: 1x768 and 1x1024 at B = 32 on two workers
+    assert engine.stream_slices(32, 768, 2) == [slice(0, 16), slice(16, 32)]
+    assert engine.stream_slices(32, 1024, 2) == [slice(0, 16), slice(16, 32)]
+    assert len(engine.stream_slices(31, 768, 2)) == 1
     assert len(engine.stream_slices(7, 128, 2)) == 1
     assert len(engine.stream_slices(8, 128, 2)) == 2
     assert len(engine.stream_slices(31, 512, 2)) == 1
