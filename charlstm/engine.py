@@ -28,10 +28,10 @@ so each worker streams every weight through its own core once per step; with too
 columns for that traffic, one worker whose multi-threaded BLAS splits the weights
 between the cores is faster. 16 columns are enough at any H, now that the compiled
 loops cut a one-thread step GEMM into OpenBLAS small-kernel pieces (1x768 and 1x1024
-at B = 32 on two threads: two slices of 16 ran 2.4x and 1.7x one worker on a two-thread
-BLAS, medians of 3 alternating processes on a loaded machine; 2.4x at 1x768 with the
-Haswell kernel too: docs/performance.md). Below the threshold one worker runs under the process's
-BLAS settings (the plain library, at most set_num_threads threads).
+at B = 32 on two threads: two slices of 16 ran 2.2-3.3x and 1.7-2.3x one worker on a
+two-thread BLAS, medians of 3 alternating processes on a loaded machine; 2.4x at 1x768
+with the Haswell kernel too: docs/performance.md). Below the threshold one worker runs
+under the process's BLAS settings (the plain library, at most set_num_threads threads).
 Evaluation and sampling ask the cell for compiled step-major inference (the fast
 LSTM's stack_inference: each step through the whole stack, its logits reduced or
 drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
