@@ -22,7 +22,7 @@ same terms in a different grouping and may differ in the last bits.
 
 How many workers: as many as the threads allow while each slice keeps at least
 fewest_streams(H) = max(MIN_SLICE_STREAMS, min(ENOUGH_SLICE_STREAMS, H /
-HIDDEN_PER_STREAM)) streams (4 up to H = 128, then H/32 up to 16 from H = 512 on). A
+HIDDEN_PER_STREAM)) streams (4 up to H = 128, then H/32, and 16 from H = 512 on). A
 slice's step GEMM multiplies the whole (4H, H) weight matrix by only `streams` columns,
 so each worker streams every weight through its own core once per step; with too few
 columns for that traffic, one worker whose multi-threaded BLAS splits the weights
