@@ -1,7 +1,7 @@
 """Evaluation throughput: forward only over Tiny Shakespeare's validation split.
 
     python benchmarks/bench_eval.py [--repeats N] [--threads N] [--load]
-                                    [--batch-size 64 --seq-len 100]
+                                    [--batch-size 50 64 --seq-len 100]
 
 charlstm: charlstm.evaluate, as validation runs (the streams split across --threads
 workers of at least engine.fewest_streams(H) streams each, else one worker on an
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per implementation")
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--num-layers", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[50, 64],
+                    help="one row per batch size (default: 50 and 64)")
     ap.add_argument("--seq-len", type=int, default=100)
     ap.add_argument("--threads", type=int, help="charlstm workers and torch threads "
                     "(default: all cores)")
@@ -40,8 +41,15 @@ def main() -> None:
 
 def measure(args) -> None:
     _, val, V = read_corpus()
-    L, H, B, T = args.num_layers, args.hidden_size, args.batch_size, args.seq_len
     print()
+    rows = [row(val, V, args.num_layers, args.hidden_size, B, args.seq_len, args.repeats)
+            for B in args.batch_size]
+    print(table(["evaluation", "charlstm chars/s", "torch chars/s", "ratio",
+                 "loss charlstm / torch (nats)"], rows))
+
+
+def row(val, V, L, H, B, T, repeats) -> list[str]:
+    """One table row: both implementations over the whole validation split."""
     ours = OursTrainer(V, H, L, B)
     theirs = TorchTrainer(ours.params, L, B)
     loss = {}
@@ -55,16 +63,13 @@ def measure(args) -> None:
     head = val[:2 * B * T + 1]
     evaluate(ours.params, ours.config, head, B, T)
     torch_eval(theirs, head, B, T)
-    times = interleaved(fns, args.repeats, warmup=0)
+    times = interleaved(fns, repeats, warmup=0)
     n = len(val) - 1
     cps = {k: n / median(v) for k, v in times.items()}
-    print(table(["evaluation", "charlstm chars/s", "torch chars/s", "ratio",
-                 "loss charlstm / torch (nats)"],
-                [[f"{L}x{H} B{B} T{T}, {n:,} val chars, "
-                  f"{len(engine.stream_slices(B, H))} "
-                  "charlstm workers", f"{cps['charlstm']:,.0f}",
-                  f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",
-                  f"{loss['charlstm']:.5f} / {loss['torch']:.5f}"]]))
+    return [f"{L}x{H} B{B} T{T}, {n:,} val chars, {len(engine.stream_slices(B, H))} "
+            "charlstm workers", f"{cps['charlstm']:,.0f}", f"{cps['torch']:,.0f}",
+            f"**{cps['charlstm'] / cps['torch']:.2f}**",
+            f"{loss['charlstm']:.5f} / {loss['torch']:.5f}"]
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ from common import (
 )
 
 V = 65  # 1x384 B32 T64 is the default model (charlstm train)
-CONFIGS = ["1x128:32:64", "1x384:32:64", "2x256:32:64", "2x512:64:100", "3x512:50:50"]
+# The presets' shapes (1x384, 1x512, 1x768: small, medium, large), a wider single layer,
+# and the stacks the docs' recipes train.
+CONFIGS = ["1x128:32:64", "1x384:32:64", "1x512:32:64", "1x768:32:64", "1x1024:32:64",
+           "2x256:32:64", "2x512:64:100", "3x512:50:50"]
 
 
 def parse_config(text: str) -> tuple[int, int, int, int]:

@@ -76,10 +76,23 @@ def machine_line(with_torch: bool = True) -> str:
     if not with_torch:
         return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads; {kernel}; "
                 f"1-min load at start {load:.2f}")
-    import torch
+    torch = torch_module()
 
-    return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both; {kernel}, torch "
+    return (f"{cpu}, {os.cpu_count()} cores, {THREADS} threads for both (numpy's BLAS "
+            f"{blas_threads()}, torch {torch.get_num_threads()}); {kernel}, torch "
             f"{torch.__version__}; 1-min load at start {load:.2f}")
+
+
+def blas_threads() -> int | str:
+    """The thread count numpy's BLAS runs with now (threadpoolctl), as a check that
+    a one-thread column is one thread: both sides are limited before numpy loads
+    (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS) and by their set_num_threads."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and "numpy" in lib.get("filepath", ""):
+            return lib["num_threads"]
+    return "?"
 
 
 def openblas_kernel() -> str:

@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         g = command_parser.add_argument_group("runtime")
         if name in THREADED:
             g.add_argument("--threads", type=integer(1), metavar="N",
-                           help="worker threads (default: every core this process may use): "
-                           "the batch's streams are split across them, each on a one-thread "
-                           "BLAS; also caps the BLAS pool elsewhere. 1 is often fastest on a "
-                           "busy machine")
+                           help="run on at most N cores (default: every core this process "
+                           "may use): N worker threads, the batch's streams split across them, "
+                           "and NumPy's BLAS limited to N threads everywhere (one per worker "
+                           "while they run). 1 is often fastest on a busy machine")
         add_debug(g, default=argparse.SUPPRESS)
     return parser
 

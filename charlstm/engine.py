@@ -21,12 +21,17 @@ count gives bit-identical results run to run; different thread counts add the
 same terms in a different grouping and may differ in the last bits.
 
 How many workers: as many as the threads allow while each slice keeps at least
-fewest_streams(H) = max(MIN_SLICE_STREAMS, H / HIDDEN_PER_STREAM) streams (4 up to H =
-128, then H/32: 16 at H = 512). A slice's step GEMM multiplies the whole (4H, H)
-weight matrix by only `streams` columns, so each worker streams every weight through
-its own core once per step; with too few columns for that traffic, one worker whose
-multi-threaded BLAS splits the weights between the cores is faster. Below the
-threshold one worker runs under the caller's BLAS settings (the plain library).
+fewest_streams(H) = max(MIN_SLICE_STREAMS, min(ENOUGH_SLICE_STREAMS, H /
+HIDDEN_PER_STREAM)) streams (4 up to H = 128, then H/32, and 16 from H = 512 on). A
+slice's step GEMM multiplies the whole (4H, H) weight matrix by only `streams` columns,
+so each worker streams every weight through its own core once per step; with too few
+columns for that traffic, one worker whose multi-threaded BLAS splits the weights
+between the cores is faster. 16 columns are enough at any H, now that the compiled
+loops cut a one-thread step GEMM into OpenBLAS small-kernel pieces (1x768 and 1x1024
+at B = 32 on two threads: two slices of 16 ran 2.2-3.3x and 1.7-2.3x one worker on a
+two-thread BLAS, medians of 3 alternating processes on a loaded machine; 2.4x at 1x768
+with the Haswell kernel too: docs/performance.md). Below the threshold one worker runs
+under the process's BLAS settings (the plain library, at most set_num_threads threads).
 Evaluation and sampling ask the cell for compiled step-major inference (the fast
 LSTM's stack_inference: each step through the whole stack, its logits reduced or
 drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
@@ -53,9 +58,11 @@ from . import fast, layers, model, pool
 
 # Fewest streams a worker gets: at least MIN_SLICE_STREAMS, and at least H /
 # HIDDEN_PER_STREAM, so that its step GEMM has enough columns for the weights it
-# streams (see the module docstring); thinner slices lose to one worker.
+# streams (see the module docstring); thinner slices lose to one worker. But never
+# more than ENOUGH_SLICE_STREAMS: that many are worth a worker at any H.
 MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
+ENOUGH_SLICE_STREAMS = 16
 # Sampling's fewest streams per worker (see the module docstring).
 MIN_SAMPLE_SLICE_STREAMS = 32
 # Evaluation runs step-major (the cell's stack_inference) up to this many bytes of
@@ -65,7 +72,7 @@ STEP_MAJOR_MAX_BYTES = 24 * 2**20
 
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
-    return max(MIN_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM))
+    return max(MIN_SLICE_STREAMS, min(ENOUGH_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM)))
 
 
 def stream_slices(B: int, H: int, threads: int | None = None,

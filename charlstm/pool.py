@@ -1,5 +1,11 @@
 """The worker threads: how many, the one pool they run in, and the BLAS pool around them.
 
+set_num_threads(n) is a promise, as torch.set_num_threads is: n worker threads, and
+NumPy's BLAS limited to n threads for the whole process (threadpoolctl), so that every
+path - the workers, a lone worker's GEMMs, a plain model.forward - runs on at most n
+cores; None gives the BLAS back its own setting. No numba kernel of charlstm is
+parallel (tests/test_engine.py checks), so numba starts no threads of its own.
+
 Work is split two ways, both with results in a fixed order, so that the same thread
 count gives the same bits whatever order the workers finish in:
 - map_streams: independent slices of B streams, each worker on a one-thread BLAS
@@ -27,6 +33,7 @@ _num_threads: int | None = None  # None: every core this process may use
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _blas: ThreadpoolController | None = None  # built on first parallel use
+_blas_limit = None  # threadpoolctl's limiter holding the BLAS at _num_threads; None: untouched
 
 
 def available_cores() -> int:
@@ -37,12 +44,18 @@ def available_cores() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use n worker threads (like torch.set_num_threads); None restores the default,
-    the number of cores this process may use."""
-    global _num_threads
+    """Run on n cores (like torch.set_num_threads): n worker threads and NumPy's BLAS
+    limited to n threads, process-wide. None restores the defaults: as many workers as
+    the cores this process may use, and the BLAS's thread count as it was before."""
+    global _num_threads, _blas_limit
     if n is not None and (not isinstance(n, int | np.integer) or n < 1):
         raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    if _blas_limit is not None:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
     _num_threads = None if n is None else int(n)
+    if n is not None:  # a fresh controller: it sees every BLAS loaded by now
+        _blas_limit = ThreadpoolController().limit(limits=int(n), user_api="blas")
 
 
 def get_num_threads() -> int:
@@ -105,8 +118,8 @@ def map_streams(fn, B: int, fewest: int, threads: int | None = None) -> list:
     """[fn(s) for s in stream_slices(B, fewest, threads)], the slices run concurrently.
 
     The results come back in slice order whatever order the workers finish in. With
-    one slice, fn runs directly under the caller's BLAS settings (the serial path is
-    the plain library)."""
+    one slice, fn runs directly under the process's BLAS settings (set_num_threads's
+    limit, if any: the serial path is the plain library)."""
     parts = stream_slices(B, fewest, threads)
     if len(parts) == 1:
         return [fn(parts[0])]

@@ -8,8 +8,11 @@ same thread count is bit-identical run to run; exact resume with two threads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 import charlstm
 from charlstm import ModelConfig, engine, fast, model, pool, session
@@ -33,9 +36,13 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     parts = engine.stream_slices(7, 6, 3)
     assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]
     assert engine.stream_slices(2, 6, 8) == [slice(0, 1), slice(1, 2)]  # at most B workers
-    monkeypatch.undo()  # the real rule: at least max(4, H/32) streams per slice
-    assert [engine.fewest_streams(H) for H in (64, 128, 256, 384, 512, 1024)] == [
-        4, 4, 8, 12, 16, 32]
+    monkeypatch.undo()  # the real rule: at least max(4, min(16, H/32)) streams per slice
+    assert [engine.fewest_streams(H) for H in (64, 128, 256, 384, 512, 768, 1024, 4096)] == [
+        4, 4, 8, 12, 16, 16, 16, 16]
+    # the presets' widest shapes split too: 1x768 and 1x1024 at B = 32 on two workers
+    assert engine.stream_slices(32, 768, 2) == [slice(0, 16), slice(16, 32)]
+    assert engine.stream_slices(32, 1024, 2) == [slice(0, 16), slice(16, 32)]
+    assert len(engine.stream_slices(31, 768, 2)) == 1
     assert len(engine.stream_slices(7, 128, 2)) == 1
     assert len(engine.stream_slices(8, 128, 2)) == 2
     assert len(engine.stream_slices(31, 512, 2)) == 1
@@ -93,6 +100,53 @@ def test_set_num_threads_validates_and_defaults_to_the_affinity():
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises(ValueError, match="positive integer"):
             charlstm.set_num_threads(bad)
+
+
+def _blas_threads() -> list[int]:
+    """What threadpoolctl reports for every BLAS loaded in this process."""
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_set_num_threads_bounds_the_blas_inside_and_outside_the_engine(monkeypatch):
+    """set_num_threads(n) holds the BLAS to n threads everywhere, as torch's does: in a
+    one-worker window (the serial path runs on the process's BLAS), in every worker of a
+    two-worker window (one thread each), in a plain CharLSTM.forward; None gives the
+    BLAS back the thread counts it had before."""
+    original = _blas_threads()
+    assert original
+    seen, real = [], model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    net = charlstm.CharLSTM(ModelConfig(vocab_size=9, hidden_size=5), dtype=np.float64)
+    x = np.zeros((3, 1), dtype=np.int64)  # one stream: one worker
+    for n in (1, 2):
+        charlstm.set_num_threads(n)
+        assert _blas_threads() == [n] * len(original)  # outside any engine call
+        seen.clear()
+        assert engine.map_streams(lambda s: _blas_threads(), 4, 5, threads=1) == [
+            [n] * len(original)]  # a one-worker window
+        assert engine.map_streams(lambda s: _blas_threads(), 4, 5, threads=2) == [
+            [1] * len(original)] * 2  # every worker of two
+        net.forward(x)
+        assert seen == [[n] * len(original)]
+        with pool.num_threads(3 - n):  # the context restores the limit it found
+            assert _blas_threads() == [3 - n] * len(original)
+        assert _blas_threads() == [n] * len(original)
+    charlstm.set_num_threads(1)
+    charlstm.set_num_threads(None)
+    assert _blas_threads() == original
+
+
+def test_no_numba_kernel_starts_threads_of_its_own():
+    """The thread-count promise covers numba only while no kernel is parallel: numba's
+    own pool would ignore set_num_threads' BLAS limit."""
+    for path in Path(charlstm.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "parallel=True" not in text and "prange" not in text, path
 
 
 def _problem(cell, dtype, B=7, L=2, seed=0):
