@@ -9,9 +9,7 @@ are about to compile (a cold cache costs seconds before the first step).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 # Evaluations without a new best before the trainer says the run has stopped improving:
 # one or two are noise (a validation pass is a sample, and the lr is still high), three
@@ -94,16 +92,3 @@ def finished_message(out, step: int, elapsed_s: float, epochs_done: float,
 def _up(value: float) -> str:
     """value rounded up to 2 decimals: a limit above it is really above it."""
     return f"{math.ceil(value * 100) / 100:.2f}"
-
-
-def kernels_cold(kernel_file: Path, environ=os.environ) -> bool:
-    """Whether numba has no cached compilation of kernel_file's kernels: it looks for
-    numba's index files (*.nbi) where numba keeps them: under NUMBA_CACHE_DIR when that
-    is set, else beside the source in __pycache__ or, where the package's folder is
-    read-only, under ~/.cache/numba. A stale index (an edited source) reads as warm."""
-    if environ.get("NUMBA_CACHE_DIR"):
-        places = [Path(environ["NUMBA_CACHE_DIR"])]
-    else:
-        places = [kernel_file.parent / "__pycache__", Path.home() / ".cache" / "numba"]
-    pattern = f"{kernel_file.stem}.*.nbi"
-    return not any(next(iter(p.rglob(pattern)), None) for p in places if p.is_dir())

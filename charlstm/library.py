@@ -19,7 +19,6 @@ from . import fast
 from .cells import get_cell
 from .config import TrainConfig, describe_dropouts
 from .finetune import describe_inherited, init_settings, load_init
-from .guidance import kernels_cold
 from .language_model import LanguageModel, load
 from .layers import LN2
 from .loop import Outcome
@@ -120,8 +119,7 @@ def say_start(start: Start) -> None:
          f"  optim  {cfg.optimizer} lr {cfg.lr:g} ({cfg.lr_schedule}, warmup "
          f"{cfg.warmup_steps}), clip {cfg.clip:g}{describe_regularisation(cfg)}\n"
          f"  stop   {describe_stop(cfg)}")
-    if fast.current().numba and fast.settings.available("lstm_kernels") and kernels_cold(
-            Path(fast.settings.__file__).with_name("lstm_kernels.py")):
+    if fast.compile_pending():
         counted = ", counted in --time-budget" if cfg.time_budget else ""
         echo("charlstm: compiling the fast kernels before the first step (once: later runs "
              f"reuse them; about 10-30 s{counted})...")

@@ -14,7 +14,8 @@ from test_train import _final_arrays, _log_without_timings, tiny_config
 
 from charlstm import library, session
 from charlstm.checkpoint import load_checkpoint
-from charlstm.guidance import More, kernels_cold, resolve_more
+from charlstm.fast.settings import kernels_cold
+from charlstm.guidance import More, resolve_more
 from charlstm.progress import Progress, clock_text
 
 # A run that stops improving: its best validation loss at step 4, none better up to step
@@ -192,7 +193,7 @@ def test_the_compile_notice_comes_before_the_first_step_when_the_cache_is_cold(
     if not (library.fast.current().numba
             and library.fast.settings.available("lstm_kernels")):
         pytest.skip("numba is off or missing here: nothing compiles")
-    monkeypatch.setattr(library, "kernels_cold", lambda path: cold)
+    monkeypatch.setattr(library.fast, "compile_pending", lambda: cold)
     cfg = tiny_config(tmp_path)
     out = charlstm_cli.ok("train", "--data", cfg.data, "--out", cfg.out, "--max-steps", 2,
                           *_flags({"hidden_size": 8, "seq_len": 8, "batch_size": 2}))

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from ..cells import Cell, get_cell
 from . import lstm
-from .settings import Settings, compiled, current, use
+from .settings import Settings, compile_pending, compiled, current, use
 
-__all__ = ["FAST_CELLS", "Settings", "compiled", "current", "implementation", "use"]
+__all__ = ["FAST_CELLS", "Settings", "compile_pending", "compiled", "current", "implementation",
+           "use"]
 
 FAST_CELLS: dict[str, Cell] = {"lstm": lstm}  # cell name -> its fast twin
 

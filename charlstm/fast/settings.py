@@ -16,6 +16,7 @@ import functools
 import importlib
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 
 
@@ -72,3 +73,23 @@ def available(name: str) -> bool:
 def compiled(name: str) -> ModuleType | None:
     """The numba kernel module fast.<name>, or None where numba is off or missing."""
     return _import(name) if _current.numba else None
+
+
+def kernels_cold(kernel_file: Path, environ=os.environ) -> bool:
+    """Whether numba has no cached compilation of kernel_file's kernels: it looks for
+    numba's index files (*.nbi) where numba keeps them: under NUMBA_CACHE_DIR when that
+    is set, else beside the source in __pycache__ or, where the package's folder is
+    read-only, under ~/.cache/numba. A stale index (an edited source) reads as warm."""
+    if environ.get("NUMBA_CACHE_DIR"):
+        places = [Path(environ["NUMBA_CACHE_DIR"])]
+    else:
+        places = [kernel_file.parent / "__pycache__", Path.home() / ".cache" / "numba"]
+    pattern = f"{kernel_file.stem}.*.nbi"
+    return not any(next(iter(p.rglob(pattern)), None) for p in places if p.is_dir())
+
+
+def compile_pending() -> bool:
+    """Whether the first fast call will compile the LSTM's kernels (numba on and present,
+    and no cached compilation of them): what the trainer says before its first step."""
+    source = Path(__file__).with_name("lstm_kernels.py")
+    return current().numba and available("lstm_kernels") and kernels_cold(source)
