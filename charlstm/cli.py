@@ -7,12 +7,9 @@ Each command lives in charlstm/commands/<name>.py and provides
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import re
 import sys
-
-from threadpoolctl import threadpool_limits
 
 from . import pool
 from ._version import __version__
@@ -80,16 +77,10 @@ def add_debug(parser, default) -> None:
                         help="show full tracebacks instead of one-line errors")
 
 
-@contextlib.contextmanager
 def use_threads(n: int | None):
-    """Context running the command on n threads (None: the defaults): n worker threads
-    (charlstm.pool) and a BLAS pool limited to n threads."""
-    with pool.num_threads(n):
-        if n is None:
-            yield
-        else:
-            with threadpool_limits(limits=n, user_api="blas"):
-                yield
+    """Context running the command on n cores (None: the defaults): pool.num_threads,
+    which holds the workers and NumPy's BLAS to n threads together."""
+    return pool.num_threads(n)
 
 
 def subparser(parser: argparse.ArgumentParser, name: str | None):
