@@ -2,7 +2,7 @@
 --sample-every's samples (char-rnn's lm_*_epoch*_*.t7 files and its habit of watching
 samples improve; nanoGPT's keep of every checkpoint).
 
-Both are written by the loop (train.py) into the run directory, under the names runs.py
+Both are written by the loop (loop.py) into the run directory, under the names runs.py
 owns, so --force and the ownership rules cover them.
 """
 
