@@ -6,7 +6,7 @@ before the first step, sends the other ranks the whole Run as checkpoint bytes
 (checkpoint.checkpoint_bytes: weights, optimiser, state, dropout generator, config).
 Every other rank reads the same text itself (each machine needs it at the same path;
 its checksum is checked against rank 0's), rebuilds the Run and enters the same loop
-(train.fit), which writes nothing on ranks other than 0. From there every rank takes
+(loop.fit), which writes nothing on ranks other than 0. From there every rank takes
 the same decisions at the same steps (distributed.py), so no rank waits for another
 at a collective that never comes.
 

@@ -3,7 +3,7 @@
 Shape legend: T window length, B streams, V vocab, L layers, H hidden.
 
 A new run reads its text, checks that the model fits in memory, claims its run
-directory (runs.py) and hands a fresh `Run` to the loop (train.fit). Resuming
+directory (runs.py) and hands a fresh `Run` to the loop (loop.fit). Resuming
 rebuilds the Run from the last checkpoint, refuses other data or changed settings
 that would make it a different run, and continues exactly. What the caller is told
 before the loop starts comes as a `Start` to its `on_start`; the words are the
@@ -175,7 +175,7 @@ def with_default_stop(config: TrainConfig) -> TrainConfig:
 def start_training(config: TrainConfig, force: bool = False, say: Say | None = None,
                    on_start: OnStart | None = None) -> Outcome:
     """A new run in config.out (see runs.resolve_paths, with_default_stop); say as in
-    train.fit; on_start is told what the run is about to do, before its first step."""
+    loop.fit; on_start is told what the run is about to do, before its first step."""
     config = with_default_stop(resolve_paths(config))
     if specs(config.data).count(STDIN) > 1:
         raise UserError("--data names standard input (-) more than once; it is read once")
