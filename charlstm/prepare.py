@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .data import Corpus, split_corpus
+from .datasets import cache_dir
 from .errors import UserError, os_error_message
 from .text import Vocab, list_chars
 
@@ -302,3 +303,18 @@ def cached_corpus(path, digest: str, encoding_errors: str, cache: Path,
     except OSError:  # another process finished first: use its corpus
         shutil.rmtree(tmp, ignore_errors=True)
     return open_prepared(where)
+
+
+def find_corpus(spec: str, encoding_errors: str, say=None, check=None) -> Prepared | None:
+    """The prepared corpus spec stands for: a `charlstm prepare` directory, or a text big
+    enough to be prepared on first use into the user cache (cached_corpus); else None.
+    check(digest): given a big text's file checksum (hashed once) before anything is
+    made, when strict decoding makes it the text's checksum too."""
+    if is_prepared(spec):
+        return open_prepared(spec)
+    if not is_big_text(spec):
+        return None
+    digest = file_sha256(spec)
+    if check is not None and encoding_errors == "strict":
+        check(digest)
+    return cached_corpus(spec, digest, encoding_errors, cache_dir(), say)

@@ -24,7 +24,6 @@ import numpy as np
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, name_flag
 from .data import Batches, Corpus, eval_subset, make_corpus
-from .datasets import cache_dir
 from .errors import UserError
 from .finetune import extended_vocab, load_init
 from .fsutil import atomic_write_bytes
@@ -32,14 +31,7 @@ from .guidance import More, finished_message, plain, resolve_more
 from .keepsakes import truncate_samples
 from .lockfile import run_dir_lock
 from .loop import Outcome, Say, _stop_reason, fit, limit_reached
-from .prepare import (
-    cached_corpus,
-    file_sha256,
-    is_big_text,
-    is_prepared,
-    open_prepared,
-    prepared_corpus,
-)
+from .prepare import find_corpus, is_prepared, prepared_corpus
 from .resources import check_fits
 from .run_state import Run, TrainingError, new_run, run_from_checkpoint
 from .runs import (
@@ -112,23 +104,16 @@ def prepared(config: TrainConfig, vocab: Vocab | None = None, expect_sha: str | 
     data = config.data
     if not isinstance(data, str) or data == STDIN:
         return None
-    if is_prepared(data):
-        prep = open_prepared(data)
-        shown = str(prep.path)
-    elif is_big_text(data):
-        if config.encoding_errors == "strict":  # the text's checksum: refuse before making
-            _check_same_data(file_sha256(data), expect_sha, data, run_dir)
-        prep = cached_corpus(data, file_sha256(data), config.encoding_errors, cache_dir(),
-                             _stderr)
-        shown = data
-    else:
+    prep = find_corpus(data, config.encoding_errors, _stderr,
+                       lambda digest: _check_same_data(digest, expect_sha, data, run_dir))
+    if prep is None:
         return None
+    shown = str(prep.path) if is_prepared(data) else data
     _check_same_data(prep.text_sha256, expect_sha, shown, run_dir)
-    for name, flag in (("test_frac", "--test-frac"), ("extend_vocab", "--extend-vocab")):
-        if getattr(config, name):
+    for flag, on in (("--test-frac", config.test_frac), ("--extend-vocab", config.extend_vocab),
+                     ("--unknown skip", config.unknown == "skip")):
+        if on:
             raise UserError(f"{flag} needs the text itself, not the prepared corpus {shown}")
-    if config.unknown == "skip":
-        raise UserError(f"--unknown skip needs the text itself, not the prepared corpus {shown}")
     return prepared_corpus(prep, config.val_frac, vocab), prep.text_sha256, shown
 
 

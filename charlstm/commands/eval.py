@@ -13,19 +13,11 @@ from tqdm import tqdm
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import split3
-from ..datasets import cache_dir
 from ..errors import UserError
 from ..evaluate import evaluate
 from ..language_model import training_config
 from ..layers import LN2
-from ..prepare import (
-    cached_corpus,
-    file_sha256,
-    is_big_text,
-    is_prepared,
-    open_prepared,
-    prepared_corpus,
-)
+from ..prepare import find_corpus, is_big_text, is_prepared, prepared_corpus
 from ..runs import resolve_checkpoint
 from ..sources import Source, read_source
 from ..text import Vocab, list_chars
@@ -154,10 +146,8 @@ def prepared_split(spec: str, ckpt, val_frac: float, args, trained: TrainConfig)
     """(path, split name, ids, 0) of a prepared corpus, or of a text big enough to be
     prepared on first use (as train does): its ids mapped, never read whole; the model's
     vocabulary must be the corpus's."""
-    prep = (open_prepared(spec) if is_prepared(spec) else
-            cached_corpus(spec, file_sha256(spec), args.encoding_errors
-                          or trained.encoding_errors, cache_dir(),
-                          lambda text: print(text, file=sys.stderr)))
+    prep = find_corpus(spec, args.encoding_errors or trained.encoding_errors,
+                       lambda text: print(text, file=sys.stderr))
     trained_on = ckpt.meta.get("data_sha256") == prep.text_sha256
     which = args.split or ("val" if args.data is None or trained_on else "all")
     _check_split(which, val_frac)
