@@ -136,11 +136,35 @@ def test_one_hot_gather_kernel_matches_numpy_and_checks_ids():
         layers.input_projection_forward(np.full((2, 2), 7), W_ih, b_ih)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B, width", [(5, 5), (5, 8), (25, 32), (1, 1)])
+def test_layout_copies_equal_numpy_bit_for_bit(dtype, B, width):
+    """The compiled copies between the model's (T, B, .) layout and the loop's
+    (T, ., n) one (fast.lstm's _prescaled, _rows, _loop_input) give NumPy's numbers
+    exactly, padding columns zero, for either dtype and padded or not."""
+    rng = np.random.default_rng(3)
+    T, H = 3, 20
+    xw = rng.standard_normal((T, B, 4 * H)).astype(dtype)
+    W_hh = rng.standard_normal((4 * H, H)).astype(dtype)
+    b_hh = rng.standard_normal(4 * H).astype(dtype)
+    loop = rng.standard_normal((T, 4 * H, width)).astype(dtype)
+    got, ref = {}, {}
+    for numba_on, into in ((True, got), (False, ref)):
+        with fast.use(numba=numba_on):
+            into["z"], into["W"] = fast_lstm._prescaled(xw, W_hh, b_hh, width)[:2]
+            into["rows"] = fast_lstm._rows(loop, B)
+            into["loop"] = fast_lstm._loop_input(xw, width)
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+    assert not got["z"][:, :, B:].any() and not got["loop"][:, :, B:].any()
+
+
 def test_numba_kernels_exist_for_both_dtypes():
     """Each dtype has every kernel, each one numba dispatcher compiled for that dtype
     (the whole-loop ones where NumPy's BLAS is bound), and the fast LSTM finds them
     with numba on and not with it off."""
-    steps = {"forward_step", "backward_step", "transpose_into", "gather_gates"}
+    steps = {"forward_step", "backward_step", "transpose_into", "gather_gates",
+             "transpose_steps", "prescale_steps"}
     loops = {"forward_loop", "infer_loop", "backward_loop"} if lstm_kernels.GEMM else set()
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
     for dtype, kernels in KERNELS.items():
@@ -303,9 +327,10 @@ def small_kernel_bound():
 
 
 def test_step_gemm_pieces_follow_the_small_kernel_bound(small_kernel_bound):
-    """lstm_kernels.piece_rows: pieces only for float32, past the bound, at 16, 32 or
-    64 columns, a multiple of 4 rows under the bound, on a one-thread BLAS (the small
-    kernel runs on one thread); the bound and the threads read at run time."""
+    """lstm_kernels.piece_rows: pieces only for float32, past the bound, a multiple of
+    4 rows under the bound (at least 4 at 16, 32 or 64 columns, 12 at other widths),
+    on a one-thread BLAS (the small kernel runs on one thread); the bound and the
+    threads read at run time."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from charlstm.fast.lstm_kernels import piece_rows
@@ -325,8 +350,10 @@ def _piece_rules(piece_rows, small_kernel_bound):
     assert piece_rows(2048, 64, 512, 4) == 28
     assert piece_rows(1024, 16, 512, 4) == 120
     assert piece_rows(512, 32, 2048, 4) == 12
-    assert piece_rows(2048, 48, 512, 4) == 2048  # two column blocks: one call
-    assert piece_rows(2048, 25, 512, 4) == 2048
+    assert piece_rows(2048, 48, 512, 4) == 40  # other widths: pieces of 12 rows or more
+    assert piece_rows(2048, 25, 512, 4) == 76
+    assert piece_rows(512, 50, 2048, 4) == 512  # 8 rows: one packed call
+    assert piece_rows(512, 40, 2048, 4) == 12
     assert piece_rows(2048, 32, 512, 8) == 2048  # float64: one call
     assert piece_rows(60, 32, 512, 4) == 60  # already small
     assert piece_rows(4096, 64, 4096, 4) == 4096  # not even 4 rows fit

@@ -78,7 +78,7 @@ def _numba(dtype) -> dict | None:
     kernels = module.KERNELS[np.dtype(dtype)]
     if not settings.current().fused_loops:
         return {k: kernels[k] for k in ("forward_step", "backward_step", "transpose_into",
-                                        "gather_gates")}
+                                        "gather_gates", "transpose_steps", "prescale_steps")}
     return kernels
 
 
@@ -119,9 +119,13 @@ def _prescaled(xw, W_hh, b_hh, width):
     scale, offset = gate_constants(H, xw.dtype)
     T, B, G = xw.shape
     z = workspace.empty((T, G, width), xw.dtype)
-    np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=z[:, :, :B])
-    z[:, :, B:] = 0
-    z *= scale
+    nb = _numba(xw.dtype)
+    if nb is not None and b_hh.dtype == xw.dtype:  # the same numbers, in tiles
+        nb["prescale_steps"](xw, b_hh, scale[:, 0].copy(), z)
+    else:
+        np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=z[:, :, :B])
+        z[:, :, B:] = 0
+        z *= scale
     return z, np.multiply(W_hh, scale, order="C"), scale, offset
 
 
@@ -149,7 +153,11 @@ def _rows(a: np.ndarray, B: int) -> np.ndarray:
     (T, B, X), in workspace memory: from the loop's (T, ., B) layout to the model's."""
     T, X, _ = a.shape
     out = workspace.empty((T, B, X), a.dtype)
-    np.copyto(out, a[:, :, :B].transpose(0, 2, 1))
+    nb = _numba(a.dtype)
+    if nb is not None:
+        nb["transpose_steps"](a[:, :, :B], out)
+    else:
+        np.copyto(out, a[:, :, :B].transpose(0, 2, 1))
     return out
 
 
@@ -165,7 +173,11 @@ def _loop_input(a: np.ndarray, width: int, out=None) -> np.ndarray:
     T, B, X = a.shape
     if out is None:
         out = workspace.empty((T, X, width), a.dtype)
-    np.copyto(out[:, :, :B], a.transpose(0, 2, 1))
+    nb = _numba(a.dtype)
+    if nb is not None and out.dtype == a.dtype:
+        nb["transpose_steps"](a, out[:, :, :B])
+    else:
+        np.copyto(out[:, :, :B], a.transpose(0, 2, 1))
     out[:, :, B:] = 0
     return out
 

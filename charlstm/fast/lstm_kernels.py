@@ -188,6 +188,38 @@ def transpose_into(a, out):
 
 
 @numba.njit(**_JIT)
+def transpose_steps(a, out):
+    """out[t] = a[t]^T for every step: a (T, X, Y) -> out (T, Y, X), each step in
+    transpose_into's tiles. Either side may be a strided view (the loop's first B of n
+    columns): the copies between the model's (T, B, .) layout and the loop's (T, ., n),
+    which NumPy's strided copy runs ~3x slower."""
+    for t in range(a.shape[0]):
+        transpose_into(a[t], out[t])
+
+
+@numba.njit(**_JIT)
+def prescale_steps(xw, b, scale, out):
+    """fast.lstm._prescaled's gate buffer: out[t, g, j] = (xw[t, j, g] + b[g]) * scale[g]
+    for j < B, and 0 in the padding columns j >= B. xw (T, B, G); b, scale (G,);
+    out (T, G, n). The transpose runs in 16 x 16 tiles, as transpose_into's."""
+    T, B, G = xw.shape
+    n = out.shape[2]
+    for t in range(T):
+        a, o = xw[t], out[t]
+        for j0 in range(0, B, 16):
+            j1 = min(j0 + 16, B)
+            for g0 in range(0, G, 16):
+                for g in range(g0, min(g0 + 16, G)):
+                    bg, sg, row = b[g], scale[g], o[g]
+                    for j in range(j0, j1):
+                        row[j] = (a[j, g] + bg) * sg
+        for g in range(G):
+            row = o[g]
+            for j in range(B, n):
+                row[j] = 0
+
+
+@numba.njit(**_JIT)
 def gather_gates(W_ih, b_ih, b_hh, scale, ids, out):
     """The LSTM's layer-0 gate buffer from ids, feature-major (fast.lstm._gathered):
     out[t, g, b] = ((W_ih[g, ids[t, b]] + b_ih[g]) + b_hh[g]) * scale[g] for b < B,
@@ -206,7 +238,8 @@ def gather_gates(W_ih, b_ih, b_hh, scale, ids, out):
 
 
 _STEPS = {"forward_step": forward_step, "backward_step": backward_step,
-          "transpose_into": transpose_into, "gather_gates": gather_gates}
+          "transpose_into": transpose_into, "gather_gates": gather_gates,
+          "transpose_steps": transpose_steps, "prescale_steps": prescale_steps}
 KERNELS = {np.dtype(np.float32): dict(_STEPS), np.dtype(np.float64): dict(_STEPS)}
 
 if GEMM is not None:
@@ -222,15 +255,17 @@ if GEMM is not None:
         a multiple of 4 that keeps each call in OpenBLAS's small-matrix kernel
         (fast.blas.small_kernel_bound; float32 only, on a one-thread BLAS). That kernel
         runs 16, 32 or 64 columns of B (the streams) as one block, so each piece reads
-        its rows of A once, 4 rows at a time; wider blocks lose in pieces (see
-        docs/performance.md)."""
+        its rows of A once, 4 rows at a time. Other widths (24, 40, 48, 50, ...) run in
+        pieces too, where a piece keeps at least 12 rows: thinner ones lose to one
+        packed call (see docs/performance.md)."""
         limit = small_sgemm_mnk() if itemsize == 4 else 0
-        if limit == 0 or limit >= M * N * K or (N != 16 and N != 32 and N != 64):
+        if limit == 0 or limit >= M * N * K:
             return M
         if blas_threads() != 1:  # a threaded GEMM beats one-thread pieces
             return M
         rows = limit // (N * K) // 4 * 4
-        return rows if rows >= 4 else M
+        fewest = 4 if N == 16 or N == 32 or N == 64 else 12
+        return rows if rows >= fewest else M
 
     @overload(matmul_into, jit_options=_JIT)
     def matmul_into_overload(A, B, C):
