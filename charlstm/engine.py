@@ -69,6 +69,11 @@ MIN_SAMPLE_SLICE_STREAMS = 32
 # recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
 # docs/performance.md).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
+# Evaluation's plans (eval_plan): blocks of PLAN_BLOCK streams (OpenBLAS's sgemm column
+# block), a step's cost beyond its columns, and how much faster a plan must be.
+PLAN_BLOCK = 16
+PLAN_BLOCK_COST = 2
+PLAN_MARGIN = 0.97
 
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
@@ -169,6 +174,46 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
         return results[0]
     return (np.concatenate([r[0] for r in results], axis=1),
             _join_states([r[1] for r in results]))
+
+
+class EvalPlan(NamedTuple):
+    blocks: list  # slices of the B streams: each a chain of windows with its own state
+    plans: list  # per worker, the pool.Piece(block, first window, stop) it runs, in order
+
+
+def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
+              ) -> EvalPlan | None:
+    """How evaluation's compiled loop splits its work, where that beats map_streams' one
+    slice of streams per worker per window; else None.
+
+    A stream's windows depend on one another only through its own state, so a worker
+    may run a block of streams through every window on its own. Blocks of PLAN_BLOCK
+    streams, plus the rest, are the widths the step GEMM runs at full speed (25 streams
+    cost what 32 do: layout.loop_width), and pool.split_chains balances them, cutting
+    one block's windows between two workers where it must. Costs are the blocks' loop
+    columns (compiled.run.columns) plus PLAN_BLOCK_COST for what a step costs whatever
+    its width; the plan is kept only if it is PLAN_MARGIN faster than one slice per
+    worker."""
+    threads = threads or pool.get_num_threads()
+    if threads < 2 or B < 2:
+        return None
+    def cost(width: int) -> float:
+        return compiled.run.columns(compiled.weights, width) + PLAN_BLOCK_COST
+
+    slices = stream_slices(B, config.hidden_size, threads)
+    width = slices[0].stop - slices[0].start
+    # one worker runs on the whole multi-threaded BLAS: about 1.4x one core (measured)
+    best = cost(width) * windows / (1.4 if len(slices) == 1 else 1.0) * PLAN_MARGIN
+    chosen = None
+    for bw in range(PLAN_BLOCK, min(B, 4 * PLAN_BLOCK) + 1, PLAN_BLOCK):
+        blocks = [slice(a, min(a + bw, B)) for a in range(0, B, bw)]
+        costs = [cost(s.stop - s.start) for s in blocks]
+        for workers in range(2, threads + 1):
+            plans = pool.split_chains(costs, windows, workers)
+            span = pool.makespan(plans, costs, windows)
+            if span < best:
+                best, chosen = span, EvalPlan(blocks, plans)
+    return chosen
 
 
 class CompiledInference(NamedTuple):

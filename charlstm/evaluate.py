@@ -8,11 +8,13 @@ so all three report the same number for the same weights and text.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from . import engine
+from . import engine, pool
 from .config import ModelConfig
-from .data import eval_windows
+from .data import eval_shape, eval_windows
 
 
 def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int,
@@ -24,8 +26,13 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
     callable checked between windows; if it returns True, None is returned. None
     also when ids has no target.
     """
-    total, count, state = 0.0, 0, None
     compiled = engine.compiled_inference(params, config, windows=True)  # once for all
+    if compiled is not None:
+        B, windows = eval_shape(len(ids), batch_size, seq_len)
+        plan = engine.eval_plan(B, windows, compiled, config)
+        if plan is not None:
+            return _run_plan(plan, compiled, ids, batch_size, seq_len, windows, abort)
+    total, count, state = 0.0, 0, None
     for x, y, mask in eval_windows(ids, batch_size, seq_len):
         if abort is not None and abort():
             return None
@@ -33,4 +40,55 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
                                           compiled=compiled)
         total += nll
         count += n
+    return total / count if count else None
+
+
+def _run_plan(plan: engine.EvalPlan, compiled, ids, batch_size: int, seq_len: int,
+              windows: int, abort) -> float | None:
+    """evaluate() on engine.eval_plan's workers: each runs its blocks of streams through
+    their windows; a block cut between two workers hands its state from the head to
+    the tail. The sums add per piece, then in block and window order: the same bits
+    for the same plan whatever order the workers finish in."""
+    handoff = {p.chain: [threading.Event(), None] for pieces in plan.plans
+               for p in pieces if p.stop < windows}
+    stopped = threading.Event()
+
+    def work(pieces) -> list:
+        done = []
+        try:
+            for p in pieces:
+                state = None
+                if p.start > 0:
+                    handoff[p.chain][0].wait()
+                    state = handoff[p.chain][1]
+                total, count = 0.0, 0
+                for x, y, mask in eval_windows(ids, batch_size, seq_len, plan.blocks[p.chain],
+                                               slice(p.start, p.stop)):
+                    if stopped.is_set() or (abort is not None and abort()):
+                        stopped.set()
+                        return done
+                    nll, n, state = compiled.run.window_nll(compiled.weights, x, y, mask,
+                                                            state)
+                    total += nll
+                    count += n
+                done.append((p, total, count))
+                if p.stop < windows:
+                    handoff[p.chain][1] = state
+                    handoff[p.chain][0].set()
+            return done
+        finally:  # a head that failed or stopped must not leave its tail waiting
+            if not all(handoff[p.chain][0].is_set() for p in pieces if p.stop < windows):
+                stopped.set()
+                for p in pieces:
+                    if p.stop < windows:
+                        handoff[p.chain][0].set()
+
+    results = sorted((r for part in pool.run_workers(work, plan.plans) for r in part),
+                     key=lambda r: (r[0].chain, r[0].start))
+    if stopped.is_set():
+        return None
+    count = sum(r[2] for r in results)
+    total = 0.0
+    for r in results:
+        total += r[1]
     return total / count if count else None

@@ -32,6 +32,27 @@ def thin_slices(monkeypatch):
     pool.set_num_threads(None)
 
 
+@pytest.mark.parametrize("costs,units,workers", [([18, 18, 18, 4], 30, 2), ([18, 6], 10, 2),
+                                                 ([18] * 4, 30, 3), ([5], 7, 2), ([3, 1], 1, 4)])
+def test_split_chains_runs_every_unit_once_heads_first_tails_last(costs, units, workers):
+    """pool.split_chains: every unit of every chain in exactly one piece; a worker runs
+    a chain's head (cut off for a later worker) first and a tail last; each worker's
+    share is within one unit of an even split; makespan waits for a tail's head."""
+    plans = pool.split_chains(costs, units, workers)
+    seen = sorted((p.chain, u) for pieces in plans for p in pieces for u in range(p.start, p.stop))
+    assert seen == [(k, u) for k in range(len(costs)) for u in range(units)]
+    total = sum(costs) * units
+    for pieces in plans:
+        tails = [i for i, p in enumerate(pieces) if p.start > 0]
+        heads = [i for i, p in enumerate(pieces) if p.stop < units]
+        assert tails in ([], [len(pieces) - 1]) and heads in ([], [0])
+        share = sum(costs[p.chain] * (p.stop - p.start) for p in pieces)
+        assert abs(share - total / len(plans)) <= max(costs)
+    span = pool.makespan(plans, costs, units)
+    assert total / len(plans) <= span <= total
+    assert pool.makespan([[pool.Piece(0, 0, 2)], [pool.Piece(0, 2, 3)]], [1.0], 3) == 3.0
+
+
 def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
     parts = engine.stream_slices(7, 6, 3)
     assert [(s.start, s.stop) for s in parts] == [(0, 3), (3, 5), (5, 7)]

@@ -17,7 +17,8 @@ pytest.importorskip("numba", reason="numba (the fast extra) is not installed")
 
 from test_fast_lstm import flat, window  # noqa: E402
 
-from charlstm import CharLSTM, ModelConfig, engine, fast, layers  # noqa: E402
+from charlstm import CharLSTM, ModelConfig, engine, fast, layers, pool  # noqa: E402
+from charlstm.data import eval_shape  # noqa: E402
 from charlstm.evaluate import evaluate  # noqa: E402
 from charlstm.fast import blas, layout, lstm_kernels, stack  # noqa: E402
 from charlstm.fast import lstm as fast_lstm  # noqa: E402
@@ -208,6 +209,45 @@ def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
                                              rel=TOL[dtype]["rtol"])
     gru = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, cell="gru")
     assert engine.compiled_inference(random_problem(gru, 2, 2, seed=0)[0], gru) is None
+
+
+@pytest.mark.parametrize("H,B,T,threads", [(12, 50, 7, 2), (12, 64, 5, 3), (12, 128, 3, 3),
+                                           (512, 24, 4, 2), (512, 25, 3, 2)])
+def test_evaluation_in_planned_blocks_equals_one_slice_per_window(fast_settings, H, B, T,
+                                                                  threads):
+    """Where engine.eval_plan runs blocks of streams through their windows on their
+    own (a block cut between workers handing its state from head to tail), the loss
+    is that of the window-by-window evaluation on one worker, to float32 rounding."""
+    fast_settings(fast_cells=True, pad_block=16)  # the padded widths the plan is for
+    config = ModelConfig(vocab_size=9, hidden_size=H, num_layers=2)
+    params = CharLSTM(config, seed=B).params
+    ids = np.random.default_rng(B).integers(0, 9, size=B * T * 5 + 3)  # a ragged tail
+    compiled = engine.compiled_inference(params, config, windows=True)
+    plan = engine.eval_plan(*eval_shape(len(ids), B, T), compiled, config, threads)
+    assert plan is not None and len(plan.plans) > 1
+    with pool.num_threads(threads):
+        planned = evaluate(params, config, ids, B, T)
+        assert evaluate(params, config, ids, B, T) == planned  # the same bits every time
+    with pool.num_threads(1):
+        assert planned == pytest.approx(evaluate(params, config, ids, B, T), rel=1e-6)
+
+
+def test_planned_evaluation_stops_when_asked_and_never_hangs(fast_settings):
+    """abort() answering True part way through: None, every worker back (a tail
+    waiting for a head that stopped is released); a worker's error is raised."""
+    fast_settings(fast_cells=True, pad_block=16)
+    config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=1)
+    params = random_problem(config, 2, 2, seed=0)[0]
+    ids = np.random.default_rng(0).integers(0, 9, size=50 * 7 * 6)
+    calls = []
+    with pool.num_threads(2):
+        assert evaluate(params, config, ids, 50, 7, abort=lambda: calls.append(1) or
+                        len(calls) > 3) is None
+
+        def boom():
+            raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"):
+            evaluate(params, config, ids, 50, 7, abort=boom)
 
 
 def test_compiled_evaluation_shows_nan():

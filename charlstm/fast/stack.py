@@ -240,6 +240,12 @@ def _window_nll(x, y, mask, weights, state, scratch):
     return total
 
 
+def columns(weights: tuple, B: int) -> int:
+    """The columns window_nll and generate run B streams in (layout.loop_width): what
+    a step costs, near enough, for the engine's plans."""
+    return loop_width(B, weights[4][0])
+
+
 def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, state):
     """engine.window_nll for one slice of an LSTM stack, compiled and step-major:
     no (T, B, .) array is ever made. weights: prepare(params, L); x, y (T, B) ids;
