@@ -4,7 +4,8 @@
                                     [--batch-size 50 64 --seq-len 100]
 
 charlstm: charlstm.evaluate, as validation runs (the streams split across --threads
-workers of at least engine.fewest_streams(H) streams each, else one worker on an
+workers of at least engine.fewest_streams(H) streams each, or in blocks of 16 streams
+where engine.eval_plan finds that faster, else one worker on an
 N-thread BLAS; each worker runs charlstm.fast.stack's compiled step-major loop, or past
 engine.STEP_MAJOR_MAX_BYTES of weights model.forward without a cache); PyTorch:
 nn.LSTM + nn.Linear under torch.no_grad(). Same weights, same windows, state

@@ -35,7 +35,9 @@ under the process's BLAS settings (the plain library, at most set_num_threads th
 Evaluation and sampling ask the cell for compiled step-major inference (the fast
 LSTM's stack_inference: each step through the whole stack, its logits reduced or
 drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
-weights, where it beats the layer-by-layer windows. Sampling splits from
+weights, where it beats the layer-by-layer windows; and where eval_plan finds it
+faster, evaluation runs blocks of 16 streams through all their windows, one worker a
+block (a block's windows depend only on its own state). Sampling splits from
 MIN_SAMPLE_SLICE_STREAMS streams per worker. The element-wise passes over every
 weight (optimiser update, clipping, averaging) run over fixed chunks of the flat
 weights (weight_chunks) shared among the workers (map_chunks); reductions add per
