@@ -190,8 +190,9 @@ def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
 
     A stream's windows depend on one another only through its own state, so a worker
     may run a block of streams through every window on its own. Blocks of PLAN_BLOCK
-    streams, plus the rest, are the widths the step GEMM runs at full speed (25 streams
-    cost what 32 do: layout.loop_width), and pool.split_chains balances them, cutting
+    streams (a rest under half a block joins the last) are widths the step GEMM runs
+    at full speed (25 streams cost what 32 do: layout.loop_width), and
+    pool.split_chains balances them, cutting
     one block's windows between two workers where it must. Costs are the blocks' loop
     columns (compiled.run.columns) plus PLAN_BLOCK_COST for what a step costs whatever
     its width; the plan is kept only if it is PLAN_MARGIN faster than one slice per
@@ -209,6 +210,8 @@ def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
     chosen = None
     for bw in range(PLAN_BLOCK, min(B, 4 * PLAN_BLOCK) + 1, PLAN_BLOCK):
         blocks = [slice(a, min(a + bw, B)) for a in range(0, B, bw)]
+        if len(blocks) > 1 and blocks[-1].stop - blocks[-1].start < bw // 2:
+            blocks[-2:] = [slice(blocks[-2].start, B)]  # a small rest joins the last block
         costs = [cost(s.stop - s.start) for s in blocks]
         for workers in range(2, threads + 1):
             plans = pool.split_chains(costs, windows, workers)
