@@ -192,11 +192,10 @@ def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
     may run a block of streams through every window on its own. Blocks of PLAN_BLOCK
     streams (a rest under half a block joins the last) are widths the step GEMM runs
     at full speed (25 streams cost what 32 do: layout.loop_width), and
-    pool.split_chains balances them, cutting
-    one block's windows between two workers where it must. Costs are the blocks' loop
-    columns (compiled.run.columns) plus PLAN_BLOCK_COST for what a step costs whatever
-    its width; the plan is kept only if it is PLAN_MARGIN faster than one slice per
-    worker."""
+    pool.split_chains balances them, cutting one block's windows between two workers
+    where it must. Costs are the blocks' loop columns (compiled.run.columns) plus
+    PLAN_BLOCK_COST for what a step costs whatever its width; the plan is kept only if
+    it is PLAN_MARGIN faster than one slice per worker."""
     threads = threads or pool.get_num_threads()
     if threads < 2 or B < 2:
         return None

@@ -46,42 +46,50 @@ def evaluate(params: dict, config: ModelConfig, ids: np.ndarray, batch_size: int
 def _run_plan(plan: engine.EvalPlan, compiled, ids, batch_size: int, seq_len: int,
               windows: int, abort) -> float | None:
     """evaluate() on engine.eval_plan's workers: each runs its blocks of streams through
-    their windows; a block cut between two workers hands its state from the head to
-    the tail. The sums add per piece, then in block and window order: the same bits
-    for the same plan whatever order the workers finish in."""
-    handoff = {p.chain: [threading.Event(), None] for pieces in plan.plans
+    their windows; a block cut between two workers hands its state on at the window
+    where it is cut. The sums add per piece, then in block and window order: the same
+    bits for the same plan whatever order the workers finish in."""
+    # (block, window) -> [set when the state there is ready, the state]
+    handoff = {(p.chain, p.stop): [threading.Event(), None] for pieces in plan.plans
                for p in pieces if p.stop < windows}
     stopped = threading.Event()
+
+    def run(p) -> tuple | None:
+        state = None
+        if p.start > 0:
+            entry = handoff[p.chain, p.start]
+            entry[0].wait()
+            state = entry[1]
+        total, count = 0.0, 0
+        for x, y, mask in eval_windows(ids, batch_size, seq_len, plan.blocks[p.chain],
+                                       slice(p.start, p.stop)):
+            if stopped.is_set() or (abort is not None and abort()):
+                stopped.set()
+                return None
+            nll, n, state = compiled.run.window_nll(compiled.weights, x, y, mask, state)
+            total += nll
+            count += n
+        if p.stop < windows:
+            handoff[p.chain, p.stop][1] = state
+            handoff[p.chain, p.stop][0].set()
+        return p, total, count
 
     def work(pieces) -> list:
         done = []
         try:
             for p in pieces:
-                state = None
-                if p.start > 0:
-                    handoff[p.chain][0].wait()
-                    state = handoff[p.chain][1]
-                total, count = 0.0, 0
-                for x, y, mask in eval_windows(ids, batch_size, seq_len, plan.blocks[p.chain],
-                                               slice(p.start, p.stop)):
-                    if stopped.is_set() or (abort is not None and abort()):
-                        stopped.set()
-                        return done
-                    nll, n, state = compiled.run.window_nll(compiled.weights, x, y, mask,
-                                                            state)
-                    total += nll
-                    count += n
-                done.append((p, total, count))
-                if p.stop < windows:
-                    handoff[p.chain][1] = state
-                    handoff[p.chain][0].set()
-            return done
-        finally:  # a head that failed or stopped must not leave its tail waiting
-            if not all(handoff[p.chain][0].is_set() for p in pieces if p.stop < windows):
-                stopped.set()
-                for p in pieces:
-                    if p.stop < windows:
-                        handoff[p.chain][0].set()
+                result = run(p)
+                if result is None:
+                    break
+                done.append(result)
+        except BaseException:
+            stopped.set()
+            raise
+        finally:  # a piece that stopped or failed must not leave the next one waiting
+            if stopped.is_set():
+                for ready, _ in handoff.values():
+                    ready.set()
+        return done
 
     results = sorted((r for part in pool.run_workers(work, plan.plans) for r in part),
                      key=lambda r: (r[0].chain, r[0].start))

@@ -232,6 +232,25 @@ def test_evaluation_in_planned_blocks_equals_one_slice_per_window(fast_settings,
         assert planned == pytest.approx(evaluate(params, config, ids, B, T), rel=1e-6)
 
 
+def test_a_block_cut_across_three_workers_hands_its_state_on_twice(fast_settings):
+    """A plan may cut one block's windows into a head, a middle and a tail on three
+    workers: each piece starts from the state where the one before it stopped, so the
+    loss is the window-by-window one."""
+    from charlstm.evaluate import _run_plan
+    config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=2)
+    params = CharLSTM(config, seed=1).params
+    ids = np.random.default_rng(1).integers(0, 9, size=6 * 5 * 7 + 2)
+    B, windows = eval_shape(len(ids), 6, 5)
+    compiled = engine.compiled_inference(params, config, windows=True)
+    plan = engine.EvalPlan([slice(0, 3), slice(3, 6)],
+                           [[pool.Piece(0, 0, 3), pool.Piece(1, 0, windows)],
+                            [pool.Piece(0, 3, 5)], [pool.Piece(0, 5, windows)]])
+    with pool.num_threads(3):
+        planned = _run_plan(plan, compiled, ids, 6, 5, windows, None)
+    with pool.num_threads(1):
+        assert planned == pytest.approx(evaluate(params, config, ids, 6, 5), rel=1e-6)
+
+
 def test_planned_evaluation_stops_when_asked_and_never_hangs(fast_settings):
     """abort() answering True part way through: None, every worker back (a tail
     waiting for a head that stopped is released); a worker's error is raised."""
