@@ -65,8 +65,9 @@ from . import fast, layers, model, pool
 MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
 ENOUGH_SLICE_STREAMS = 16
-# Sampling's fewest streams per worker (see the module docstring).
-MIN_SAMPLE_SLICE_STREAMS = 32
+# Sampling's fewest streams per worker (see the module docstring): 16, now that the step
+# GEMMs of any width run in small-kernel pieces (docs/performance.md, 2026-12-05).
+MIN_SAMPLE_SLICE_STREAMS = 16
 # Evaluation runs step-major (the cell's stack_inference) up to this many bytes of
 # recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
 # docs/performance.md).

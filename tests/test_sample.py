@@ -222,8 +222,8 @@ def test_parallel_sampling_gives_the_serial_texts(fast_settings, cell, pad, spy_
 
 
 def test_sampling_splits_only_from_its_own_minimum_per_worker():
-    """Sampling's step loop runs in Python on each worker, so it needs wider slices
-    than training: MIN_SAMPLE_SLICE_STREAMS streams per worker."""
+    """Sampling splits from its own minimum, MIN_SAMPLE_SLICE_STREAMS streams per
+    worker, whatever the hidden size."""
     n = engine.MIN_SAMPLE_SLICE_STREAMS
     assert len(engine.stream_slices(2 * n - 1, 512, 2, n)) == 1
     assert len(engine.stream_slices(2 * n, 512, 2, n)) == 2
