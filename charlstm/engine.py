@@ -77,6 +77,8 @@ STEP_MAJOR_MAX_BYTES = 24 * 2**20
 PLAN_BLOCK = 16
 PLAN_BLOCK_COST = 2
 PLAN_MARGIN = 0.97
+# One worker on the whole multi-threaded BLAS, against one core (measured, 2 threads).
+LONE_WORKER_SPEEDUP = 1.4
 
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
@@ -200,13 +202,15 @@ def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
     threads = threads or pool.get_num_threads()
     if threads < 2 or B < 2:
         return None
+
     def cost(width: int) -> float:
         return compiled.run.columns(compiled.weights, width) + PLAN_BLOCK_COST
 
     slices = stream_slices(B, config.hidden_size, threads)
     width = slices[0].stop - slices[0].start
-    # one worker runs on the whole multi-threaded BLAS: about 1.4x one core (measured)
-    best = cost(width) * windows / (1.4 if len(slices) == 1 else 1.0) * PLAN_MARGIN
+    best = cost(width) * windows * PLAN_MARGIN
+    if len(slices) == 1:  # one worker runs on the whole multi-threaded BLAS
+        best /= LONE_WORKER_SPEEDUP
     chosen = None
     for bw in range(PLAN_BLOCK, min(B, 4 * PLAN_BLOCK) + 1, PLAN_BLOCK):
         blocks = [slice(a, min(a + bw, B)) for a in range(0, B, bw)]

@@ -118,8 +118,8 @@ def _run_all(fn, parts: list) -> list:
 
 
 def run_workers(fn, parts: list) -> list:
-    """[fn(p) for p in parts], one worker each, concurrently, on a one-thread BLAS (as
-    map_streams' workers); results in order."""
+    """[fn(p) for p in parts], one worker each, concurrently, on a one-thread BLAS;
+    results in order. A single part runs directly under the process's BLAS settings."""
     if len(parts) == 1:
         return [fn(parts[0])]
     with _one_blas_thread():
@@ -179,11 +179,7 @@ def map_streams(fn, B: int, fewest: int, threads: int | None = None) -> list:
     The results come back in slice order whatever order the workers finish in. With
     one slice, fn runs directly under the process's BLAS settings (set_num_threads's
     limit, if any: the serial path is the plain library)."""
-    parts = stream_slices(B, fewest, threads)
-    if len(parts) == 1:
-        return [fn(parts[0])]
-    with _one_blas_thread():
-        return _run_all(fn, parts)
+    return run_workers(fn, stream_slices(B, fewest, threads))
 
 
 # Element-wise passes over every weight run in chunks of this many elements, shared

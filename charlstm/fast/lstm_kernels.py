@@ -213,10 +213,7 @@ def prescale_steps(xw, b, scale, out):
                     bg, sg, row = b[g], scale[g], o[g]
                     for j in range(j0, j1):
                         row[j] = (a[j, g] + bg) * sg
-        for g in range(G):
-            row = o[g]
-            for j in range(B, n):
-                row[j] = 0
+        o[:, B:n] = 0
 
 
 @numba.njit(**_JIT)
