@@ -323,15 +323,33 @@ def test_padded_loop_columns_change_no_result(fast_settings, backend, dtype, T, 
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiled_transpose_kernel_is_an_exact_transpose(dtype):
-    """lstm_kernels.transpose_into (the backward loop's W_hh^T) on shapes that are and
-    are not multiples of its 16 x 16 tiles."""
+def test_transpose_kernels_are_exact_transposes(dtype):
+    """lstm_kernels.transpose_into (the BLAS's transposed copy where it is bound) and
+    tiled_transpose (its fallback) give a^T exactly: on shapes that are and are not
+    multiples of the tiles, empty ones, strided views on either side (the loop's
+    first B of n columns), and a broadcast source, which the BLAS cannot read and the
+    tiles copy. Every bit survives, negative zeros and infinities and NaNs too."""
+    if blas.numpy_blas_info().get("internal_api") == "openblas":
+        assert lstm_kernels.OMATCOPY is not None  # the fast copy is not lost unseen
     rng = np.random.default_rng(2)
-    for shape in [(1, 1), (16, 16), (3, 50), (40, 23), (64, 17)]:
+    kernels = KERNELS[np.dtype(dtype)]
+    special = np.array([-0.0, np.inf, -np.inf, np.nan, np.finfo(dtype).tiny / 2], dtype)
+    for shape in [(1, 1), (16, 16), (3, 50), (40, 23), (64, 17), (0, 5), (5, 0)]:
         a = rng.normal(size=shape).astype(dtype)
-        out = np.empty(shape[::-1], dtype)
-        KERNELS[np.dtype(dtype)]["transpose_into"](a, out)
-        np.testing.assert_array_equal(out, a.T)
+        a.flat[:min(a.size, special.size)] = special[:a.size]
+        for transpose in (kernels["transpose_into"], lstm_kernels.tiled_transpose):
+            out = np.full(shape[::-1], 7, dtype)
+            transpose(a, out)
+            np.testing.assert_array_equal(out.view(f"u{out.itemsize}"),
+                                          a.T.view(f"u{a.itemsize}"))
+    wide, loop = rng.normal(size=(8, 30)).astype(dtype), np.zeros((40, 12), dtype)
+    kernels["transpose_into"](wide[:, :25], loop[:25, :8])  # both sides strided
+    np.testing.assert_array_equal(loop[:25, :8], wide[:, :25].T)
+    assert not loop[25:].any() and not loop[:, 8:].any()  # nothing past the views
+    row = rng.normal(size=9).astype(dtype)
+    out = np.empty((9, 4), dtype)
+    kernels["transpose_into"](np.broadcast_to(row, (4, 9)), out)  # rows stride 0
+    np.testing.assert_array_equal(out, np.broadcast_to(row, (4, 9)).T)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
