@@ -14,10 +14,10 @@ of --repeats:
   (from cProfile) less the recurrent GEMMs;
 - window GEMMs: every GEMM over all T*B rows that model.py makes (each upper layer's
   input projection and its two gradients, each layer's dW_hh, the decoder's three);
-- other compiled kernels (layer-0 gather, one-hot scatter, tiled transpose, fused
-  Adam and clipping), from cProfile;
-- the rest: NumPy passes and layout copies (transposes between the loop's (T, ., n)
-  layout and the model's (T, B, .)), and Python itself; the last on its own is
+- other compiled kernels (layer-0 gather, one-hot scatter, the layout copies between
+  the loop's (T, ., n) layout and the model's (T, B, .), fused Adam and clipping),
+  from cProfile;
+- the rest: NumPy passes and Python itself; the last on its own is
   estimated as the step time of a 1x8 model with one stream, which makes the same
   calls on arrays too small to cost anything.
 """
@@ -43,7 +43,8 @@ from charlstm.fast.lstm_kernels import matmul_into  # noqa: E402
 
 V = 65
 LOOPS = {"forward_loop", "backward_loop"}
-KERNELS = {"gather_gates", "scatter_add_rows", "transpose_into", "adam_update",
+KERNELS = {"gather_gates", "scatter_add_rows", "transpose_into", "transpose_steps",
+           "prescale_steps", "adam_update",
            "sum_squares", "scale_", "gather_rows"}
 
 
@@ -127,9 +128,9 @@ def main() -> None:
     rows = [("recurrent GEMMs (time loops)", recurrent),
             ("element-wise kernels (time loops)", seconds["loops"] - recurrent),
             ("window GEMMs (all T*B rows)", window),
-            ("other compiled kernels (gather, scatter, transpose, Adam, clip)",
+            ("other compiled kernels (gather, scatter, layout copies, Adam, clip)",
              seconds["kernels"]),
-            ("NumPy passes and layout copies", rest - python),
+            ("NumPy passes", rest - python),
             ("Python (a 1x8 model's step, one stream)", python)]
     print(f"\n{L}x{H} B{B} T{T}, {THREADS} thread(s), {n} loop columns: "
           f"{step * 1e3:.1f} ms a step ({B * T / step:,.0f} chars/s)\n")

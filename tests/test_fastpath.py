@@ -328,7 +328,8 @@ def test_transpose_kernels_are_exact_transposes(dtype):
     tiled_transpose (its fallback) give a^T exactly: on shapes that are and are not
     multiples of the tiles, empty ones, strided views on either side (the loop's
     first B of n columns), and a broadcast source, which the BLAS cannot read and the
-    tiles copy. Every bit survives, negative zeros and infinities and NaNs too."""
+    tiles copy, as they copy into another dtype. Every bit survives, negative zeros and
+    infinities and NaNs too."""
     if blas.numpy_blas_info().get("internal_api") == "openblas":
         assert lstm_kernels.OMATCOPY is not None  # the fast copy is not lost unseen
     rng = np.random.default_rng(2)
@@ -350,6 +351,9 @@ def test_transpose_kernels_are_exact_transposes(dtype):
     out = np.empty((9, 4), dtype)
     kernels["transpose_into"](np.broadcast_to(row, (4, 9)), out)  # rows stride 0
     np.testing.assert_array_equal(out, np.broadcast_to(row, (4, 9)).T)
+    wider = np.empty((30, 8), np.float64)  # another dtype: the tiles, exact widening
+    kernels["transpose_into"](wide.astype(np.float32), wider)
+    np.testing.assert_array_equal(wider, wide.astype(np.float32).T)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -197,7 +197,8 @@ def blas_transpose(a, out):
 
 @overload(blas_transpose, jit_options=_JIT)
 def blas_transpose_overload(a, out):
-    if OMATCOPY is None or a.dtype not in (types.float32, types.float64):
+    if (OMATCOPY is None or a.dtype not in (types.float32, types.float64)
+            or out.dtype != a.dtype):
         return lambda a, out: False
     omatcopy = OMATCOPY[np.dtype(str(a.dtype))]
 
