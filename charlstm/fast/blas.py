@@ -37,7 +37,7 @@ _GEMM_SYMBOLS = {
                            ("cblas_dgemm", 32)),
 }
 # OpenBLAS's out-of-place transposed copy (a BLAS extension, as in MKL): its SIMD kernels
-# move a matrix 1.5-3x faster than a compiled loop of scalar copies in tiles.
+# move a matrix 2.5-5x faster than a compiled loop of scalar copies in tiles.
 _OMATCOPY_SYMBOLS = {
     np.dtype(np.float32): (("scipy_cblas_somatcopy64_", 64), ("cblas_somatcopy64_", 64),
                            ("cblas_somatcopy", 32)),

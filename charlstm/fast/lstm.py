@@ -120,7 +120,7 @@ def _prescaled(xw, W_hh, b_hh, width):
     T, B, G = xw.shape
     z = workspace.empty((T, G, width), xw.dtype)
     nb = _numba(xw.dtype)
-    if nb is not None and b_hh.dtype == xw.dtype:  # the same numbers, in tiles
+    if nb is not None and b_hh.dtype == xw.dtype:  # the same numbers, compiled
         nb["prescale_steps"](xw, b_hh, scale[:, 0].copy(), z)
     else:
         np.add(xw.transpose(0, 2, 1), b_hh[:, None], out=z[:, :, :B])
@@ -396,7 +396,7 @@ def backward(dhs, dstateT, cache: LSTMCache):
 
 
 def _transposed(W: np.ndarray, nb) -> np.ndarray:
-    """A C-contiguous copy of W^T (numba's tiled copy where the kernels are loaded)."""
+    """A C-contiguous copy of W^T (transpose_into where the kernels are loaded)."""
     if nb is None or not W.flags.c_contiguous:
         return np.ascontiguousarray(W.T)
     out = np.empty(W.shape[::-1], dtype=W.dtype)

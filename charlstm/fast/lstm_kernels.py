@@ -30,7 +30,7 @@ from .blas import NO_TRANS, ROW_MAJOR, TRANS
 # lives in this file, except what fast.blas binds and fast.stack's loops: those files
 # record the SHA-256 of the sources they compile in (a test keeps them current), so
 # that editing a callee edits its callers and numba recompiles them.
-BLAS_SOURCE_SHA256 = "f868f8321bc376a7a21a6e9f2a3588536b0bffaf69c8d410a4c9297ba37898e0"
+BLAS_SOURCE_SHA256 = "00f2fdc4deb94a996576364957951006915b0400466692d8d4db82d24d794a5c"
 _BOUND = blas.binding()
 GEMM = _BOUND.gemm
 OMATCOPY = _BOUND.omatcopy
@@ -222,7 +222,7 @@ def blas_transpose_overload(a, out):
 @numba.njit(**_JIT)
 def transpose_into(a, out):
     """out (Y, X) = a (X, Y)^T: the BLAS's transposed copy (its SIMD kernels run
-    1.5-3x faster than tiles of scalar copies, see docs/performance.md), else
+    2.5-5x faster than tiles of scalar copies, see docs/performance.md), else
     tiled_transpose. For the backward loop's W_hh^T and the layout copies below."""
     if not blas_transpose(a, out):
         tiled_transpose(a, out)

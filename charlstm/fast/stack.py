@@ -38,7 +38,7 @@ if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
 matmul_into = lstm_kernels.matmul_into
 # The SHA-256 of lstm_kernels.py, whose kernels compile into this file's: editing it
 # must edit this file, or numba would keep this file's cached loops (see lstm_kernels).
-KERNELS_SOURCE_SHA256 = "cba5c160c4f3a844ccfdab6dfc09d19f2354c2b24bcbd1ddcadea69dd331a419"
+KERNELS_SOURCE_SHA256 = "51319295620303dbd1c347bfd6052260e8d7209d0983090027fcec3269cfa558"
 
 # Steps per compiled call: the uniforms for one chunk are drawn ahead in Python.
 CHUNK_STEPS = 256
