@@ -28,10 +28,13 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from . import lstm_kernels
-from .layout import gate_constants, loop_width
-from .lstm_kernels import _JIT, forward_step
+from .blas import NO_TRANS, ROW_MAJOR, TRANS
+from .layout import PACK_COLUMNS, gate_constants, pack_columns
+from .lstm_kernels import _JIT, GEMM, blas_threads, forward_step, small_sgemm_mnk
 
 if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
     raise ImportError("no CBLAS GEMM in NumPy's BLAS: sampling uses the generic loop")
@@ -44,60 +47,107 @@ KERNELS_SOURCE_SHA256 = "51319295620303dbd1c347bfd6052260e8d7209d0983090027fcec3
 CHUNK_STEPS = 256
 
 
-@numba.njit(**_JIT)
-def _stack_step(ids, table0, W_ih, b_ih, b_hh, W_hh, W_dec, b_dec, h, c, c_next,
-                z, zh, tanh_c, logits):
-    """One character per stream through the stack (model.step, feature-major).
+def _matmul_t(A, W, W_packed, C):
+    """C = A @ W^T for A (B, K), W (G, K), C (B, G); see _matmul_t_overload."""
+    np.matmul(A, W.T, out=C)
 
-    ids (B,); table0 (G, V) = ((W_ih_l0 + b_ih_l0[:, None]) * scale); W_ih (max(L-1,
-    1), G, H) layers 1.. pre-scaled; b_ih, b_hh (L, G) pre-scaled (b_ih[0] unused);
-    W_hh (L, G, H) pre-scaled; W_dec (V, H); b_dec (V,); h (L, H, B) updated in
-    place; c -> c_next (L, H, B); z, zh (G, B), tanh_c (H, B) scratch; logits (V, B).
+
+@numba.njit(**_JIT)
+def rows_per_call(B, K, itemsize):
+    """Streams per GEMM call on the packed weights, as even as the calls allow, under
+    OpenBLAS's small-kernel bound for a block of PACK_COLUMNS columns (float32, on a
+    one-thread BLAS); 0 where one call on the plain weights is the way: no small
+    kernel, a threaded BLAS (the small kernel runs on one thread), float64."""
+    limit = small_sgemm_mnk() if itemsize == 4 else 0
+    if limit == 0 or blas_threads() != 1:
+        return 0
+    rows = limit // (PACK_COLUMNS * K)
+    if rows < 4:
+        return 0
+    calls = -(-B // rows)
+    return -(-B // calls)
+
+
+@overload(_matmul_t, jit_options=_JIT)
+def _matmul_t_overload(A, W, W_packed, C):
+    gemm = GEMM[np.dtype(np.float32 if A.dtype == types.float32 else np.float64)]
+
+    def impl(A, W, W_packed, C):
+        B, K = A.shape
+        G = W.shape[0]
+        size = A.itemsize
+        one, zero = A.dtype.type(1.0), A.dtype.type(0.0)
+        rows = rows_per_call(B, K, size)
+        if rows == 0:  # one call: C = A W^T
+            gemm(ROW_MAJOR, NO_TRANS, TRANS, B, G, K, one, A.ctypes.data, K,
+                 W.ctypes.data, K, zero, C.ctypes.data, G)
+            return
+        for j in range(0, G, PACK_COLUMNS):  # C[:, j:j+w] = A W^T[:, j:j+w], block by block
+            w = min(PACK_COLUMNS, G - j)
+            block = W_packed.ctypes.data + K * j * size
+            for r in range(0, B, rows):
+                gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, min(rows, B - r), w, K, one,
+                     A.ctypes.data + r * K * size, K, block, w, zero,
+                     C.ctypes.data + (r * G + j) * size, G)
+    return impl
+
+
+@numba.njit(**_JIT)
+def _stack_step(ids, weights, h, c, c_next, z, zh, tanh_c, logits):
+    """One character per stream through the stack (model.step, batch-major).
+
+    ids (B,); weights from prepare(); h (L, B, H) updated in place; c -> c_next
+    (L, B, H); z, zh (B, G), tanh_c (H,) scratch; logits (B, V) out.
     """
-    L, G, B = h.shape[0], z.shape[0], z.shape[1]
+    table0, W_ih, P_ih, b_ih, b_hh, W_hh, P_hh, W_dec, P_dec, b_dec = weights
+    L, B = h.shape[0], h.shape[1]
     for k in range(L):
-        if k == 0:  # forward: xw = W_ih[:, x] + b_ih (a column gather), z = xw + b_hh
-            for g in range(G):
-                row, bias = table0[g], b_hh[0, g]
-                for b in range(B):
-                    z[g, b] = row[ids[b]] + bias
-        else:  # forward: xw = W_ih h_below^T + b_ih, z = xw + b_hh
-            matmul_into(W_ih[k - 1], h[k - 1], z)
-            for g in range(G):
-                bi, bh = b_ih[k, g], b_hh[k, g]
-                for b in range(B):
-                    z[g, b] = (z[g, b] + bi) + bh
-        matmul_into(W_hh[k], h[k], zh)  # forward: zh = W_hh h_prev^T (h[k] read here...)
-        forward_step(z, zh, c[k], c_next[k], tanh_c, h[k])  # (...and overwritten here)
-    matmul_into(W_dec, h[L - 1], logits)  # forward: logits = h W_dec^T + b_dec
-    for v in range(logits.shape[0]):
-        for b in range(B):
-            logits[v, b] += b_dec[v]
+        if k == 0:  # forward: xw = W_ih[:, x] + b_ih (a row of table0), z = xw + b_hh
+            bh = b_hh[0]
+            for b in range(B):
+                row, zb = table0[ids[b]], z[b]
+                for g in range(zb.shape[0]):
+                    zb[g] = row[g] + bh[g]
+        else:  # forward: xw = h_below W_ih^T + b_ih, z = xw + b_hh
+            _matmul_t(h[k - 1], W_ih[k - 1], P_ih[k - 1], z)
+            bi, bh = b_ih[k], b_hh[k]
+            for b in range(B):
+                zb = z[b]
+                for g in range(zb.shape[0]):
+                    zb[g] = (zb[g] + bi[g]) + bh[g]
+        _matmul_t(h[k], W_hh[k], P_hh[k], zh)  # forward: zh = h_prev W_hh^T (h[k] read here...)
+        for b in range(B):  # (...and overwritten here, one stream at a time)
+            forward_step(z[b], zh[b], c[k, b], c_next[k, b], tanh_c, h[k, b])
+    _matmul_t(h[L - 1], W_dec, P_dec, logits)  # forward: logits = h W_dec^T + b_dec
+    for b in range(B):
+        lb = logits[b]
+        for v in range(lb.shape[0]):
+            lb[v] += b_dec[v]
 
 
 @numba.njit(**_JIT)
-def _draw(logits, b, u, temperature, top_k, top_p, p, sorted_p):
-    """Stream b's next id from logits (V, B): sample.sample_ids for one stream, with
-    uniform u in (0, 1]; p, sorted_p (V,) float64 scratch."""
+def _draw(logits, u, temperature, top_k, top_p, p, sorted_p):
+    """One stream's next id from its logits (V,): sample.sample_ids for one stream,
+    with uniform u in (0, 1]; p, sorted_p (V,) float64 scratch."""
     V = logits.shape[0]
     if temperature == 0.0:  # argmax, the first of equal maxima (NaN counts as the max)
         best = 0
         for v in range(1, V):
-            if math.isnan(logits[best, b]):
+            if math.isnan(logits[best]):
                 break
-            if logits[v, b] > logits[best, b] or math.isnan(logits[v, b]):
+            if logits[v] > logits[best] or math.isnan(logits[v]):
                 best = v
         return best
     z_max = -np.inf
     bad = False
     for v in range(V):
-        x = np.float64(logits[v, b])
+        x = np.float64(logits[v])
         bad |= math.isnan(x)
         z_max = max(z_max, x)
     if bad or not math.isfinite(z_max):
         raise FloatingPointError("the model produced non-finite logits")
     for v in range(V):  # (z - max) <= 0: exp cannot overflow
-        p[v] = math.exp((np.float64(logits[v, b]) - z_max) / temperature)
+        p[v] = math.exp((np.float64(logits[v]) - z_max) / temperature)
     if top_k < V or top_p < 1.0:
         order = np.argsort(-p, kind="mergesort")  # stable: ties keep the lower id first
         for j in range(V):
@@ -131,7 +181,7 @@ def _draw(logits, b, u, temperature, top_k, top_p, p, sorted_p):
 def _prime(prime_ids, weights, state, scratch):
     """Run every stream through the prime ids (P,), one step per id, as generate_ids
     does; the logits after the last one (scratch[3]) give the first draw."""
-    ids = np.empty(state[0].shape[2], dtype=np.int64)
+    ids = np.empty(state[0].shape[1], dtype=np.int64)
     for i in prime_ids:
         ids[:] = i
         _advance(ids, weights, state, scratch)
@@ -140,29 +190,26 @@ def _prime(prime_ids, weights, state, scratch):
 @numba.njit(**_JIT)
 def _advance(ids, weights, state, scratch):
     """One step of every stream on ids (B,): weights from prepare(), state (h, c,
-    c_next) each (L, H, B), scratch (z, zh, tanh_c, logits); see _stack_step."""
-    table0, W_ih, b_ih, b_hh, W_hh, W_dec, b_dec = weights
+    c_next) each (L, B, H), scratch (z, zh, tanh_c, logits); see _stack_step."""
     h, c, c_next = state
     z, zh, tanh_c, logits = scratch
-    _stack_step(ids, table0, W_ih, b_ih, b_hh, W_hh, W_dec, b_dec, h, c, c_next,
-                z, zh, tanh_c, logits)
-    # the new cell state becomes the next step's c_prev (a copy of L*H*B numbers: under
+    _stack_step(ids, weights, h, c, c_next, z, zh, tanh_c, logits)
+    # the new cell state becomes the next step's c_prev (a copy of L*B*H numbers: under
     # 0.5% of a step, and it keeps the state in the same arrays from call to call)
     c[...] = c_next
 
 
 @numba.njit(**_JIT)
 def _sample_steps(U, out, advance_last, temperature, top_k, top_p, weights, state, scratch):
-    """Draw len(U) steps into out (N, n) from the current logits, advancing the
-    stack after each draw (after the last one only if advance_last). U (N, B): the
-    streams past B are padding (see generate) and keep id 0."""
+    """Draw len(U) steps into out (N, B) from the current logits, advancing the
+    stack after each draw (after the last one only if advance_last). U (N, B)."""
     logits = scratch[3]
-    V, B = logits.shape[0], U.shape[1]
+    B, V = logits.shape
     p = np.empty(V)
     sorted_p = np.empty(V)
     for t in range(U.shape[0]):
         for b in range(B):
-            out[t, b] = _draw(logits, b, U[t, b], temperature, top_k, top_p, p, sorted_p)
+            out[t, b] = _draw(logits[b], U[t, b], temperature, top_k, top_p, p, sorted_p)
         if t + 1 < U.shape[0] or advance_last:
             _advance(out[t], weights, state, scratch)
 
@@ -174,21 +221,36 @@ def weight_bytes(params: dict, num_layers: int) -> int:
 
 
 def prepare(params: dict, num_layers: int) -> tuple:
-    """The weights as _stack_step reads them: pre-scaled, C-contiguous, stacked."""
+    """The weights as _stack_step reads them: pre-scaled, C-contiguous, stacked; each
+    matrix W (G, K) also packed (layout.pack_columns) for the block-by-block GEMM.
+    (table0 (V, G), W_ih (max(L-1, 1), G, H), its packing, b_ih, b_hh (L, G), W_hh
+    (L, G, H), its packing, W_dec (V, H), its packing, b_dec (V,))."""
     p = "lstm."
     W_hh0 = params[p + "weight_hh_l0"]
     G, H = W_hh0.shape
     dtype = W_hh0.dtype
     scale = gate_constants(H, dtype)[0]  # (G, 1): 0.5 on the sigmoid rows, exact
-    table0 = np.ascontiguousarray((params[p + "weight_ih_l0"] + params[p + "bias_ih_l0"][:, None])
-                                  * scale)
+    table0 = np.ascontiguousarray(((params[p + "weight_ih_l0"]
+                                    + params[p + "bias_ih_l0"][:, None]) * scale).T)
     W_ih = np.stack([params[p + f"weight_ih_l{k}"] * scale for k in range(1, num_layers)]
                     or [np.zeros((G, H), dtype)])
     b_ih = np.stack([params[p + f"bias_ih_l{k}"] * scale[:, 0] for k in range(num_layers)])
     b_hh = np.stack([params[p + f"bias_hh_l{k}"] * scale[:, 0] for k in range(num_layers)])
     W_hh = np.stack([params[p + f"weight_hh_l{k}"] * scale for k in range(num_layers)])
-    return (table0, W_ih, b_ih, b_hh, W_hh,
-            np.ascontiguousarray(params["decoder.weight"]), params["decoder.bias"].copy())
+    W_dec = np.ascontiguousarray(params["decoder.weight"])
+    return (table0, W_ih, pack_columns(W_ih), b_ih, b_hh, W_hh, pack_columns(W_hh),
+            W_dec, pack_columns(W_dec), params["decoder.bias"].copy())
+
+
+def _buffers(weights: tuple, B: int) -> tuple:
+    """Zero state (h, c, c_next) each (L, B, H) and the step's scratch (z, zh (B, G),
+    tanh_c (H,), logits (B, V)) for B streams."""
+    W_hh, W_dec = weights[5], weights[7]
+    L, G, H = W_hh.shape
+    V, dtype = W_dec.shape[0], W_dec.dtype
+    state = tuple(np.zeros((L, B, H), dtype) for _ in range(3))
+    return state, (np.empty((B, G), dtype), np.empty((B, G), dtype), np.empty(H, dtype),
+                   np.empty((B, V), dtype))
 
 
 def generate(weights: tuple, prime_ids: np.ndarray, length: int, rngs, temperature: float,
@@ -196,14 +258,9 @@ def generate(weights: tuple, prime_ids: np.ndarray, length: int, rngs, temperatu
     """sample.generate_ids over len(rngs) streams from a zero state, compiled:
     (length, B) int64 ids. weights: prepare(params, L); the other arguments as
     sample.generate_parallel's (already checked)."""
-    W_hh, W_dec = weights[4], weights[5]
-    num_layers, G, H = W_hh.shape
-    V, dtype, B = W_dec.shape[0], W_dec.dtype, len(rngs)
-    width = loop_width(B, W_hh[0])  # padded as window_nll's streams; never drawn for
-    state = tuple(np.zeros((num_layers, H, width), dtype) for _ in range(3))
-    scratch = (np.empty((G, width), dtype), np.empty((G, width), dtype),
-               np.empty((H, width), dtype), np.empty((V, width), dtype))
-    out = np.zeros((length, width), dtype=np.int64)
+    B, V = len(rngs), weights[7].shape[0]
+    state, scratch = _buffers(weights, B)
+    out = np.zeros((length, B), dtype=np.int64)
     _prime(np.asarray(prime_ids, dtype=np.int64), weights, state, scratch)
     k = V if top_k is None else min(int(top_k), V)
     for start in range(0, length, CHUNK_STEPS):
@@ -214,36 +271,37 @@ def generate(weights: tuple, prime_ids: np.ndarray, length: int, rngs, temperatu
             U = np.stack([1.0 - r.random(n) for r in rngs], axis=1)
         _sample_steps(U, out[start:start + n], start + n < length, float(temperature), k,
                       float(top_p), weights, state, scratch)
-    return np.ascontiguousarray(out[:, :B])
+    return out
 
 
 @numba.njit(**_JIT)
 def _window_nll(x, y, mask, weights, state, scratch):
     """Summed cross-entropy (float64) of the positions mask (T, B) selects, running
-    the window x (T, B) step by step; state (h, c, c_next) (L, H, B) carried in place."""
+    the window x (T, B) step by step; state (h, c, c_next) (L, B, H) carried in place."""
     logits = scratch[3]
-    V, B = logits.shape
+    B, V = logits.shape
     total = 0.0
     for t in range(x.shape[0]):
         _advance(x[t], weights, state, scratch)
         for b in range(B):
             if not mask[t, b]:
                 continue
+            z = logits[b]
             z_max = -np.inf
             for v in range(V):
-                z_max = max(z_max, np.float64(logits[v, b]))
+                z_max = max(z_max, np.float64(z[v]))
             s = 0.0
             for v in range(V):
-                s += math.exp(np.float64(logits[v, b]) - z_max)
+                s += math.exp(np.float64(z[v]) - z_max)
             # forward: nll = -log softmax(z)[y] = log sum exp(z - max) - (z[y] - max)
-            total += math.log(s) - (np.float64(logits[y[t, b], b]) - z_max)
+            total += math.log(s) - (np.float64(z[y[t, b]]) - z_max)
     return total
 
 
 def columns(weights: tuple, B: int) -> int:
-    """The columns window_nll and generate run B streams in (layout.loop_width): what
-    a step costs, near enough, for the engine's plans."""
-    return loop_width(B, weights[4][0])
+    """What a step of B streams costs, near enough, for the engine's plans: B (the
+    block-by-block GEMM runs any number of streams at full speed, unpadded)."""
+    return B
 
 
 def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, state):
@@ -251,20 +309,10 @@ def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, s
     no (T, B, .) array is ever made. weights: prepare(params, L); x, y (T, B) ids;
     mask (T, B) bool; state: (h, c) each (L, B, H), or None for zeros.
     Returns total nll (float), count (int), final state ((L, B, H) each)."""
-    W_hh, W_dec = weights[4], weights[5]
-    L, G, H = W_hh.shape
-    V, dtype, (T, B) = W_dec.shape[0], W_dec.dtype, x.shape
-    # n >= B columns, as the fast LSTM's time loops (layout.loop_width): the extra streams
-    # read id 0, count for nothing (mask False) and never mix with the real ones
-    n = loop_width(B, W_hh[0])
-    h, c = (np.zeros((L, H, n), dtype) for _ in range(2))
-    if state is not None:  # feature-major copies, updated in place
-        for whole, part in zip((h, c), state):
-            whole[:, :, :B] = part.transpose(0, 2, 1)
-    ids, targets, counts = (np.zeros((T, n), np.int64), np.zeros((T, n), np.int64),
-                            np.zeros((T, n), np.bool_))
-    ids[:, :B], targets[:, :B], counts[:, :B] = x, y, mask
-    scratch = (np.empty((G, n), dtype), np.empty((G, n), dtype), np.empty((H, n), dtype),
-               np.empty((V, n), dtype))
-    total = _window_nll(ids, targets, counts, weights, (h, c, np.empty_like(c)), scratch)
-    return total, int(mask.sum()), tuple(a[:, :, :B].transpose(0, 2, 1).copy() for a in (h, c))
+    (h, c, c_next), scratch = _buffers(weights, x.shape[1])
+    if state is not None:  # copies, updated in place
+        h[...], c[...] = state
+    ids, targets = (np.ascontiguousarray(a, dtype=np.int64) for a in (x, y))
+    total = _window_nll(ids, targets, np.ascontiguousarray(mask, dtype=np.bool_), weights,
+                        (h, c, c_next), scratch)
+    return total, int(mask.sum()), (h, c)
