@@ -72,8 +72,8 @@ MIN_SAMPLE_SLICE_STREAMS = 16
 # recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
 # docs/performance.md).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
-# Evaluation's plans (eval_plan): blocks of PLAN_BLOCK streams (OpenBLAS's sgemm column
-# block), a step's cost beyond its columns, and how much faster a plan must be.
+# Evaluation's plans (eval_plan): blocks of PLAN_BLOCK streams (a worker's fewest at
+# H >= 512), a step's cost beyond its streams, and how much faster a plan must be.
 PLAN_BLOCK = 16
 PLAN_BLOCK_COST = 2
 PLAN_MARGIN = 0.97
@@ -193,8 +193,8 @@ def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
 
     A stream's windows depend on one another only through its own state, so a worker
     may run a block of streams through every window on its own. Blocks of PLAN_BLOCK
-    streams (a rest under half a block joins the last) are widths the step GEMM runs
-    at full speed (25 streams cost what 32 do: layout.loop_width), and
+    streams (a rest under half a block joins the last) keep every worker busy where
+    one slice per worker cannot (fewer streams than two workers' minimum), and
     pool.split_chains balances them, cutting one block's windows between two workers
     where it must. Costs are the blocks' loop columns (compiled.run.columns) plus
     PLAN_BLOCK_COST for what a step costs whatever its width; the plan is kept only if

@@ -184,41 +184,90 @@ def test_numba_kernels_exist_for_both_dtypes():
 
 
 
-@pytest.mark.parametrize("pad", [0, 16])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("V,H,L,B", [(7, 5, 1, 3), (11, 16, 2, 5), (5, 33, 3, 4)])
 def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
-        fast_settings, dtype, V, H, L, B, pad):
+        fast_settings, small_kernel_bound, one_blas_thread, dtype, V, H, L, B):
     """fast.stack's evaluation (each step through the whole stack, its logits reduced
-    at once, state carried window to window; padded to loop_width's columns or not) ==
-    model.forward's layer-by-layer windows on the NumPy backend, over windows with a
-    ragged tail; and it is used only where it applies."""
-    fast_settings(fast_cells=True, pad_block=pad)
+    at once, state carried window to window; its GEMMs block by block on the packed
+    weights or in one call) == model.forward's layer-by-layer windows on the NumPy
+    backend, over windows with a ragged tail; and it is used only where it applies."""
+    fast_settings(fast_cells=True)
     config = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L)
     params = {k: v.astype(dtype) for k, v in
               random_problem(config, 2, 2, seed=V + H)[0].items()}
     ids = np.random.default_rng(H).integers(0, V, size=173)
+    compiled = {}
     with fast.use(numba=True):
         assert engine.compiled_inference(params, config) is not None
-        compiled = evaluate(params, config, ids, B, 9)
+        for bound in (10**6, 0):  # float32: the packed blocks, then one call
+            small_kernel_bound.value = bound
+            compiled[bound] = evaluate(params, config, ids, B, 9)
     for changes in (dict(numba=False), dict(fused_loops=False),
                     dict(stack_inference=False), dict(fast_cells=False)):
         with fast.use(**changes):
             assert engine.compiled_inference(params, config) is None
-            assert compiled == pytest.approx(evaluate(params, config, ids, B, 9),
-                                             rel=TOL[dtype]["rtol"])
+            want = evaluate(params, config, ids, B, 9)
+            for got in compiled.values():
+                assert got == pytest.approx(want, rel=TOL[dtype]["rtol"])
     gru = ModelConfig(vocab_size=V, hidden_size=H, num_layers=L, cell="gru")
     assert engine.compiled_inference(random_problem(gru, 2, 2, seed=0)[0], gru) is None
 
 
-@pytest.mark.parametrize("H,B,T,threads", [(12, 50, 7, 2), (12, 64, 5, 3), (12, 128, 3, 3),
-                                           (512, 24, 4, 2), (512, 25, 3, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B,G,K", [(50, 2048, 512), (70, 2048, 512), (3, 20, 5), (9, 132, 33),
+                                   (1, 65, 512), (130, 1024, 256)])
+def test_block_gemm_on_packed_weights_is_the_whole_product(small_kernel_bound, one_blas_thread,
+                                                           dtype, B, G, K):
+    """fast.stack's C = A W^T block by block on layout.pack_columns' packing (a narrower
+    last block, streams split into even calls: 70 as 35 and 35) == one GEMM on W ==
+    the float64 product, to rounding; float64 and a core without the small kernel take
+    the one call."""
+    import numba
+
+    @numba.njit
+    def product(A, W, W_packed, C):
+        stack._matmul_t(A, W, W_packed, C)
+
+    rng = np.random.default_rng(B + G + K)
+    A = rng.standard_normal((B, K)).astype(dtype)
+    W = rng.standard_normal((G, K)).astype(dtype)
+    want = A.astype(np.float64) @ W.T.astype(np.float64)
+    got = {}
+    for bound in (10**6, 0):
+        small_kernel_bound.value = bound
+        C = np.full((B, G), np.nan, dtype)
+        product(A, W, layout.pack_columns(W), C)
+        np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-3 * np.sqrt(K))
+        got[bound] = C
+    np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
+    small_kernel_bound.value = 10**6
+    rows = stack.rows_per_call(B, K, np.dtype(dtype).itemsize)
+    if dtype == np.float64:
+        assert rows == 0
+    else:
+        assert rows == {(50, 512): 50, (70, 512): 35, (130, 256): 65}.get((B, K), B)
+    small_kernel_bound.value = 0
+    assert stack.rows_per_call(B, K, 4) == 0
+
+
+def test_layout_packs_weight_columns_in_contiguous_blocks():
+    """pack_columns: block j of W^T's columns, (K, w) C-contiguous, at K * 32 * j."""
+    W = np.arange(3 * 70 * 5, dtype=np.float32).reshape(3, 70, 5)
+    packed = layout.pack_columns(W)
+    assert packed.shape == (3, 350) and packed.flags.c_contiguous
+    for j, w in ((0, 32), (32, 32), (64, 6)):
+        block = packed[:, 5 * j:5 * (j + w)].reshape(3, 5, w)
+        np.testing.assert_array_equal(block, W[:, j:j + w, :].transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("H,B,T,threads", [(512, 24, 4, 2), (512, 25, 3, 2), (512, 40, 3, 3)])
 def test_evaluation_in_planned_blocks_equals_one_slice_per_window(fast_settings, H, B, T,
                                                                   threads):
     """Where engine.eval_plan runs blocks of streams through their windows on their
     own (a block cut between workers handing its state from head to tail), the loss
     is that of the window-by-window evaluation on one worker, to float32 rounding."""
-    fast_settings(fast_cells=True, pad_block=16)  # the padded widths the plan is for
+    fast_settings(fast_cells=True)
     config = ModelConfig(vocab_size=9, hidden_size=H, num_layers=2)
     params = CharLSTM(config, seed=B).params
     ids = np.random.default_rng(B).integers(0, 9, size=B * T * 5 + 3)  # a ragged tail
@@ -254,19 +303,21 @@ def test_a_block_cut_across_three_workers_hands_its_state_on_twice(fast_settings
 def test_planned_evaluation_stops_when_asked_and_never_hangs(fast_settings):
     """abort() answering True part way through: None, every worker back (a tail
     waiting for a head that stopped is released); a worker's error is raised."""
-    fast_settings(fast_cells=True, pad_block=16)
-    config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=1)
-    params = random_problem(config, 2, 2, seed=0)[0]
-    ids = np.random.default_rng(0).integers(0, 9, size=50 * 7 * 6)
+    fast_settings(fast_cells=True)
+    config = ModelConfig(vocab_size=9, hidden_size=512, num_layers=1)
+    params = CharLSTM(config, seed=0).params
+    ids = np.random.default_rng(0).integers(0, 9, size=24 * 3 * 6)
+    compiled = engine.compiled_inference(params, config, windows=True)
+    assert engine.eval_plan(*eval_shape(len(ids), 24, 3), compiled, config, 2) is not None
     calls = []
     with pool.num_threads(2):
-        assert evaluate(params, config, ids, 50, 7, abort=lambda: calls.append(1) or
+        assert evaluate(params, config, ids, 24, 3, abort=lambda: calls.append(1) or
                         len(calls) > 3) is None
 
         def boom():
             raise RuntimeError("boom")
         with pytest.raises(RuntimeError, match="boom"):
-            evaluate(params, config, ids, 50, 7, abort=boom)
+            evaluate(params, config, ids, 24, 3, abort=boom)
 
 
 def test_compiled_evaluation_shows_nan():

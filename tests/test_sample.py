@@ -93,7 +93,7 @@ def test_compiled_draw_is_sample_ids(logits, temperature, top_k, top_p, seed):
     expected = sample_ids(z, temperature, top_k, top_p, [np.random.default_rng(seed)])[0]
     u = 1.0 - np.random.default_rng(seed).random()
     V = z.shape[1]
-    got = stack._draw(np.ascontiguousarray(z.T), 0, u, temperature,
+    got = stack._draw(z[0], u, temperature,
                       V if top_k is None else min(top_k, V), top_p, np.empty(V), np.empty(V))
     assert got == expected
 
@@ -105,7 +105,7 @@ def test_compiled_draw_treats_non_finite_logits_as_sample_ids_does(logits):
     z = np.array([logits], dtype=np.float32)
     V = z.shape[1]
     u = 1.0 - np.random.default_rng(0).random()  # what sample_ids draws from rng 0
-    draw = lambda t: stack._draw(np.ascontiguousarray(z.T), 0, u, t, V,  # noqa: E731
+    draw = lambda t: stack._draw(z[0], u, t, V,  # noqa: E731
                                  1.0, np.empty(V), np.empty(V))
     assert draw(0.0) == sample_ids(z, 0.0, None, 1.0, [])[0]  # greedy: NumPy's argmax
     try:

@@ -13,13 +13,19 @@ never takes the GIL, so workers run side by side.
 It computes what model.step + sample.sample_ids compute, in the same order of
 operations, with two differences that only move the last bit of a number (and so
 a draw only when its uniform falls that close to a boundary of the distribution):
-the GEMMs run feature-major (W h^T rather than h W^T), and the sums are sequential
-where NumPy's are pairwise. The uniforms are those the Generators would give one
-call at a time: rng.random(n) draws the same doubles as n calls of rng.random(),
-so they are drawn ahead, per chunk, in Python.
+the GEMMs run block by block (below), and the sums are sequential where NumPy's are
+pairwise. The uniforms are those the Generators would give one call at a time:
+rng.random(n) draws the same doubles as n calls of rng.random(), so they are drawn
+ahead, per chunk, in Python.
 
-Everything inside is feature-major, as the fast LSTM's time loops: the state h, c is
-(L, H, B), the gates (G, B), the logits (V, B), all C-contiguous.
+Everything inside is batch-major, as the model's own arrays: the state h, c is
+(L, B, H), the gates (B, G), the logits (B, V), all C-contiguous, one row per stream.
+Each GEMM h W^T runs block by block over W^T's columns, packed once per call of
+prepare() into contiguous (K, 32) blocks (layout.pack_columns), each call under
+OpenBLAS's small-kernel bound: that kernel vectorises along the 32 columns and takes
+the streams four at a time, so any number of streams runs at full speed, unpadded
+(the feature-major W h^T of the training loops vectorises along the streams and pays
+for a remainder past 16 of them; docs/performance.md has the measurements).
 """
 
 from __future__ import annotations
