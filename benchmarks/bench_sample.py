@@ -10,7 +10,7 @@ a user generating text sees) and 64 streams at once, measured alternately. The 6
 streams of charlstm run as `charlstm sample --num-samples 64 --threads N` draws them
 (charlstm.sample.generate_parallel: with numba, the same loop compiled, steps and
 draws, in charlstm.fast.stack; split across N engine workers of at least
-engine.MIN_SAMPLE_SLICE_STREAMS streams each, else one loop on an N-thread BLAS); torch
+engine.COMPILED_SLICE_STREAMS streams each, else one loop on an N-thread BLAS); torch
 runs all 64 in one loop on N intra-op threads. One stream is one loop for both.
 """
 
@@ -78,7 +78,7 @@ def measure(args) -> None:
         times = interleaved(fns, args.repeats)
         cps = {k: B * n / median(v) for k, v in times.items()}
         per = {k: 1e6 * median(v) / n for k, v in times.items()}
-        workers = len(engine.stream_slices(B, H, fewest=engine.MIN_SAMPLE_SLICE_STREAMS))
+        workers = len(engine.stream_slices(B, H, fewest=engine.COMPILED_SLICE_STREAMS))
         rows.append([f"{L}x{H}, {B} stream{'s' if B > 1 else ''} ({workers} worker"
                      f"{'s' if workers > 1 else ''})", f"{cps['charlstm']:,.0f}",
                      f"{cps['torch']:,.0f}", f"**{cps['charlstm'] / cps['torch']:.2f}**",

@@ -171,27 +171,15 @@ class Batches:
         return cursor.epoch + cursor.window / self.windows_per_epoch
 
 
-def eval_shape(n_ids: int, batch_size: int, seq_len: int) -> tuple[int, int]:
-    """(B', windows): the streams and the windows eval_windows covers n_ids ids with."""
-    n_targets = n_ids - 1
-    if n_targets < 1:
-        return 0, 0
-    B = min(batch_size, n_targets)
-    S = -(-n_targets // B)  # each stream's inputs
-    return B, -(-S // seq_len)
-
-
-def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int,
-                 streams: slice = slice(None), windows: slice = slice(None)):
+def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int):
     """Cover every one of the N - 1 targets of ids exactly once, for evaluation.
 
     Like Batches, but the streams are ceil((N - 1) / B) long, the last window may
     be shorter than T, and padding at the end of the last stream is masked out.
-    The caller carries the state from window to window. streams, windows: only
-    these of the B' streams and of the windows (a worker's share: engine.eval_plan).
+    The caller carries the state from window to window.
     Yields:
-        x, y: (t, b) int64 ids and targets; mask: (t, b) bool, True where y counts;
-        b the streams selected (B' = min(batch_size, N - 1) by default).
+        x, y: (t, B') int64 ids and targets; mask: (t, B') bool, True where y counts;
+        B' = min(batch_size, N - 1).
     """
     n_targets = len(ids) - 1
     if n_targets < 1:
@@ -199,10 +187,10 @@ def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int,
     B = min(batch_size, n_targets)
     S = -(-n_targets // B)
     N = len(ids)
-    rows = (np.arange(B)[streams] * S)[:, None]
+    rows = (np.arange(B) * S)[:, None]
     # stream b holds inputs b*S .. b*S+S-1 and their targets one further on; positions
     # past the text read as id 0 and are masked. A window at a time: ids may be a map.
-    for start in range(0, S, seq_len)[windows]:
+    for start in range(0, S, seq_len):
         p = rows + np.arange(start, min(start + seq_len, S))  # (B, t) input positions
         x = np.where(p < N, np.take(ids, np.minimum(p, N - 1)), 0).astype(np.int64)
         y = np.where(p + 1 < N, np.take(ids, np.minimum(p + 1, N - 1)), 0).astype(np.int64)

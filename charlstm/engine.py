@@ -35,10 +35,9 @@ under the process's BLAS settings (the plain library, at most set_num_threads th
 Evaluation and sampling ask the cell for compiled step-major inference (the fast
 LSTM's stack_inference: each step through the whole stack, its logits reduced or
 drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
-weights, where it beats the layer-by-layer windows; and where eval_plan finds it
-faster, evaluation runs blocks of 16 streams through all their windows, one worker a
-block (a block's windows depend only on its own state). Sampling splits from
-MIN_SAMPLE_SLICE_STREAMS streams per worker. The element-wise passes over every
+weights, where it beats the layer-by-layer windows. Their GEMMs run any number of
+streams at full speed, so both split from COMPILED_SLICE_STREAMS streams per worker
+(16 streams on two workers of 8: 2.0x one worker, 2x512). The element-wise passes over every
 weight (optimiser update, clipping, averaging) run over fixed chunks of the flat
 weights (weight_chunks) shared among the workers (map_chunks); reductions add per
 chunk in chunk order, so they give the same bits for any thread count. The
@@ -65,21 +64,14 @@ from . import fast, layers, model, pool
 MIN_SLICE_STREAMS = 4
 HIDDEN_PER_STREAM = 32
 ENOUGH_SLICE_STREAMS = 16
-# Sampling's fewest streams per worker (see the module docstring): 16, now that the step
-# GEMMs of any width run in small-kernel pieces (docs/performance.md, 2026-12-05).
-MIN_SAMPLE_SLICE_STREAMS = 16
+# The fewest streams per worker in the compiled step-major loops (evaluation, sampling):
+# their GEMMs run any number of streams at full speed (fast.stack), so 4 are worth a
+# worker (docs/performance.md, 2026-12-05).
+COMPILED_SLICE_STREAMS = 4
 # Evaluation runs step-major (the cell's stack_inference) up to this many bytes of
 # recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
 # docs/performance.md).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
-# Evaluation's plans (eval_plan): blocks of PLAN_BLOCK streams (a worker's fewest at
-# H >= 512), a step's cost beyond its streams, and how much faster a plan must be.
-PLAN_BLOCK = 16
-PLAN_BLOCK_COST = 2
-PLAN_MARGIN = 0.97
-# One worker on the whole multi-threaded BLAS, against one core (measured, 2 threads).
-LONE_WORKER_SPEEDUP = 1.4
-
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
     return max(MIN_SLICE_STREAMS, min(ENOUGH_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM)))
@@ -181,50 +173,6 @@ def forward(params: dict, config, x: np.ndarray, state=None, threads: int | None
             _join_states([r[1] for r in results]))
 
 
-class EvalPlan(NamedTuple):
-    blocks: list  # slices of the B streams: each a chain of windows with its own state
-    plans: list  # per worker, the pool.Piece(block, first window, stop) it runs, in order
-
-
-def eval_plan(B: int, windows: int, compiled, config, threads: int | None = None
-              ) -> EvalPlan | None:
-    """How evaluation's compiled loop splits its work, where that beats map_streams' one
-    slice of streams per worker per window; else None.
-
-    A stream's windows depend on one another only through its own state, so a worker
-    may run a block of streams through every window on its own. Blocks of PLAN_BLOCK
-    streams (a rest under half a block joins the last) keep every worker busy where
-    one slice per worker cannot (fewer streams than two workers' minimum), and
-    pool.split_chains balances them, cutting one block's windows between two workers
-    where it must. Costs are the blocks' loop columns (compiled.run.columns) plus
-    PLAN_BLOCK_COST for what a step costs whatever its width; the plan is kept only if
-    it is PLAN_MARGIN faster than one slice per worker."""
-    threads = threads or pool.get_num_threads()
-    if threads < 2 or B < 2:
-        return None
-
-    def cost(width: int) -> float:
-        return compiled.run.columns(compiled.weights, width) + PLAN_BLOCK_COST
-
-    slices = stream_slices(B, config.hidden_size, threads)
-    width = slices[0].stop - slices[0].start
-    best = cost(width) * windows * PLAN_MARGIN
-    if len(slices) == 1:  # one worker runs on the whole multi-threaded BLAS
-        best /= LONE_WORKER_SPEEDUP
-    chosen = None
-    for bw in range(PLAN_BLOCK, min(B, 4 * PLAN_BLOCK) + 1, PLAN_BLOCK):
-        blocks = [slice(a, min(a + bw, B)) for a in range(0, B, bw)]
-        if len(blocks) > 1 and blocks[-1].stop - blocks[-1].start < bw // 2:
-            blocks[-2:] = [slice(blocks[-2].start, B)]  # a small rest joins the last block
-        costs = [cost(s.stop - s.start) for s in blocks]
-        for workers in range(2, threads + 1):
-            plans = pool.split_chains(costs, windows, workers)
-            span = pool.makespan(plans, costs, windows)
-            if span < best:
-                best, chosen = span, EvalPlan(blocks, plans)
-    return chosen
-
-
 class CompiledInference(NamedTuple):
     run: ModuleType  # the cell's stack_inference: prepare, weight_bytes, window_nll, generate
     weights: tuple  # run.prepare(params, L): the weights as its compiled loops read them
@@ -274,7 +222,8 @@ def window_nll(params: dict, config, x: np.ndarray, y: np.ndarray, mask: np.ndar
         m = mask[:, s]
         return float(nll[m].sum(dtype=np.float64)), int(m.sum()), final
 
-    results = map_streams(work, x.shape[1], config.hidden_size, threads)
+    fewest = None if compiled is None else COMPILED_SLICE_STREAMS
+    results = map_streams(work, x.shape[1], config.hidden_size, threads, fewest)
     total = 0.0
     for part, _, _ in results:
         total += part

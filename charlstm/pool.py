@@ -13,8 +13,6 @@ count gives the same bits whatever order the workers finish in:
   calls BLAS); the engine decides how thin a slice may be.
 - map_chunks: element-wise passes over every weight (optimizer update, clipping,
   weight averaging) in fixed chunks of the flat weights, contiguous runs per worker.
-And split_chains plans chains of sequential units (evaluation's blocks of streams,
-window after window) across workers, for run_workers to run.
 The threads run concurrently because NumPy's BLAS calls and ufuncs and the numba
 kernels (nogil) release the GIL. This module knows nothing of the model.
 
@@ -27,7 +25,6 @@ import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -124,53 +121,6 @@ def run_workers(fn, parts: list) -> list:
         return [fn(parts[0])]
     with _one_blas_thread():
         return _run_all(fn, parts)
-
-
-class Piece(NamedTuple):
-    chain: int  # which chain
-    start: int  # its first unit
-    stop: int  # one past its last unit
-
-
-def split_chains(costs: list[float], units: int, workers: int) -> list[list[Piece]]:
-    """Chains of `units` sequential units each (a unit of chain k costs costs[k]), laid
-    end to end and cut into `workers` runs of about equal cost: per worker, the pieces
-    it runs, in the order it runs them. A chain cut between two workers runs its head
-    first on the earlier one and its tail last on the later one, which waits for the
-    head's result (state) only if the head is not done by then."""
-    plans: list[list[Piece]] = [[] for _ in range(workers)]
-    total = sum(costs) * units
-    pos = 0.0
-    for k, cost in enumerate(costs):
-        for u in range(units):  # each unit to the run its middle falls in
-            w = min(workers - 1, int((pos + cost / 2) * workers / total)) if total else 0
-            pos += cost
-            last = plans[w][-1] if plans[w] else None
-            if last is not None and last.chain == k and last.stop == u:
-                plans[w][-1] = last._replace(stop=u + 1)
-            else:
-                plans[w].append(Piece(k, u, u + 1))
-    def turn(p: Piece) -> int:  # a head first, whole chains, a tail last
-        return 2 if p.start > 0 else 0 if p.stop < units else 1
-
-    return [sorted(pieces, key=turn) for pieces in plans if pieces]
-
-
-def makespan(plans: list[list[Piece]], costs: list[float], units: int) -> float:
-    """When the last worker of split_chains' plans finishes, a tail starting no earlier
-    than its head's end."""
-    head_done: dict[int, float] = {}
-    span = 0.0
-    for pieces in plans:
-        clock = 0.0
-        for p in pieces:
-            if p.start > 0:
-                clock = max(clock, head_done.get(p.chain, 0.0))
-            clock += costs[p.chain] * (p.stop - p.start)
-            if p.stop < units:
-                head_done[p.chain] = clock
-        span = max(span, clock)
-    return span
 
 
 def map_streams(fn, B: int, fewest: int, threads: int | None = None) -> list:

@@ -178,7 +178,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
     logit, which moves a draw only when the uniform falls that close to a boundary of
     the distribution).
     threads: workers (default pool.get_num_threads()), while each slice keeps
-    engine.MIN_SAMPLE_SLICE_STREAMS streams; fewer streams run on one worker, with
+    engine.COMPILED_SLICE_STREAMS streams; fewer streams run on one worker, with
     the BLAS threads the caller has.
     """
     check_sampling_args(temperature, top_k, top_p)  # raise here, not in a worker
@@ -199,7 +199,7 @@ def generate_parallel(params: dict, config: ModelConfig, prime_ids, length: int,
         return np.array(list(steps), dtype=np.int64).reshape(length, s.stop - s.start)
 
     parts = engine.map_streams(work, len(rngs), config.hidden_size, threads,
-                               engine.MIN_SAMPLE_SLICE_STREAMS)
+                               engine.COMPILED_SLICE_STREAMS)
     return np.concatenate(parts, axis=1)
 
 

@@ -92,7 +92,7 @@ def test_num_samples_are_drawn_side_by_side_on_the_threads(
     """--num-samples 5 --threads 2 (slices of 3 and 2 streams): sample k is the text of
     stream_rng(seed, k) drawn alone, for plain, top-k and top-p sampling."""
     from charlstm import engine
-    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
+    monkeypatch.setattr(engine, "COMPILED_SLICE_STREAMS", 1)
     workers = []
     real = engine.map_streams
     monkeypatch.setattr(engine, "map_streams", lambda fn, B, H, threads, work: (

@@ -27,30 +27,9 @@ def thin_slices(monkeypatch):
     """Let tiny test batches split (a slice may hold a single stream); restore the
     default thread count afterwards."""
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
-    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
+    monkeypatch.setattr(engine, "COMPILED_SLICE_STREAMS", 1)
     yield
     pool.set_num_threads(None)
-
-
-@pytest.mark.parametrize("costs,units,workers", [([18, 18, 18, 4], 30, 2), ([18, 6], 10, 2),
-                                                 ([18] * 4, 30, 3), ([5], 7, 2), ([3, 1], 1, 4)])
-def test_split_chains_runs_every_unit_once_heads_first_tails_last(costs, units, workers):
-    """pool.split_chains: every unit of every chain in exactly one piece; a worker runs
-    a chain's head (cut off for a later worker) first and a tail last; each worker's
-    share is within one unit of an even split; makespan waits for a tail's head."""
-    plans = pool.split_chains(costs, units, workers)
-    seen = sorted((p.chain, u) for pieces in plans for p in pieces for u in range(p.start, p.stop))
-    assert seen == [(k, u) for k in range(len(costs)) for u in range(units)]
-    total = sum(costs) * units
-    for pieces in plans:
-        tails = [i for i, p in enumerate(pieces) if p.start > 0]
-        heads = [i for i, p in enumerate(pieces) if p.stop < units]
-        assert tails in ([], [len(pieces) - 1]) and heads in ([], [0])
-        share = sum(costs[p.chain] * (p.stop - p.start) for p in pieces)
-        assert abs(share - total / len(plans)) <= max(costs)
-    span = pool.makespan(plans, costs, units)
-    assert total / len(plans) <= span <= total
-    assert pool.makespan([[pool.Piece(0, 0, 2)], [pool.Piece(0, 2, 3)]], [1.0], 3) == 3.0
 
 
 def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
@@ -76,8 +55,10 @@ def test_stream_slices_are_contiguous_balanced_and_never_too_thin(monkeypatch):
         parts = engine.stream_slices(B, H, n)  # one slice, or none thinner than the rule
         assert len(parts) == 1 or all(s.stop - s.start >= engine.fewest_streams(H)
                                       for s in parts)
-    # sampling asks for its own minimum
-    assert len(engine.stream_slices(63, 512, 2, engine.MIN_SAMPLE_SLICE_STREAMS * 2)) == 1
+    # the compiled loops (evaluation, sampling) ask for their own minimum
+    n = engine.COMPILED_SLICE_STREAMS
+    assert len(engine.stream_slices(2 * n - 1, 512, 2, n)) == 1
+    assert len(engine.stream_slices(2 * n, 512, 2, n)) == 2
 
 
 def test_the_pool_splits_by_the_fewest_streams_it_is_given_and_keeps_order():
@@ -302,7 +283,7 @@ def test_exact_resume_with_two_threads(tmp_path, monkeypatch):
     assert first.interrupted and first.step == 7
     monkeypatch.undo()
     monkeypatch.setattr(engine, "fewest_streams", lambda H: 1)
-    monkeypatch.setattr(engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
+    monkeypatch.setattr(engine, "COMPILED_SLICE_STREAMS", 1)
     second = session.resume_training(tmp_path / "resumed")
     assert second.step == straight[0].step == 16
     assert second.val_loss == straight[0].val_loss == straight[1].val_loss

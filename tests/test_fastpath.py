@@ -18,7 +18,6 @@ pytest.importorskip("numba", reason="numba (the fast extra) is not installed")
 from test_fast_lstm import flat, window  # noqa: E402
 
 from charlstm import CharLSTM, ModelConfig, engine, fast, layers, pool  # noqa: E402
-from charlstm.data import eval_shape  # noqa: E402
 from charlstm.evaluate import evaluate  # noqa: E402
 from charlstm.fast import blas, layout, lstm_kernels, stack  # noqa: E402
 from charlstm.fast import lstm as fast_lstm  # noqa: E402
@@ -261,63 +260,44 @@ def test_layout_packs_weight_columns_in_contiguous_blocks():
         np.testing.assert_array_equal(block, W[:, j:j + w, :].transpose(0, 2, 1))
 
 
-@pytest.mark.parametrize("H,B,T,threads", [(512, 24, 4, 2), (512, 25, 3, 2), (512, 40, 3, 3)])
-def test_evaluation_in_planned_blocks_equals_one_slice_per_window(fast_settings, H, B, T,
-                                                                  threads):
-    """Where engine.eval_plan runs blocks of streams through their windows on their
-    own (a block cut between workers handing its state from head to tail), the loss
-    is that of the window-by-window evaluation on one worker, to float32 rounding."""
+def test_compiled_evaluation_splits_from_its_own_minimum(fast_settings, monkeypatch):
+    """The compiled loop runs 8 streams at H = 512 as two workers of 4
+    (engine.COMPILED_SLICE_STREAMS; the layer-by-layer windows keep one worker below
+    fewest_streams(H) = 16), and the loss is one worker's to float32 rounding."""
     fast_settings(fast_cells=True)
-    config = ModelConfig(vocab_size=9, hidden_size=H, num_layers=2)
-    params = CharLSTM(config, seed=B).params
-    ids = np.random.default_rng(B).integers(0, 9, size=B * T * 5 + 3)  # a ragged tail
-    compiled = engine.compiled_inference(params, config, windows=True)
-    plan = engine.eval_plan(*eval_shape(len(ids), B, T), compiled, config, threads)
-    assert plan is not None and len(plan.plans) > 1
-    with pool.num_threads(threads):
-        planned = evaluate(params, config, ids, B, T)
-        assert evaluate(params, config, ids, B, T) == planned  # the same bits every time
-    with pool.num_threads(1):
-        assert planned == pytest.approx(evaluate(params, config, ids, B, T), rel=1e-6)
-
-
-def test_a_block_cut_across_three_workers_hands_its_state_on_twice(fast_settings):
-    """A plan may cut one block's windows into a head, a middle and a tail on three
-    workers: each piece starts from the state where the one before it stopped, so the
-    loss is the window-by-window one."""
-    from charlstm.evaluate import _run_plan
-    config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=2)
-    params = CharLSTM(config, seed=1).params
-    ids = np.random.default_rng(1).integers(0, 9, size=6 * 5 * 7 + 2)
-    B, windows = eval_shape(len(ids), 6, 5)
-    compiled = engine.compiled_inference(params, config, windows=True)
-    plan = engine.EvalPlan([slice(0, 3), slice(3, 6)],
-                           [[pool.Piece(0, 0, 3), pool.Piece(1, 0, windows)],
-                            [pool.Piece(0, 3, 5)], [pool.Piece(0, 5, windows)]])
-    with pool.num_threads(3):
-        planned = _run_plan(plan, compiled, ids, 6, 5, windows, None)
-    with pool.num_threads(1):
-        assert planned == pytest.approx(evaluate(params, config, ids, 6, 5), rel=1e-6)
-
-
-def test_planned_evaluation_stops_when_asked_and_never_hangs(fast_settings):
-    """abort() answering True part way through: None, every worker back (a tail
-    waiting for a head that stopped is released); a worker's error is raised."""
-    fast_settings(fast_cells=True)
-    config = ModelConfig(vocab_size=9, hidden_size=512, num_layers=1)
+    config = ModelConfig(vocab_size=9, hidden_size=512, num_layers=2)
     params = CharLSTM(config, seed=0).params
-    ids = np.random.default_rng(0).integers(0, 9, size=24 * 3 * 6)
-    compiled = engine.compiled_inference(params, config, windows=True)
-    assert engine.eval_plan(*eval_shape(len(ids), 24, 3), compiled, config, 2) is not None
+    ids = np.random.default_rng(0).integers(0, 9, size=8 * 3 * 4 + 5)
+    widths = []
+    map_streams = pool.map_streams
+
+    def spy(fn, B, fewest, threads=None):
+        widths.append([s.stop - s.start for s in pool.stream_slices(B, fewest, threads)])
+        return map_streams(fn, B, fewest, threads)
+    monkeypatch.setattr(pool, "map_streams", spy)
+    with pool.num_threads(2):
+        split = evaluate(params, config, ids, 8, 3)
+    assert widths and all(w == [4, 4] for w in widths)
+    with pool.num_threads(1):
+        assert split == pytest.approx(evaluate(params, config, ids, 8, 3), rel=1e-6)
+
+
+def test_evaluation_stops_when_asked_and_raises_a_worker_error(fast_settings):
+    """abort() answering True part way through: None; an error in abort is raised."""
+    fast_settings(fast_cells=True)
+    config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=1)
+    params = random_problem(config, 2, 2, seed=0)[0]
+    ids = np.random.default_rng(0).integers(0, 9, size=50 * 7 * 6)
     calls = []
     with pool.num_threads(2):
-        assert evaluate(params, config, ids, 24, 3, abort=lambda: calls.append(1) or
+        assert evaluate(params, config, ids, 50, 7, abort=lambda: calls.append(1) or
                         len(calls) > 3) is None
+        assert len(calls) == 4
 
         def boom():
             raise RuntimeError("boom")
         with pytest.raises(RuntimeError, match="boom"):
-            evaluate(params, config, ids, 24, 3, abort=boom)
+            evaluate(params, config, ids, 50, 7, abort=boom)
 
 
 def test_compiled_evaluation_shows_nan():

@@ -65,7 +65,7 @@ def test_generate_many_gives_the_samples_charlstm_sample_prints(
         run_dir, charlstm_cli, monkeypatch):
     """On 2 workers (the CLI's --threads, the library's set_num_threads; slices of 2
     and 1 streams): text k is the CLI's sample k+1; text 0 is generate's."""
-    monkeypatch.setattr(charlstm.engine, "MIN_SAMPLE_SLICE_STREAMS", 1)
+    monkeypatch.setattr(charlstm.engine, "COMPILED_SLICE_STREAMS", 1)
     model = charlstm.load(run_dir)
     charlstm.set_num_threads(2)
     try:

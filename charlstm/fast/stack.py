@@ -40,7 +40,7 @@ from numba.extending import overload
 from . import lstm_kernels
 from .blas import NO_TRANS, ROW_MAJOR, TRANS
 from .layout import PACK_COLUMNS, gate_constants, pack_columns
-from .lstm_kernels import _JIT, GEMM, blas_threads, forward_step, small_sgemm_mnk
+from .lstm_kernels import _JIT, GEMM, forward_step, small_sgemm_mnk
 
 if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
     raise ImportError("no CBLAS GEMM in NumPy's BLAS: sampling uses the generic loop")
@@ -61,11 +61,12 @@ def _matmul_t(A, W, W_packed, C):
 @numba.njit(**_JIT)
 def rows_per_call(B, K, itemsize):
     """Streams per GEMM call on the packed weights, as even as the calls allow, under
-    OpenBLAS's small-kernel bound for a block of PACK_COLUMNS columns (float32, on a
-    one-thread BLAS); 0 where one call on the plain weights is the way: no small
-    kernel, a threaded BLAS (the small kernel runs on one thread), float64."""
+    OpenBLAS's small-kernel bound for a block of PACK_COLUMNS columns (float32); 0
+    where one call on the plain weights is the way (no small kernel, float64). The
+    small kernel runs on one thread even where the BLAS has more: a threaded call was
+    slower at these shapes (docs/performance.md, 2026-12-05)."""
     limit = small_sgemm_mnk() if itemsize == 4 else 0
-    if limit == 0 or blas_threads() != 1:
+    if limit == 0:
         return 0
     rows = limit // (PACK_COLUMNS * K)
     if rows < 4:
@@ -302,12 +303,6 @@ def _window_nll(x, y, mask, weights, state, scratch):
             # forward: nll = -log softmax(z)[y] = log sum exp(z - max) - (z[y] - max)
             total += math.log(s) - (np.float64(z[y[t, b]]) - z_max)
     return total
-
-
-def columns(weights: tuple, B: int) -> int:
-    """What a step of B streams costs, near enough, for the engine's plans: B (the
-    block-by-block GEMM runs any number of streams at full speed, unpadded)."""
-    return B
 
 
 def window_nll(weights: tuple, x: np.ndarray, y: np.ndarray, mask: np.ndarray, state):
