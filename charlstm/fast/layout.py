@@ -1,7 +1,8 @@
 """The fast LSTM's loop layout, shared by its time loops (fast.lstm) and the compiled
-stack inference (fast.stack): per-row gate constants and padded column counts.
+stack inference (fast.stack): per-row gate constants, the time loops' padded column
+counts, and the stack inference's packed weight blocks.
 
-Shape legend: B batch (streams), H hidden, G = 4H gate rows.
+Shape legend: B batch (streams), H hidden, G = 4H gate rows, K a weight's columns.
 """
 
 from __future__ import annotations
