@@ -165,7 +165,8 @@ def test_numba_kernels_exist_for_both_dtypes():
     with numba on and not with it off."""
     steps = {"forward_step", "backward_step", "transpose_into", "gather_gates",
              "transpose_steps", "prescale_steps"}
-    loops = {"forward_loop", "infer_loop", "backward_loop"} if lstm_kernels.GEMM else set()
+    loops = ({"forward_loop", "infer_loop", "backward_loop", "pack_into"} if lstm_kernels.GEMM
+             else set())
     assert set(KERNELS) == {np.dtype(np.float32), np.dtype(np.float64)}
     for dtype, kernels in KERNELS.items():
         assert set(kernels) == steps | loops, dtype
@@ -218,7 +219,7 @@ def test_compiled_step_major_evaluation_matches_the_layer_by_layer_forward(
                                    (1, 65, 512), (130, 1024, 256)])
 def test_block_gemm_on_packed_weights_is_the_whole_product(small_kernel_bound, one_blas_thread,
                                                            dtype, B, G, K):
-    """fast.stack's C = A W^T block by block on layout.pack_columns' packing (a narrower
+    """lstm_kernels.matmul_t: C = A W^T block by block on pack_columns' packing (a narrower
     last block, streams split into even calls: 70 as 35 and 35) == one GEMM on W ==
     the float64 product, to rounding; float64 and a core without the small kernel take
     the one call."""
@@ -226,7 +227,7 @@ def test_block_gemm_on_packed_weights_is_the_whole_product(small_kernel_bound, o
 
     @numba.njit
     def product(A, W, W_packed, C):
-        stack._matmul_t(A, W, W_packed, C)
+        lstm_kernels.matmul_t(A, W, W_packed, C)
 
     rng = np.random.default_rng(B + G + K)
     A = rng.standard_normal((B, K)).astype(dtype)
@@ -236,28 +237,35 @@ def test_block_gemm_on_packed_weights_is_the_whole_product(small_kernel_bound, o
     for bound in (10**6, 0):
         small_kernel_bound.value = bound
         C = np.full((B, G), np.nan, dtype)
-        product(A, W, layout.pack_columns(W), C)
+        product(A, W, lstm_kernels.pack_columns(W), C)
         np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-3 * np.sqrt(K))
         got[bound] = C
     np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
     small_kernel_bound.value = 10**6
-    rows = stack.rows_per_call(B, K, np.dtype(dtype).itemsize)
+    rows = lstm_kernels.rows_per_call(B, K, np.dtype(dtype).itemsize)
     if dtype == np.float64:
         assert rows == 0
     else:
         assert rows == {(50, 512): 50, (70, 512): 35, (130, 256): 65}.get((B, K), B)
     small_kernel_bound.value = 0
-    assert stack.rows_per_call(B, K, 4) == 0
+    assert lstm_kernels.rows_per_call(B, K, 4) == 0
 
 
-def test_layout_packs_weight_columns_in_contiguous_blocks():
-    """pack_columns: block j of W^T's columns, (K, w) C-contiguous, at K * 32 * j."""
-    W = np.arange(3 * 70 * 5, dtype=np.float32).reshape(3, 70, 5)
-    packed = layout.pack_columns(W)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_pack_in_contiguous_blocks_of_columns(dtype):
+    """pack_columns: block j of W^T's columns, (K, w) C-contiguous, at K * 32 * j;
+    pack_into (the training loops' packing, by the BLAS's transposed copy) gives the
+    same bits."""
+    W = np.arange(3 * 70 * 5, dtype=dtype).reshape(3, 70, 5)
+    packed = lstm_kernels.pack_columns(W)
     assert packed.shape == (3, 350) and packed.flags.c_contiguous
     for j, w in ((0, 32), (32, 32), (64, 6)):
         block = packed[:, 5 * j:5 * (j + w)].reshape(3, 5, w)
         np.testing.assert_array_equal(block, W[:, j:j + w, :].transpose(0, 2, 1))
+    W = np.random.default_rng(0).standard_normal((2048, 512)).astype(dtype)
+    out = np.full(W.size, np.nan, dtype)
+    lstm_kernels.pack_into(W, out)
+    np.testing.assert_array_equal(out, lstm_kernels.pack_columns(W))
 
 
 def test_compiled_evaluation_splits_from_its_own_minimum(fast_settings, monkeypatch):
@@ -509,14 +517,16 @@ def test_step_gemm_in_pieces_is_the_whole_product(small_kernel_bound, one_blas_t
     np.testing.assert_allclose(got[10**6], got[0], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("B", [32, 25])
 def test_time_loops_with_gemm_pieces_match_one_call(fast_settings, small_kernel_bound,
-                                                    one_blas_thread):
+                                                    one_blas_thread, B):
     """A whole window (forward, backward, every gradient) at a size whose step GEMMs
-    are cut (H = 256, 32 streams, float32) agrees with the same window run uncut, and
-    with the reference LSTM (cells/lstm.py)."""
-    fast_settings(fast_cells=True, numba=True)
+    are cut (H = 256, float32: 32 streams in row pieces; 25 streams, padded to 32,
+    block by block on packed weights through the batch-major orientation) agrees with
+    the same window run in one call a step, and with the reference LSTM (cells/lstm.py)."""
+    fast_settings(fast_cells=True, numba=True, pad_block=16)
     config = ModelConfig(vocab_size=13, hidden_size=256, num_layers=2)
-    params, x, y, state, _ = random_problem(config, 4, 32, seed=5)
+    params, x, y, state, _ = random_problem(config, 4, B, seed=5)
     params = {k: v.astype(np.float32) for k, v in params.items()}
     state = tuple(s.astype(np.float32) for s in state)
     runs = []

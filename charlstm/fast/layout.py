@@ -1,8 +1,7 @@
 """The fast LSTM's loop layout, shared by its time loops (fast.lstm) and the compiled
-stack inference (fast.stack): per-row gate constants, the time loops' padded column
-counts, and the stack inference's packed weight blocks.
+stack inference (fast.stack): per-row gate constants and padded column counts.
 
-Shape legend: B batch (streams), H hidden, G = 4H gate rows, K a weight's columns.
+Shape legend: B batch (streams), H hidden, G = 4H gate rows.
 """
 
 from __future__ import annotations
@@ -53,19 +52,3 @@ def loop_width(B: int, W_hh: np.ndarray) -> int:
         return B
     return min(range(B, -(-B // block) * block + 1), key=lambda n: _passes(n, block))
 
-
-# Columns of W^T per block in pack_columns: a block of K rows by 32 columns is the
-# widest that keeps a call of up to 61 streams (K = 512) under OpenBLAS's small-kernel
-# bound, and the kernel runs 32 columns as two full 16-wide vectors.
-PACK_COLUMNS = 32
-
-
-def pack_columns(W: np.ndarray) -> np.ndarray:
-    """W (..., G, K) as (..., G*K): W^T (K, G) cut into blocks of PACK_COLUMNS columns
-    (the last one narrower when G is not a multiple), each block (K, w) C-contiguous,
-    one after another: block j starts at K * PACK_COLUMNS * j. A GEMM on one block reads
-    contiguous memory, where a block of columns of W^T itself would read rows G apart."""
-    *lead, G, K = W.shape
-    blocks = [np.swapaxes(W[..., j:j + PACK_COLUMNS, :], -1, -2).reshape(*lead, -1)
-              for j in range(0, G, PACK_COLUMNS)]
-    return np.ascontiguousarray(np.concatenate(blocks, axis=-1))

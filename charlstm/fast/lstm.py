@@ -7,8 +7,11 @@ PyTorch's order [i | f | g | o]; n >= B the time loop's columns (layout.loop_wid
 
 How the time loop is kept cheap (it runs T times per layer, everything else once):
   * inside the loop every array is feature-major, (rows, n): the step's GEMM is
-    z^T = W_hh h^T with the weights on the left, which OpenBLAS runs faster than
-    h W_hh^T at a worker's thin slice, and each gate block is one contiguous slab.
+    z^T = W_hh h^T with the weights on the left, which OpenBLAS vectorises along the
+    streams, and each gate block is one contiguous slab. For stream counts that
+    leave a remainder past its 16-wide vectors (25, 50), each step GEMM instead runs
+    as h W_hh^T on weights packed once per window, through a transposed copy in and
+    out (lstm_kernels.step_gemm_t; fast.stack runs that way throughout).
     The window's inputs and outputs keep the model's (T, B, .) layout: one
     transposed copy in and one out per window.
   * sigmoid(z) = 0.5*tanh(z/2) + 0.5, and the halving is folded into the i, f, o
@@ -39,8 +42,14 @@ from ..cells.lstm import GATES as GATES
 from ..cells.lstm import STATE_NAMES as STATE_NAMES
 from ..cells.lstm import TANH_GATES as TANH_GATES
 from ..cells.lstm import init_bias as init_bias
-from . import settings, workspace
+from . import blas, settings, workspace
 from .layout import gate_constants, loop_width
+
+# The time loops' step GEMMs run block by block (lstm_kernels.step_gemm_t) only for
+# stream counts that are not a multiple of this: at 16, 32 or 64 streams OpenBLAS's
+# feature-major kernel wastes nothing, and the backward's was faster than the blocks
+# (docs/performance.md, 2026-12-05).
+BLOCKS_UNLESS_MULTIPLE = 16
 
 
 class LSTMCache(NamedTuple):
@@ -232,13 +241,14 @@ def _forward(prescaled, state0, W_hh, B):
     hT = workspace.empty((T + 1, H, n), dtype)  # h^T: the right operand of each GEMM
     c = workspace.empty((T + 1, H, n), dtype)
     tanh_c = workspace.empty((T, H, n), dtype)
-    zh = np.empty((G, n), dtype=dtype)  # W_hh h_{t-1}^T for one step
+    zh = np.zeros((G, n), dtype=dtype)  # W_hh h_{t-1}^T for one step
     ig = np.empty((H, n), dtype=dtype)  # scratch for i*g
     hT[0] = _loop_state(state0[0], n, dtype)
     c[0] = _loop_state(state0[1], n, dtype)
     nb = _numba(dtype)
     if nb is not None and "forward_loop" in nb and B:
-        nb["forward_loop"](W_s, gates, hT, c, tanh_c, zh)  # the loop below, without the GIL
+        nb["forward_loop"](W_s, gates, hT, c, tanh_c, zh,  # the loop below, without the GIL
+                           _step_gemm(W_s, B, nb))
     else:
         for t in range(T):
             np.matmul(W_s, hT[t], out=zh)  # all four gates in one GEMM
@@ -273,12 +283,13 @@ def _infer(prescaled, state0, B):
     c = _loop_state(state0[1], n, dtype)  # updated step by step
     c_next = np.empty_like(c)
     tanh_c = np.empty_like(c)
-    zh = np.empty((G, n), dtype=dtype)
+    zh = np.zeros((G, n), dtype=dtype)
     ig = np.empty((H, n), dtype=dtype)
     h_prev = _loop_state(state0[0], n, dtype)
     nb = _numba(dtype)
     if nb is not None and "infer_loop" in nb and T and B:
-        c = nb["infer_loop"](W_s, gates, hsT, h_prev, c, c_next, tanh_c, zh)
+        c = nb["infer_loop"](W_s, gates, hsT, h_prev, c, c_next, tanh_c, zh,
+                             _step_gemm(W_s, B, nb))
         h_prev = hsT[T - 1]
     else:
         for t in range(T):
@@ -381,7 +392,8 @@ def backward(dhs, dstateT, cache: LSTMCache):
     nb = _numba(gates.dtype)
     W_T = _transposed(W_hh, nb)  # (H, 4H): the left operand of each step's GEMM
     if nb is not None and "backward_loop" in nb and B:
-        nb["backward_loop"](W_T, dz, gates, c, tanh_c, dh, dhsT, dc)  # the loop below
+        nb["backward_loop"](W_T, dz, gates, c, tanh_c, dh, dhsT, dc,  # the loop below
+                            _step_gemm(W_T, B, nb))
     elif nb is not None:
         for t in reversed(range(T)):
             nb["backward_step"](dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)  # dc -> dc_{t-1}
@@ -393,6 +405,20 @@ def backward(dhs, dstateT, cache: LSTMCache):
     dW_hh = dz_flat.T @ h[:-1].reshape(T * B, H)  # one GEMM for all steps
     db_hh = dz_flat.sum(axis=0)
     return dxw, (_stream_state(dh, B), _stream_state(dc, B)), dW_hh, db_hh
+
+
+def _step_gemm(W: np.ndarray, B: int, nb) -> tuple:
+    """What the compiled loops' step_gemm_t reads besides W (N, K): W packed into blocks
+    (lstm_kernels.pack_into) for B streams not a multiple of BLOCKS_UNLESS_MULTIPLE where
+    the BLAS has the small kernel (float32), else an empty array (one GEMM on W, in
+    pieces); and (B, K), (B, N) scratch."""
+    N, K = W.shape
+    packed = np.empty(0, dtype=W.dtype)
+    blocks = B % BLOCKS_UNLESS_MULTIPLE != 0
+    if blocks and W.dtype == np.float32 and blas.binding().SMALL_SGEMM_MNK.value:
+        packed = np.empty(N * K, dtype=W.dtype)
+        nb["pack_into"](W, packed)
+    return packed, np.empty((B, K), dtype=W.dtype), np.empty((B, N), dtype=W.dtype)
 
 
 def _transposed(W: np.ndarray, nb) -> np.ndarray:

@@ -42,6 +42,23 @@ else:  # not OpenBLAS: no small kernel to cut for (the bound is 0)
     def blas_threads():
         return 0
 
+# Columns of W^T per block in pack_columns: a block of K rows by 32 columns is the
+# widest that keeps a call of up to 61 streams (K = 512) under OpenBLAS's small-kernel
+# bound, and the kernel runs 32 columns as two full 16-wide vectors.
+PACK_COLUMNS = 32
+
+
+def pack_columns(W: np.ndarray) -> np.ndarray:
+    """W (..., N, K) as (..., N*K): W^T (K, N) cut into blocks of PACK_COLUMNS columns
+    (the last one narrower when N is not a multiple), each block (K, w) C-contiguous,
+    one after another: block j starts at K * PACK_COLUMNS * j. A GEMM on one block reads
+    contiguous memory, where a block of columns of W^T itself would read rows N apart."""
+    *lead, N, K = W.shape
+    blocks = [np.swapaxes(W[..., j:j + PACK_COLUMNS, :], -1, -2).reshape(*lead, -1)
+              for j in range(0, N, PACK_COLUMNS)]
+    return np.ascontiguousarray(np.concatenate(blocks, axis=-1))
+
+
 # IEEE semantics (no fastmath: NaN must propagate so divergence is detected);
 # error_model="numpy" drops the zero-division check that blocks vectorisation.
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
@@ -320,35 +337,112 @@ if GEMM is not None:
                      C.ctypes.data + r * N * C.itemsize, N)
         return impl
 
+    def matmul_t(A, W, W_packed, C):
+        """C = A W^T for C-contiguous A (B, K), W (N, K), C (B, N): one GEMM on W, or
+        block by block on W_packed = layout.pack_columns(W) where rows_per_call allows
+        (the stack inference's orientation: it vectorises along W's rows, 32 at a time,
+        so any number of streams B runs at full speed)."""
+        np.matmul(A, W.T, out=C)
+
     @numba.njit(**_JIT)
-    def forward_loop(W_s, gates, hT, c, tanh_c, zh):
+    def rows_per_call(B, K, itemsize):
+        """Streams per GEMM call on packed weights, as even as the calls allow, under
+        OpenBLAS's small-kernel bound for a block of PACK_COLUMNS columns (float32); 0
+        where one call on the plain weights is the way (no small kernel, float64). The
+        small kernel runs on one thread even where the BLAS has more: for the stack
+        inference a threaded call was slower (docs/performance.md, 2026-12-05)."""
+        limit = small_sgemm_mnk() if itemsize == 4 else 0
+        if limit == 0:
+            return 0
+        rows = limit // (PACK_COLUMNS * K)
+        if rows < 4:
+            return 0
+        calls = -(-B // rows)
+        return -(-B // calls)
+
+    @overload(matmul_t, jit_options=_JIT)
+    def matmul_t_overload(A, W, W_packed, C):
+        gemm = _SGEMM if A.dtype == types.float32 else _DGEMM
+
+        def impl(A, W, W_packed, C):
+            B, K = A.shape
+            N = W.shape[0]
+            size = A.itemsize
+            one, zero = A.dtype.type(1.0), A.dtype.type(0.0)
+            rows = rows_per_call(B, K, size) if W_packed.size else 0
+            if rows == 0:  # one call: C = A W^T
+                gemm(ROW_MAJOR, NO_TRANS, TRANS, B, N, K, one, A.ctypes.data, K,
+                     W.ctypes.data, K, zero, C.ctypes.data, N)
+                return
+            for j in range(0, N, PACK_COLUMNS):  # C[:, j:j+w] = A W^T[:, j:j+w], a block
+                w = min(PACK_COLUMNS, N - j)
+                block = W_packed.ctypes.data + K * j * size
+                for r in range(0, B, rows):
+                    gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, min(rows, B - r), w, K, one,
+                         A.ctypes.data + r * K * size, K, block, w, zero,
+                         C.ctypes.data + (r * N + j) * size, N)
+        return impl
+
+    @numba.njit(**_JIT)
+    def pack_into(W, out):
+        """layout.pack_columns(W) for one C-contiguous W (N, K), into out (N*K,), each
+        block by the BLAS's transposed copy (the training loops pack every window)."""
+        N, K = W.shape
+        for j in range(0, N, PACK_COLUMNS):
+            w = min(PACK_COLUMNS, N - j)
+            transpose_into(W[j:j + w], out[K * j:K * (j + w)].reshape((K, w)))
+
+    @numba.njit(**_JIT)
+    def step_gemm_t(W, W_packed, xT, xb, yb, yT):
+        """yT[:, :B] = W xT[:, :B] for the time loops' feature-major xT (K, n), yT (N, n)
+        with B = len(xb) real columns: one step GEMM through the batch-major orientation
+        (xb (B, K), yb (B, N) scratch: a transposed copy in, matmul_t on the packed W,
+        a transposed copy out) where W_packed is given and the BLAS runs one thread;
+        else matmul_into on all n columns. The padding columns of yT are then not
+        written: they must hold zeros already."""
+        B, K = xb.shape
+        if W_packed.size and blas_threads() == 1 and rows_per_call(B, K, xb.itemsize):
+            transpose_into(xT[:, :B], xb)
+            matmul_t(xb, W, W_packed, yb)
+            transpose_into(yb, yT[:, :B])
+        else:
+            matmul_into(W, xT, yT)
+
+    @numba.njit(**_JIT)
+    def forward_loop(W_s, gates, hT, c, tanh_c, zh, gemm):
         """fast.lstm.forward's time loop: every step's GEMM zh = W_s h_{t-1}^T, then
-        forward_step; gates (T, 4H, B) pre-scaled in, post-activation out; hT, c
-        (T+1, H, B) with step 0 filled; tanh_c (T, H, B); zh (4H, B) scratch."""
+        forward_step; gates (T, 4H, n) pre-scaled in, post-activation out; hT, c
+        (T+1, H, n) with step 0 filled; tanh_c (T, H, n); zh (4H, n) scratch, zero in
+        its padding. gemm: (W_s packed or empty, hb (B, H), zb (B, 4H)) for step_gemm_t."""
+        W_packed, hb, zb = gemm
         for t in range(gates.shape[0]):
-            matmul_into(W_s, hT[t], zh)
+            step_gemm_t(W_s, W_packed, hT[t], hb, zb, zh)
             forward_step(gates[t], zh, c[t], c[t + 1], tanh_c[t], hT[t + 1])
 
     @numba.njit(**_JIT)
-    def infer_loop(W_s, gates, hsT, h0, c, c_next, tanh_c, zh):
+    def infer_loop(W_s, gates, hsT, h0, c, c_next, tanh_c, zh, gemm):
         """fast.lstm.infer's time loop: as forward_loop, keeping only the outputs
-        hsT (T, H, B); c and c_next (H, B) take turns. Returns the final c."""
+        hsT (T, H, n); c and c_next (H, n) take turns. Returns the final c."""
+        W_packed, hb, zb = gemm
         h_prev = h0
         for t in range(gates.shape[0]):
-            matmul_into(W_s, h_prev, zh)
+            step_gemm_t(W_s, W_packed, h_prev, hb, zb, zh)
             forward_step(gates[t], zh, c, c_next, tanh_c, hsT[t])
             c, c_next = c_next, c
             h_prev = hsT[t]
         return c
 
     @numba.njit(**_JIT)
-    def backward_loop(W_T, dz, gates, c, tanh_c, dh, dhsT, dc):
+    def backward_loop(W_T, dz, gates, c, tanh_c, dh, dhsT, dc, gemm):
         """fast.lstm.backward's time loop, last step first: backward_step, then the
-        GEMM dh = W_hh^T dz_t^T. dz (T, 4H, B) out; dh, dc (H, B) carried in place."""
+        GEMM dh = W_hh^T dz_t^T. dz (T, 4H, n) out; dh, dc (H, n) carried in place.
+        gemm: (W_T packed or empty, dzb (B, 4H), dhb (B, H)) for step_gemm_t."""
+        W_packed, dzb, dhb = gemm
         for t in range(gates.shape[0] - 1, -1, -1):
             backward_step(dz[t], gates[t], c[t], tanh_c[t], dh, dhsT[t], dc)
-            matmul_into(W_T, dz[t], dh)  # forward: z = xw + W_hh h_prev^T + b_hh
+            # forward: z = xw + W_hh h_prev^T + b_hh  ->  dh = W_hh^T dz
+            step_gemm_t(W_T, W_packed, dz[t], dzb, dhb, dh)
 
     for _kernels in KERNELS.values():
         _kernels.update(forward_loop=forward_loop, infer_loop=infer_loop,
-                        backward_loop=backward_loop)
+                        backward_loop=backward_loop, pack_into=pack_into)

@@ -34,69 +34,20 @@ import math
 
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from . import lstm_kernels
-from .blas import NO_TRANS, ROW_MAJOR, TRANS
-from .layout import PACK_COLUMNS, gate_constants, pack_columns
-from .lstm_kernels import _JIT, GEMM, forward_step, small_sgemm_mnk
+from .layout import gate_constants
+from .lstm_kernels import _JIT, forward_step
 
 if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
     raise ImportError("no CBLAS GEMM in NumPy's BLAS: sampling uses the generic loop")
-matmul_into = lstm_kernels.matmul_into
+matmul_t, pack_columns = lstm_kernels.matmul_t, lstm_kernels.pack_columns
 # The SHA-256 of lstm_kernels.py, whose kernels compile into this file's: editing it
 # must edit this file, or numba would keep this file's cached loops (see lstm_kernels).
-KERNELS_SOURCE_SHA256 = "51319295620303dbd1c347bfd6052260e8d7209d0983090027fcec3269cfa558"
+KERNELS_SOURCE_SHA256 = "feb119f46204546cf531900cc0917261dd3071c6be9ad83b08454186a45c3792"
 
 # Steps per compiled call: the uniforms for one chunk are drawn ahead in Python.
 CHUNK_STEPS = 256
-
-
-def _matmul_t(A, W, W_packed, C):
-    """C = A @ W^T for A (B, K), W (G, K), C (B, G); see _matmul_t_overload."""
-    np.matmul(A, W.T, out=C)
-
-
-@numba.njit(**_JIT)
-def rows_per_call(B, K, itemsize):
-    """Streams per GEMM call on the packed weights, as even as the calls allow, under
-    OpenBLAS's small-kernel bound for a block of PACK_COLUMNS columns (float32); 0
-    where one call on the plain weights is the way (no small kernel, float64). The
-    small kernel runs on one thread even where the BLAS has more: a threaded call was
-    slower at these shapes (docs/performance.md, 2026-12-05)."""
-    limit = small_sgemm_mnk() if itemsize == 4 else 0
-    if limit == 0:
-        return 0
-    rows = limit // (PACK_COLUMNS * K)
-    if rows < 4:
-        return 0
-    calls = -(-B // rows)
-    return -(-B // calls)
-
-
-@overload(_matmul_t, jit_options=_JIT)
-def _matmul_t_overload(A, W, W_packed, C):
-    gemm = GEMM[np.dtype(np.float32 if A.dtype == types.float32 else np.float64)]
-
-    def impl(A, W, W_packed, C):
-        B, K = A.shape
-        G = W.shape[0]
-        size = A.itemsize
-        one, zero = A.dtype.type(1.0), A.dtype.type(0.0)
-        rows = rows_per_call(B, K, size)
-        if rows == 0:  # one call: C = A W^T
-            gemm(ROW_MAJOR, NO_TRANS, TRANS, B, G, K, one, A.ctypes.data, K,
-                 W.ctypes.data, K, zero, C.ctypes.data, G)
-            return
-        for j in range(0, G, PACK_COLUMNS):  # C[:, j:j+w] = A W^T[:, j:j+w], block by block
-            w = min(PACK_COLUMNS, G - j)
-            block = W_packed.ctypes.data + K * j * size
-            for r in range(0, B, rows):
-                gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, min(rows, B - r), w, K, one,
-                     A.ctypes.data + r * K * size, K, block, w, zero,
-                     C.ctypes.data + (r * G + j) * size, G)
-    return impl
 
 
 @numba.njit(**_JIT)
@@ -116,16 +67,16 @@ def _stack_step(ids, weights, h, c, c_next, z, zh, tanh_c, logits):
                 for g in range(zb.shape[0]):
                     zb[g] = row[g] + bh[g]
         else:  # forward: xw = h_below W_ih^T + b_ih, z = xw + b_hh
-            _matmul_t(h[k - 1], W_ih[k - 1], P_ih[k - 1], z)
+            matmul_t(h[k - 1], W_ih[k - 1], P_ih[k - 1], z)
             bi, bh = b_ih[k], b_hh[k]
             for b in range(B):
                 zb = z[b]
                 for g in range(zb.shape[0]):
                     zb[g] = (zb[g] + bi[g]) + bh[g]
-        _matmul_t(h[k], W_hh[k], P_hh[k], zh)  # forward: zh = h_prev W_hh^T (h[k] read here...)
+        matmul_t(h[k], W_hh[k], P_hh[k], zh)  # forward: zh = h_prev W_hh^T (h[k] read here...)
         for b in range(B):  # (...and overwritten here, one stream at a time)
             forward_step(z[b], zh[b], c[k, b], c_next[k, b], tanh_c, h[k, b])
-    _matmul_t(h[L - 1], W_dec, P_dec, logits)  # forward: logits = h W_dec^T + b_dec
+    matmul_t(h[L - 1], W_dec, P_dec, logits)  # forward: logits = h W_dec^T + b_dec
     for b in range(B):
         lb = logits[b]
         for v in range(lb.shape[0]):
