@@ -339,7 +339,7 @@ if GEMM is not None:
 
     def matmul_t(A, W, W_packed, C):
         """C = A W^T for C-contiguous A (B, K), W (N, K), C (B, N): one GEMM on W, or
-        block by block on W_packed = layout.pack_columns(W) where rows_per_call allows
+        block by block on W_packed = pack_columns(W) where rows_per_call allows
         (the stack inference's orientation: it vectorises along W's rows, 32 at a time,
         so any number of streams B runs at full speed)."""
         np.matmul(A, W.T, out=C)

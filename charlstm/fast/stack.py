@@ -44,7 +44,7 @@ if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
 matmul_t, pack_columns = lstm_kernels.matmul_t, lstm_kernels.pack_columns
 # The SHA-256 of lstm_kernels.py, whose kernels compile into this file's: editing it
 # must edit this file, or numba would keep this file's cached loops (see lstm_kernels).
-KERNELS_SOURCE_SHA256 = "feb119f46204546cf531900cc0917261dd3071c6be9ad83b08454186a45c3792"
+KERNELS_SOURCE_SHA256 = "88881e11501dc61ff17652382efa5a0b21c07861945f513efd62d532cdbef60f"
 
 # Steps per compiled call: the uniforms for one chunk are drawn ahead in Python.
 CHUNK_STEPS = 256
