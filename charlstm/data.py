@@ -171,15 +171,17 @@ class Batches:
         return cursor.epoch + cursor.window / self.windows_per_epoch
 
 
-def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int):
+def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int,
+                 streams: slice = slice(None)):
     """Cover every one of the N - 1 targets of ids exactly once, for evaluation.
 
     Like Batches, but the streams are ceil((N - 1) / B) long, the last window may
     be shorter than T, and padding at the end of the last stream is masked out.
-    The caller carries the state from window to window.
+    The caller carries the state from window to window. streams: only these of the
+    B' = min(batch_size, N - 1) streams (a worker's share).
     Yields:
-        x, y: (t, B') int64 ids and targets; mask: (t, B') bool, True where y counts;
-        B' = min(batch_size, N - 1).
+        x, y: (t, b) int64 ids and targets; mask: (t, b) bool, True where y counts;
+        b the streams selected (B' by default).
     """
     n_targets = len(ids) - 1
     if n_targets < 1:
@@ -187,7 +189,7 @@ def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int):
     B = min(batch_size, n_targets)
     S = -(-n_targets // B)
     N = len(ids)
-    rows = (np.arange(B) * S)[:, None]
+    rows = (np.arange(B)[streams] * S)[:, None]
     # stream b holds inputs b*S .. b*S+S-1 and their targets one further on; positions
     # past the text read as id 0 and are masked. A window at a time: ids may be a map.
     for start in range(0, S, seq_len):

@@ -291,7 +291,8 @@ def test_compiled_evaluation_splits_from_its_own_minimum(fast_settings, monkeypa
 
 
 def test_evaluation_stops_when_asked_and_raises_a_worker_error(fast_settings):
-    """abort() answering True part way through: None; an error in abort is raised."""
+    """abort() answering True part way through (asked by each worker between its
+    windows): None, every worker stopped; an error in abort is raised."""
     fast_settings(fast_cells=True)
     config = ModelConfig(vocab_size=9, hidden_size=12, num_layers=1)
     params = random_problem(config, 2, 2, seed=0)[0]
@@ -300,7 +301,7 @@ def test_evaluation_stops_when_asked_and_raises_a_worker_error(fast_settings):
     with pool.num_threads(2):
         assert evaluate(params, config, ids, 50, 7, abort=lambda: calls.append(1) or
                         len(calls) > 3) is None
-        assert len(calls) == 4
+        assert 4 <= len(calls) < 12  # two workers, six windows each: they stopped early
 
         def boom():
             raise RuntimeError("boom")
