@@ -37,10 +37,12 @@ LSTM's stack_inference: each step through the whole stack, its logits reduced or
 drawn from at once, without the GIL); evaluation only up to STEP_MAJOR_MAX_BYTES of
 weights, where it beats the layer-by-layer windows. Their GEMMs run any number of
 streams at full speed, so both split from COMPILED_SLICE_STREAMS streams per worker
-(16 streams on two workers of 8: 2.0x one worker, 2x512). The element-wise passes over every
-weight (optimiser update, clipping, averaging) run over fixed chunks of the flat
-weights (weight_chunks) shared among the workers (map_chunks); reductions add per
-chunk in chunk order, so they give the same bits for any thread count. The
+(16 streams on two workers of 8: 2.0x one worker, 2x512), and evaluation runs each
+worker's slice through every window on its own (charlstm.evaluate). The
+element-wise passes over every weight (optimiser update, clipping, averaging) run over
+fixed chunks of the flat weights (weight_chunks) shared among the workers
+(map_chunks); reductions add per chunk in chunk order, so they give the same bits for
+any thread count. The
 measurements behind these thresholds, and designs measured and not kept, are in
 docs/performance.md.
 
@@ -72,6 +74,8 @@ COMPILED_SLICE_STREAMS = 4
 # recurrent weights, and as model.forward's layer-by-layer windows beyond (measured:
 # docs/performance.md).
 STEP_MAJOR_MAX_BYTES = 24 * 2**20
+
+
 def fewest_streams(H: int) -> int:
     """The fewest streams worth a worker of their own at hidden size H."""
     return max(MIN_SLICE_STREAMS, min(ENOUGH_SLICE_STREAMS, -(-H // HIDDEN_PER_STREAM)))

@@ -5,7 +5,10 @@ Shape legend: B batch (the loop's columns, padding included), H hidden, T time.
 Everything is feature-major (see fast.lstm): z, gates, dz are (4H, B) with the gate
 blocks [i ; f ; g ; o] one after another, everything else (H, B); the loops take
 (T, 4H, B) and (T+1, H, B) stacks. All C-contiguous, so each gate block is one slab
-of H*B numbers and the kernels run over slabs.
+of H*B numbers and the kernels run over slabs. The one batch-major piece is the GEMM
+C = A W^T on weights packed in blocks of columns (pack_columns, matmul_t): the
+stack inference's GEMM, and the time loops' step GEMM where the streams leave a
+remainder past the feature-major kernel's vectors (step_gemm_t).
 
 Why: one step of NumPy ufuncs makes ~10 passes over its arrays, and NumPy's float32
 tanh is not vectorised on AVX2; one fused loop makes one pass with a vectorisable
@@ -385,7 +388,7 @@ if GEMM is not None:
 
     @numba.njit(**_JIT)
     def pack_into(W, out):
-        """layout.pack_columns(W) for one C-contiguous W (N, K), into out (N*K,), each
+        """pack_columns(W) for one C-contiguous W (N, K), into out (N*K,), each
         block by the BLAS's transposed copy (the training loops pack every window)."""
         N, K = W.shape
         for j in range(0, N, PACK_COLUMNS):

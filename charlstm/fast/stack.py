@@ -21,7 +21,7 @@ ahead, per chunk, in Python.
 Everything inside is batch-major, as the model's own arrays: the state h, c is
 (L, B, H), the gates (B, G), the logits (B, V), all C-contiguous, one row per stream.
 Each GEMM h W^T runs block by block over W^T's columns, packed once per call of
-prepare() into contiguous (K, 32) blocks (layout.pack_columns), each call under
+prepare() into contiguous (K, 32) blocks (lstm_kernels.pack_columns), each call under
 OpenBLAS's small-kernel bound: that kernel vectorises along the 32 columns and takes
 the streams four at a time, so any number of streams runs at full speed, unpadded
 (the feature-major W h^T of the training loops vectorises along the streams and pays
@@ -44,7 +44,7 @@ if not hasattr(lstm_kernels, "matmul_into"):  # NumPy's BLAS could not be bound
 matmul_t, pack_columns = lstm_kernels.matmul_t, lstm_kernels.pack_columns
 # The SHA-256 of lstm_kernels.py, whose kernels compile into this file's: editing it
 # must edit this file, or numba would keep this file's cached loops (see lstm_kernels).
-KERNELS_SOURCE_SHA256 = "88881e11501dc61ff17652382efa5a0b21c07861945f513efd62d532cdbef60f"
+KERNELS_SOURCE_SHA256 = "e3828ef12f5a06f93f5e5c6d65059a036ba5bbe848d4d31a1d7a08e3ca27c475"
 
 # Steps per compiled call: the uniforms for one chunk are drawn ahead in Python.
 CHUNK_STEPS = 256
@@ -180,7 +180,7 @@ def weight_bytes(params: dict, num_layers: int) -> int:
 
 def prepare(params: dict, num_layers: int) -> tuple:
     """The weights as _stack_step reads them: pre-scaled, C-contiguous, stacked; each
-    matrix W (G, K) also packed (layout.pack_columns) for the block-by-block GEMM.
+    matrix W (G, K) also packed (lstm_kernels.pack_columns) for the block-by-block GEMM.
     (table0 (V, G), W_ih (max(L-1, 1), G, H), its packing, b_ih, b_hh (L, G), W_hh
     (L, G, H), its packing, W_dec (V, H), its packing, b_dec (V,))."""
     p = "lstm."
