@@ -51,4 +51,3 @@ def loop_width(B: int, W_hh: np.ndarray) -> int:
     if not block or B == 0:
         return B
     return min(range(B, -(-B // block) * block + 1), key=lambda n: _passes(n, block))
-

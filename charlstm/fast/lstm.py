@@ -241,7 +241,7 @@ def _forward(prescaled, state0, W_hh, B):
     hT = workspace.empty((T + 1, H, n), dtype)  # h^T: the right operand of each GEMM
     c = workspace.empty((T + 1, H, n), dtype)
     tanh_c = workspace.empty((T, H, n), dtype)
-    zh = np.zeros((G, n), dtype=dtype)  # W_hh h_{t-1}^T for one step
+    zh = np.zeros((G, n), dtype=dtype)  # W_hh h_{t-1}^T; step_gemm_t may leave its padding
     ig = np.empty((H, n), dtype=dtype)  # scratch for i*g
     hT[0] = _loop_state(state0[0], n, dtype)
     c[0] = _loop_state(state0[1], n, dtype)
@@ -283,7 +283,7 @@ def _infer(prescaled, state0, B):
     c = _loop_state(state0[1], n, dtype)  # updated step by step
     c_next = np.empty_like(c)
     tanh_c = np.empty_like(c)
-    zh = np.zeros((G, n), dtype=dtype)
+    zh = np.zeros((G, n), dtype=dtype)  # zero: step_gemm_t may leave its padding
     ig = np.empty((H, n), dtype=dtype)
     h_prev = _loop_state(state0[0], n, dtype)
     nb = _numba(dtype)
